@@ -1,0 +1,272 @@
+"""Settings: defaults < YAML config file < environment < command line.
+
+The effective settings are validated once, at start, and a bad configuration
+fails with one `ConfigError` that lists every bad key, where it came from and
+why. Environment variables are `MGMT_AGENT_<SECTION>__<KEY>` (double
+underscore between levels), e.g. `MGMT_AGENT_CONTROL_PLANE__URL`. Secrets are
+`SecretStr` so that `config show` and logs print them redacted; each secret
+also has a `*_file` twin that is re-read on use, so rotated tokens (projected
+service-account tokens, mounted secrets) are picked up without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from agent.artifacts.settings import ArtifactSettings
+from agent.errors import ConfigError
+from agent.images.settings import ImageSettings
+from agent.plugins.kubernetes.settings import KubernetesSettings
+
+ENV_PREFIX = "MGMT_AGENT_"
+
+
+class Section(BaseModel):
+    """Base of every settings section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def read_secret(value: SecretStr | None, path: Path | None) -> str | None:
+    """The secret's value, preferring the file (re-read on every call) over the inline value."""
+    if path is not None:
+        return path.read_text().strip()
+    return value.get_secret_value() if value is not None else None
+
+
+class MLflowSettings(Section):
+    """The MLflow Model Registry adapter (control_plane.kind = mlflow)."""
+
+    tracking_uri: str = "http://127.0.0.1:5000"
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_bundle: Path | None = None
+    name_pattern: str = Field(default="*", description="Glob over registered model names.")
+    required_tag: str | None = Field(
+        default="deploy=true", description="key=value tag a registered model must carry."
+    )
+    aliases: list[str] = Field(default_factory=lambda: ["production"])
+    stages: list[str] = Field(
+        default_factory=list, description="Legacy stages to follow, e.g. ['Production']."
+    )
+
+
+class ControlPlaneSettings(Section):
+    """Where orders come from and how to reach it."""
+
+    kind: Literal["native", "mlflow"] = "native"
+    url: str = "http://127.0.0.1:8080"
+    environment_id: str = "default"
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    ca_bundle: Path | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0, description="Per request, seconds.")
+    poll_interval_seconds: float = Field(default=5.0, gt=0)
+    long_poll_seconds: float = Field(
+        default=0.0, ge=0, le=60, description="Server-side wait for actions; 0 disables."
+    )
+    lease_seconds: int = Field(default=120, ge=10, le=3600)
+    heartbeat_interval_seconds: float = Field(default=30.0, gt=0)
+    max_consecutive_failures: int = Field(
+        default=20, ge=1, description="Exit non-zero after this many failed polls in a row."
+    )
+    mlflow: MLflowSettings = Field(default_factory=MLflowSettings)
+
+    def api_token(self) -> str | None:
+        """The bearer token, re-read from `token_file` when set."""
+        return read_secret(self.token, self.token_file)
+
+
+class LeaderElectionSettings(Section):
+    """Leader election on a coordination.k8s.io Lease (for agent.replicas > 1)."""
+
+    enabled: bool = False
+    lease_name: str = "management-agent"
+    namespace: str | None = Field(default=None, description="Defaults to the plugin namespace.")
+    lease_duration_seconds: int = Field(default=15, ge=5)
+    renew_deadline_seconds: int = Field(default=10, ge=2)
+    retry_period_seconds: int = Field(default=2, ge=1)
+    identity: str | None = Field(default=None, description="Defaults to the pod name/hostname.")
+
+
+class RuntimeSettings(Section):
+    """How the daemon schedules work and shuts down."""
+
+    workers: int = Field(default=4, ge=1, le=256)
+    action_timeout_seconds: float = Field(
+        default=1620.0, gt=0, description="Upper bound for one action (27 min)."
+    )
+    shutdown_grace_seconds: float = Field(
+        default=25.0, ge=0, description="Time for in-flight actions after SIGTERM."
+    )
+    stall_seconds: float = Field(
+        default=0.0, ge=0, description="/healthz fails when no poll succeeded for this long; "
+        "0 means 10 poll intervals.",
+    )
+    leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
+
+
+class HealthSettings(Section):
+    """The /healthz, /readyz and /metrics endpoint."""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = Field(default=8081, ge=0, le=65535)
+
+
+class LoggingSettings(Section):
+    """Log level and format (text for people, json for log pipelines)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class GitSettings(Section):
+    """GitOps output of the filesystem plugin."""
+
+    enabled: bool = False
+    remote: str | None = None
+    branch: str = "main"
+    author_name: str = "management-agent"
+    author_email: str = "management-agent@localhost"
+    ssh_key_file: Path | None = None
+    token: SecretStr | None = None
+    token_file: Path | None = None
+
+
+class FilesystemSettings(Section):
+    """The filesystem plugin: renders deployments into a directory (or git working copy)."""
+
+    output_dir: Path = Path("./deployments")
+    git: GitSettings = Field(default_factory=GitSettings)
+
+
+class PluginSettings(Section):
+    """Which plugin executes actions, and its settings."""
+
+    name: str = "filesystem"
+    filesystem: FilesystemSettings = Field(default_factory=FilesystemSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+
+
+class Settings(Section):
+    """The whole agent configuration."""
+
+    control_plane: ControlPlaneSettings = Field(default_factory=ControlPlaneSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    plugin: PluginSettings = Field(default_factory=PluginSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
+    artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings as plain data, secrets replaced by '**********'."""
+        return self.model_dump(mode="json")
+
+
+def _set_path(tree: dict[str, Any], path: Sequence[str], value: Any) -> None:
+    node = tree
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _parse_scalar(text: str) -> Any:
+    """Environment and --set values are YAML scalars: '5' is 5, 'true' is True, '[a]' a list."""
+    try:
+        return yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        return text
+
+
+def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    flat: dict[tuple[str, ...], Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, (*prefix, str(key))))
+        else:
+            flat[(*prefix, str(key))] = value
+    return flat
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Sequence[str] = (),
+) -> Settings:
+    """Build and validate the effective settings; raise one ConfigError listing every problem."""
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    sources: dict[tuple[str, ...], str] = {}
+    tree: dict[str, Any] = {}
+
+    config_file = config_file or (
+        Path(environ[f"{ENV_PREFIX}CONFIG"]) if f"{ENV_PREFIX}CONFIG" in environ else None
+    )
+    if config_file is not None:
+        try:
+            loaded = yaml.safe_load(config_file.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {config_file} must hold a mapping at the top level")
+        _merge(tree, loaded)
+        sources.update({path: f"file {config_file}" for path in _flatten(loaded)})
+
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
+        if not all(path):
+            problems.append(f"{name}: empty key segment (use '__' between levels)")
+            continue
+        _set_path(tree, path, _parse_scalar(raw))
+        sources[path] = f"env {name}"
+
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"--set {item!r}: expected key.path=value")
+            continue
+        path = tuple(key.strip().split("."))
+        _set_path(tree, path, _parse_scalar(raw))
+        sources[path] = "--set"
+
+    try:
+        settings = Settings.model_validate(tree)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = tuple(str(part) for part in error["loc"])
+            origin = next(
+                (sources[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in sources), None
+            )
+            where = f" (from {origin})" if origin else ""
+            problems.append(f"{'.'.join(loc)}: {error['msg']}{where}")
+        settings = None
+    if problems:
+        listing = "\n".join(f"  - {line}" for line in problems)
+        raise ConfigError(f"invalid configuration ({len(problems)} problem(s)):\n{listing}")
+    assert settings is not None
+    return settings
