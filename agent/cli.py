@@ -67,9 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="JSON instead of YAML")
 
     for name, (module_name, help_text) in DELEGATED.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # a sub-command whose package is not installed in this build
         sub = commands.add_parser(name, help=help_text)
         sub.set_defaults(delegate=module_name)
-        importlib.import_module(module_name).add_arguments(sub)
+        module.add_arguments(sub)
     return parser
 
 
@@ -88,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _load(args)
         if args.command == "config":
             data = settings.redacted()
-            print(json.dumps(data, indent=2) if args.json else yaml.safe_dump(data, sort_keys=False))
+            dump = yaml.safe_dump(data, sort_keys=False)
+            text = json.dumps(data, indent=2) if args.json else dump
+            print(text)
             return 0
         from agent.logs import configure_logging
         from agent.runtime import run_agent

@@ -1,0 +1,108 @@
+"""Logging: configured once by the CLI, text or JSON, with action context and secret scrubbing.
+
+Every record logged while an action runs carries its action id and
+deployment id (set through `action_context`), so one grep follows an action.
+Secret values registered with `register_secret` are replaced by `***` in every
+record, as a second line of defence behind not logging them at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.config import LoggingSettings
+
+_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "action_context", default=None
+)
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Scrub this value from every log record from now on (values under 4 chars are ignored)."""
+    if value and len(value) >= 4:
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def scrub(text: str) -> str:
+    """The text with every registered secret replaced by '***'."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+@contextlib.contextmanager
+def action_context(action_id: str, deployment_id: str | None) -> Iterator[None]:
+    """Tag log records in this block (and this thread) with the action and deployment ids."""
+    token = _context.set({"action_id": action_id, "deployment_id": deployment_id or "-"})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class _ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = _context.get() or {}
+        record.action_id = context.get("action_id")
+        record.deployment_id = context.get("deployment_id")
+        if _secrets:
+            record.msg = scrub(record.getMessage())
+            record.args = None
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger message [action=... deployment=...]`."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        action_id = getattr(record, "action_id", None)
+        if action_id:
+            line += f" [action={action_id} deployment={getattr(record, 'deployment_id', '-')}]"
+        return scrub(line)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log pipelines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if getattr(record, "action_id", None):
+            entry["action_id"] = getattr(record, "action_id", None)
+            entry["deployment_id"] = getattr(record, "deployment_id", None)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return scrub(json.dumps(entry, default=str))
+
+
+def configure_logging(settings: LoggingSettings) -> None:
+    """Install one stderr handler on the root logger; quiet chatty libraries."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
+    handler.addFilter(_ContextFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.level)
+    for noisy in ("urllib3", "kubernetes", "botocore", "boto3", "google", "s3transfer"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,232 @@
+"""The filesystem plugin: renders each deployment into a directory instead of a cluster.
+
+One folder per deployment holds the same manifests the Kubernetes plugin
+applies (`manifests.yaml`) and the deployment's recorded state
+(`state.json`). It lets the whole loop run without a cluster (the demo) and,
+with git enabled, hands manifests to GitOps tools (Argo CD, Flux) with one
+commit per action. Writes are atomic (temp file + rename) so a crash never
+leaves a half-written folder, and every action is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent import __version__
+from agent.config import Settings
+from agent.errors import PluginError
+from agent.model import (
+    ActionResult,
+    DeploymentSpec,
+    DeploymentState,
+    DeploymentStatus,
+    EnvironmentStatus,
+    ResultData,
+    Status,
+)
+from agent.plugins import Reporter
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+MANIFESTS_FILE = "manifests.yaml"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class FilesystemPlugin:
+    """Deployments as folders of rendered manifests (optionally a git working copy)."""
+
+    name = "filesystem"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.plugin.filesystem.output_dir.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.git = settings.plugin.filesystem.git
+        if self.git.enabled:
+            self._git_init()
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def start(self, spec: DeploymentSpec, report: Reporter) -> ActionResult:
+        return self._render(spec, report, verb="start", state=DeploymentState.READY)
+
+    def replace_model(self, spec: DeploymentSpec, report: Reporter) -> ActionResult:
+        previous = self._read_state(spec.id)
+        result = self._render(spec, report, verb="replace model", state=DeploymentState.READY)
+        if previous and previous.get("model_id") != spec.model.id:
+            report(f"model replaced: {previous.get('model_id')} -> {spec.model.id}")
+        return result
+
+    def relaunch(self, spec: DeploymentSpec, report: Reporter) -> ActionResult:
+        restarted = datetime.now(UTC).isoformat()
+        return self._render(spec, report, verb="relaunch", state=DeploymentState.READY,
+                            restarted_at=restarted)
+
+    def stop(self, deployment_id: str, report: Reporter) -> ActionResult:
+        folder = self.root / deployment_id
+        if folder.exists():
+            shutil.rmtree(folder)
+            report(f"removed {folder}")
+            self._commit(f"stop {deployment_id}")
+        else:
+            report(f"deployment {deployment_id} was not deployed here; nothing to remove")
+        self._write_kustomization()
+        return ActionResult(status=Status.PASSING, state=DeploymentState.STOPPED,
+                            data=ResultData(message=f"deployment {deployment_id} stopped"))
+
+    def status(self, deployment_id: str) -> DeploymentStatus:
+        state = self._read_state(deployment_id)
+        if state is None:
+            return DeploymentStatus(deployment_id=deployment_id, state=DeploymentState.STOPPED,
+                                    status=Status.UNKNOWN, message="not deployed")
+        return self._status_from(state)
+
+    def list(self) -> list[DeploymentStatus]:
+        found = []
+        for folder in sorted(self.root.iterdir()):
+            state = self._read_state(folder.name) if folder.is_dir() else None
+            if state is not None:
+                found.append(self._status_from(state))
+        return found
+
+    def environment_status(self, known_ids: set[str] | None = None) -> EnvironmentStatus:
+        deployments = self.list()
+        orphans = [] if known_ids is None else sorted(
+            d.deployment_id for d in deployments if d.deployment_id not in known_ids
+        )
+        return EnvironmentStatus(
+            agent_version=__version__, plugin=self.name,
+            status=Status.WARNING if orphans else Status.PASSING,
+            deployments=deployments, orphans=orphans,
+            message=f"{len(orphans)} orphaned deployment(s)" if orphans else None,
+        )
+
+    def close(self) -> None:
+        return None
+
+    # -- rendering --------------------------------------------------------------------------
+
+    def _render(self, spec: DeploymentSpec, report: Reporter, verb: str, state: DeploymentState,
+                restarted_at: str | None = None) -> ActionResult:
+        from agent.plugins.kubernetes.manifests import prediction_url, render
+
+        kube = self.settings.plugin.kubernetes
+        image = spec.model.image or self._base_image(spec)
+        objects = render(spec, kube, image, self.settings.control_plane.environment_id)
+        if restarted_at:
+            _annotate_restart(objects, restarted_at)
+        url = prediction_url(spec, kube)
+        folder = self.root / spec.id
+        folder.mkdir(parents=True, exist_ok=True)
+        manifests = yaml.safe_dump_all(objects, sort_keys=False)
+        changed = not (folder / MANIFESTS_FILE).exists() or (
+            (folder / MANIFESTS_FILE).read_text() != manifests
+        )
+        _write_atomic(folder / MANIFESTS_FILE, manifests)
+        record = {
+            "deployment_id": spec.id, "model_id": spec.model.id, "model_uri": spec.model.uri,
+            "image": image, "prediction_url": url, "state": state.value,
+            "updated_at": datetime.now(UTC).isoformat(),
+            "objects": [f"{o['kind']}/{o['metadata']['name']}" for o in objects],
+        }
+        _write_atomic(folder / STATE_FILE, json.dumps(record, indent=2) + "\n")
+        report(f"rendered {len(objects)} object(s) to {folder}" if changed
+               else f"{folder} already up to date", objects=record["objects"])
+        commit = self._commit(f"{verb} {spec.id}: model {spec.model.id}") if changed else None
+        self._write_kustomization()
+        message = f"deployment {spec.id} rendered with model {spec.model.id}"
+        details: dict[str, Any] = {"path": str(folder)}
+        if commit:
+            details["commit"] = commit
+            message += f"; committed {commit[:12]}"
+        return ActionResult(
+            status=Status.PASSING, state=state,
+            data=ResultData(prediction_url=url, image=image, current_model_id=spec.model.id,
+                            old_model_in_use=False, message=message, details=details),
+        )
+
+    def _base_image(self, spec: DeploymentSpec) -> str:
+        from agent.plugins.kubernetes.profiles import resolve_profile
+
+        return resolve_profile(spec, self.settings.plugin.kubernetes).image
+
+    def _read_state(self, deployment_id: str) -> dict[str, Any] | None:
+        path = self.root / deployment_id / STATE_FILE
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+            return data
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise PluginError(f"state of deployment {deployment_id} unreadable at {path}: {exc}")
+
+    @staticmethod
+    def _status_from(state: dict[str, Any]) -> DeploymentStatus:
+        return DeploymentStatus(
+            deployment_id=state["deployment_id"], state=DeploymentState(state["state"]),
+            status=Status.PASSING, model_id=state.get("model_id"),
+            prediction_url=state.get("prediction_url"),
+        )
+
+    def _write_kustomization(self) -> None:
+        folders = sorted(p.name for p in self.root.iterdir()
+                         if p.is_dir() and (p / MANIFESTS_FILE).exists())
+        text = yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1",
+                               "kind": "Kustomization",
+                               "resources": [f"{name}/{MANIFESTS_FILE}" for name in folders]},
+                              sort_keys=False)
+        _write_atomic(self.root / "kustomization.yaml", text)
+
+    # -- git --------------------------------------------------------------------------------
+
+    def _run_git(self, *args: str) -> str:
+        env = {**os.environ, "GIT_AUTHOR_NAME": self.git.author_name,
+               "GIT_AUTHOR_EMAIL": self.git.author_email,
+               "GIT_COMMITTER_NAME": self.git.author_name,
+               "GIT_COMMITTER_EMAIL": self.git.author_email}
+        done = subprocess.run(["git", "-C", str(self.root), *args], capture_output=True,
+                              text=True, env=env, check=False)
+        if done.returncode != 0:
+            raise PluginError(f"git {args[0]} failed in {self.root}: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    def _git_init(self) -> None:
+        if not (self.root / ".git").exists():
+            self._run_git("init", "-q", "-b", self.git.branch)
+
+    def _commit(self, message: str) -> str | None:
+        if not self.git.enabled:
+            return None
+        self._run_git("add", "-A")
+        if not self._run_git("status", "--porcelain"):
+            return None
+        self._run_git("commit", "-q", "-m", message)
+        return self._run_git("rev-parse", "HEAD")
+
+
+def _annotate_restart(objects: list[dict[str, Any]], restarted_at: str) -> None:
+    for obj in objects:
+        if obj.get("kind") == "Deployment":
+            template = obj["spec"]["template"].setdefault("metadata", {})
+            template.setdefault("annotations", {})["management-agent.io/restartedAt"] = restarted_at

@@ -1,0 +1,437 @@
+"""The daemon: poll loop, workers, lease keeper, heartbeat, signals and shutdown.
+
+Lifecycle: `startup -> poll loop -> shutdown`. The poll loop claims actions
+and hands them to a bounded pool of worker threads; actions on the same
+deployment never run at the same time. A lease keeper renews the lease of
+every in-flight action, so a long build is not re-delivered to someone else;
+if this process dies, the leases expire and the control plane delivers the
+actions again (at-least-once; plugins are idempotent).
+
+Signal handlers only set a flag. On SIGTERM the agent stops claiming, lets
+in-flight actions finish within the grace period and releases the leases of
+the rest, so another replica can pick them up at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from agent import __version__
+from agent.config import Settings
+from agent.controlplane import ControlPlane
+from agent.errors import AgentError, InvalidActionError, LeaseConflictError
+from agent.health import HealthServer, HealthState, Metrics
+from agent.logs import action_context, register_secret
+from agent.model import Action, ActionRef, ActionResult, Status
+from agent.plugins import Plugin
+from agent.worker import execute
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_CONTROL_PLANE_UNREACHABLE = 3
+MAX_BACKOFF_SECONDS = 60.0
+
+
+class Leadership(Protocol):
+    """Who may claim actions; see `agent.leader` for the Kubernetes Lease implementation."""
+
+    def is_leader(self) -> bool: ...
+    def start(self, on_lost: Callable[[], None]) -> None: ...
+    def stop(self) -> None: ...
+
+
+class AlwaysLeader:
+    """A single replica is always the leader."""
+
+    def is_leader(self) -> bool:
+        return True
+
+    def start(self, on_lost: Callable[[], None]) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+
+def jittered(seconds: float) -> float:
+    """Spread polls of many agents: +-20 %."""
+    return seconds * random.uniform(0.8, 1.2)
+
+
+@dataclass
+class _InFlight:
+    action: Action
+    started: float = field(default_factory=time.monotonic)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class _ConnectionState:
+    """Logs control-plane trouble once per change of state, not once per attempt."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.failures = 0
+
+    def failed(self, exc: Exception) -> None:
+        self.failures += 1
+        if self.failures == 1:
+            log.warning("%s failing: %s (backing off; logged again when it recovers)",
+                        self.what, exc)
+
+    def succeeded(self) -> None:
+        if self.failures:
+            log.info("%s recovered after %d failed attempt(s)", self.what, self.failures)
+        self.failures = 0
+
+
+class Runtime:
+    """Runs actions from one control plane through one plugin."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        control_plane: ControlPlane,
+        plugin: Plugin,
+        leadership: Leadership | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.control_plane = control_plane
+        self.plugin = plugin
+        self.leadership = leadership or AlwaysLeader()
+        self.metrics = metrics or Metrics()
+        cp = settings.control_plane
+        stall = settings.runtime.stall_seconds or max(
+            10 * cp.poll_interval_seconds, 3 * (cp.long_poll_seconds + cp.timeout_seconds)
+        )
+        self.health = HealthState(stall, self.leadership.is_leader)
+        self.exit_code = EXIT_OK
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, _InFlight] = {}
+        self._busy_deployments: set[str] = set()
+        self._work: queue.Queue[_InFlight | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._poll_state = _ConnectionState("polling the control plane")
+        self._heartbeat_state = _ConnectionState("heartbeat to the control plane")
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Ask the loops to stop; safe to call from a signal handler."""
+        self._stop.set()
+        self._wake.set()
+
+    def run(self, once: bool = False) -> int:
+        """Run until stopped (or, with `once`, until nothing is pending); return the exit code."""
+        self._start_threads(heartbeat=not once)
+        self.leadership.start(on_lost=self._leadership_lost)
+        log.info("agent %s started: environment %s, plugin %s, %d worker(s)", __version__,
+                 self.settings.control_plane.environment_id, self.plugin.name,
+                 self.settings.runtime.workers)
+        try:
+            if once:
+                self._run_once()
+            else:
+                self._poll_loop()
+        finally:
+            self._shutdown()
+        return self.exit_code
+
+    def _start_threads(self, heartbeat: bool) -> None:
+        for index in range(self.settings.runtime.workers):
+            self._spawn(self._worker_loop, f"worker-{index}")
+        self._spawn(self._lease_keeper_loop, "lease-keeper")
+        if heartbeat:
+            self._spawn(self._heartbeat_loop, "heartbeat")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        def guarded() -> None:
+            try:
+                target()
+            except Exception:
+                log.exception("background task %s crashed", name)
+            if not self._stop.is_set():
+                log.error("background task %s returned although it should run until shutdown",
+                          name)
+
+        # daemon threads: a plugin call that hangs past the grace period must not block exit
+        thread = threading.Thread(target=guarded, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _leadership_lost(self) -> None:
+        log.error("leader lease lost: stopping so that the new leader takes over in-flight work "
+                  "when its action leases expire")
+        self.request_stop()
+
+    # -- polling ----------------------------------------------------------------------------
+
+    def _poll_loop(self) -> None:
+        cp = self.settings.control_plane
+        while not self._stop.is_set():
+            if not self.leadership.is_leader():
+                self.metrics.leader.set(0)
+                self._stop.wait(self.settings.runtime.leader_election.retry_period_seconds)
+                continue
+            self.metrics.leader.set(1)
+            delay = jittered(cp.poll_interval_seconds)
+            try:
+                refs = self._poll(wait=cp.long_poll_seconds)
+                if cp.long_poll_seconds and not refs:
+                    delay = 0.0  # the server already waited for us
+            except AgentError as exc:
+                delay = self._poll_failed(exc)
+            except Exception as exc:  # a bug in parsing must not end the loop
+                log.exception("unexpected error while polling")
+                delay = self._poll_failed(exc)
+            if self.exit_code:
+                return
+            self._wake.clear()
+            self._wake.wait(delay)
+
+    def _poll(self, wait: float) -> list[ActionRef]:
+        self.metrics.polls.inc()
+        refs = self.control_plane.pending(wait_seconds=wait)
+        self._poll_state.succeeded()
+        self.health.poll_succeeded()
+        self.metrics.last_poll.set_to_current_time()
+        for ref in refs:
+            if self._stop.is_set() or not self._dispatch(ref):
+                break
+        return refs
+
+    def _poll_failed(self, exc: Exception) -> float:
+        self.metrics.poll_errors.inc()
+        self._poll_state.failed(exc)
+        limit = self.settings.control_plane.max_consecutive_failures
+        if self._poll_state.failures >= limit:
+            log.error("control plane unreachable for %d consecutive polls (last error: %s); "
+                      "exiting so that Kubernetes restarts the agent", limit, exc)
+            self.exit_code = EXIT_CONTROL_PLANE_UNREACHABLE
+            self.request_stop()
+            return 0.0
+        backoff = min(MAX_BACKOFF_SECONDS, self.settings.control_plane.poll_interval_seconds
+                      * 2 ** (self._poll_state.failures - 1))
+        retry_after = getattr(exc, "retry_after", None)
+        return max(jittered(backoff), float(retry_after or 0))
+
+    def _dispatch(self, ref: ActionRef) -> bool:
+        """Claim and queue one action; False when the pool is full (stop looking)."""
+        key = ref.deployment_id or f"action:{ref.id}"
+        with self._lock:
+            if ref.id in self._in_flight or key in self._busy_deployments:
+                return True  # running, or waiting behind an earlier action on its deployment
+            if len(self._in_flight) >= self.settings.runtime.workers:
+                return False
+        try:
+            action = self.control_plane.claim(ref.id, self.settings.control_plane.lease_seconds)
+        except LeaseConflictError:
+            log.debug("action %s is leased by another agent", ref.id)
+            return True
+        except InvalidActionError as exc:
+            self._complete_invalid(ref, exc)
+            return True
+        item = _InFlight(action)
+        with self._lock:
+            self._in_flight[action.id] = item
+            self._busy_deployments.add(key)
+        self.metrics.in_flight.inc()
+        self._work.put(item)
+        return True
+
+    def _complete_invalid(self, ref: ActionRef, exc: InvalidActionError) -> None:
+        with action_context(ref.id, ref.deployment_id):
+            log.warning("malformed action completed as failing: %s", exc)
+            self.metrics.actions.labels(ref.type, "invalid").inc()
+            self._complete(ref.id, ActionResult.failing(f"invalid action: {exc}"))
+
+    def _run_once(self) -> None:
+        """Claim what is pending, wait for it, repeat until nothing is claimable; heartbeat."""
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self._poll(wait=0.0)
+            except AgentError as exc:
+                failures += 1
+                if failures >= 3:
+                    log.error("control plane unreachable: %s", exc)
+                    self.exit_code = EXIT_CONTROL_PLANE_UNREACHABLE
+                    return
+                time.sleep(min(5.0, 0.5 * 2**failures))
+                continue
+            with self._lock:
+                idle = not self._in_flight
+            if idle:
+                break
+            self._wait_for_idle(timeout=self.settings.runtime.action_timeout_seconds)
+        self._send_heartbeat()
+
+    def _wait_for_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                pending = [item.done for item in self._in_flight.values()]
+            if not pending:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            pending[0].wait(min(remaining, 0.5))
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def _worker_loop(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            self._run_action(item)
+
+    def _run_action(self, item: _InFlight) -> None:
+        action = item.action
+        key = action.deployment_id or f"action:{action.id}"
+        with action_context(action.id, action.deployment_id):
+            log.info("executing %s (attempt %d)", action.type, action.attempt)
+            result = execute(action, self.plugin, self.control_plane)
+            elapsed = time.monotonic() - item.started
+            self.metrics.action_duration.labels(action.type).observe(elapsed)
+            outcome = "succeeded" if result.status != Status.FAILING else "failed"
+            self.metrics.actions.labels(action.type, outcome).inc()
+            log.info("%s %s in %.1fs: state=%s status=%s", action.type, outcome, elapsed,
+                     result.state, result.status)
+            self._complete(action.id, result)
+        with self._lock:
+            self._in_flight.pop(action.id, None)
+            self._busy_deployments.discard(key)
+        self.metrics.in_flight.dec()
+        item.done.set()
+        self._wake.set()  # a follow-up action on this deployment may be deliverable now
+
+    def _complete(self, action_id: str, result: ActionResult) -> None:
+        """Report the result, retrying until the lease would have expired anyway."""
+        give_up = time.monotonic() + self.settings.control_plane.lease_seconds
+        delay = 0.5
+        while True:
+            try:
+                self.control_plane.complete(action_id, result)
+                return
+            except AgentError as exc:
+                if not exc.transient or time.monotonic() + delay > give_up:
+                    log.error("result not delivered (%s); the control plane will re-deliver the "
+                              "action when its lease expires", exc)
+                    return
+                log.warning("result not delivered yet (%s); retrying in %.0fs", exc, delay)
+                time.sleep(jittered(delay))
+                delay = min(delay * 2, 30.0)
+
+    # -- background loops -------------------------------------------------------------------
+
+    def _lease_keeper_loop(self) -> None:
+        lease = self.settings.control_plane.lease_seconds
+        while not self._stop.wait(lease / 3):
+            self._renew_leases(lease)
+
+    def _renew_leases(self, lease: int) -> None:
+        with self._lock:
+            actions = [item.action for item in self._in_flight.values()]
+        for action in actions:
+            try:
+                self.control_plane.renew(action.id, lease)
+            except LeaseConflictError:
+                with action_context(action.id, action.deployment_id):
+                    log.warning("lease lost: another agent may re-execute this action")
+            except AgentError as exc:
+                with action_context(action.id, action.deployment_id):
+                    log.warning("lease renewal failed (%s); will retry", exc)
+
+    def _heartbeat_loop(self) -> None:
+        interval = self.settings.control_plane.heartbeat_interval_seconds
+        while not self._stop.is_set():
+            if self.leadership.is_leader():
+                self._send_heartbeat()
+            self._stop.wait(jittered(interval))
+
+    def _send_heartbeat(self) -> None:
+        try:
+            status = self.plugin.environment_status(self.control_plane.known_deployment_ids())
+            self.control_plane.heartbeat(status)
+            self._heartbeat_state.succeeded()
+        except Exception as exc:
+            self._heartbeat_state.failed(exc)
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        self.health.stopping = True
+        self._stop.set()
+        grace = self.settings.runtime.shutdown_grace_seconds
+        if self._in_flight:
+            log.info("waiting up to %.0fs for %d in-flight action(s)", grace,
+                     len(self._in_flight))
+        if not self._wait_for_idle(timeout=grace):
+            with self._lock:
+                unfinished = [item.action for item in self._in_flight.values()]
+            for action in unfinished:
+                with action_context(action.id, action.deployment_id):
+                    log.warning("grace period over: releasing the lease so the action is "
+                                "delivered again")
+                    try:
+                        self.control_plane.release(action.id)
+                    except AgentError as exc:
+                        log.warning("release failed (%s); the lease will expire instead", exc)
+        for _ in range(self.settings.runtime.workers):
+            self._work.put(None)
+        self.leadership.stop()
+        for closer in (self.plugin.close, self.control_plane.close):
+            try:
+                closer()
+            except Exception:
+                log.exception("error while closing %s", closer)
+        log.info("agent stopped")
+
+
+def install_signal_handlers(runtime: Runtime) -> None:
+    """SIGTERM/SIGINT ask for a graceful stop; the handler only sets a flag."""
+    def handler(signum: int, frame: object) -> None:
+        runtime.request_stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_agent(settings: Settings, once: bool = False) -> int:
+    """Wire the configured control plane, plugin, leadership and health endpoints; run."""
+    from agent.controlplane import open_control_plane
+    from agent.plugins import load_plugin
+
+    register_secret(settings.control_plane.api_token())
+    control_plane = open_control_plane(settings)
+    plugin = load_plugin(settings)
+    leadership: Leadership | None = None
+    if settings.runtime.leader_election.enabled:
+        from agent.leader import LeaseLeadership
+
+        leadership = LeaseLeadership(settings)
+    runtime = Runtime(settings, control_plane, plugin, leadership=leadership)
+    server: HealthServer | None = None
+    if settings.health.enabled and not once:
+        server = HealthServer(settings.health.host, settings.health.port, runtime.health,
+                              runtime.metrics)
+        server.start()
+    install_signal_handlers(runtime)
+    try:
+        return runtime.run(once=once)
+    finally:
+        if server is not None:
+            server.stop()

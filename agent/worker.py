@@ -1,0 +1,132 @@
+"""Executes one claimed action through the plugin and turns every outcome into a result.
+
+Nothing escapes `execute`: a malformed action, a plugin error or a bug all
+become a failing `ActionResult` with a message a user can act on, so the
+control plane always learns how the action ended.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from agent import __version__
+from agent.controlplane import ControlPlane
+from agent.errors import AgentError, InvalidActionError
+from agent.logs import scrub
+from agent.model import (
+    Action,
+    ActionResult,
+    ActionType,
+    DeploymentSpec,
+    DeploymentState,
+    DeploymentStatus,
+    Event,
+    ResultData,
+    Status,
+)
+from agent.plugins import Plugin
+
+log = logging.getLogger(__name__)
+
+
+class EventReporter:
+    """The `Reporter` handed to plugins: logs the event and appends it to the action's history.
+
+    A control plane that cannot take an event must not fail the action, so
+    delivery problems are logged and swallowed.
+    """
+
+    def __init__(self, control_plane: ControlPlane, action_id: str) -> None:
+        self._control_plane = control_plane
+        self._action_id = action_id
+
+    def __call__(self, message: str, level: str = "info", **details: Any) -> None:
+        message = scrub(message)
+        log.log(logging.getLevelName(level.upper()), "%s", message)
+        try:
+            self._control_plane.event(
+                self._action_id, Event(message=message, level=level, details=details)
+            )
+        except AgentError as exc:
+            log.warning("event not delivered to the control plane: %s", exc)
+
+
+def _require_spec(action: Action) -> DeploymentSpec:
+    if action.deployment is None:
+        raise InvalidActionError(f"{action.type} needs a deployment spec", action.id)
+    if action.deployment_id and action.deployment.id != action.deployment_id:
+        raise InvalidActionError(
+            f"deployment id mismatch: action targets {action.deployment_id!r}, "
+            f"spec describes {action.deployment.id!r}",
+            action.id,
+        )
+    return action.deployment
+
+
+def _require_deployment_id(action: Action) -> str:
+    deployment_id = action.deployment_id or (action.deployment.id if action.deployment else None)
+    if not deployment_id:
+        raise InvalidActionError(f"{action.type} needs a deployment_id", action.id)
+    return deployment_id
+
+
+def _status_result(status: DeploymentStatus) -> ActionResult:
+    return ActionResult(
+        status=status.status,
+        state=status.state,
+        data=ResultData(
+            prediction_url=status.prediction_url,
+            current_model_id=status.model_id,
+            message=status.message,
+        ),
+    )
+
+
+def run_plugin(
+    action: Action, plugin: Plugin, control_plane: ControlPlane, report: EventReporter
+) -> ActionResult:
+    """Dispatch the action to the plugin method for its type."""
+    match action.type:
+        case ActionType.DEPLOYMENT_START:
+            return plugin.start(_require_spec(action), report)
+        case ActionType.DEPLOYMENT_REPLACE_MODEL:
+            return plugin.replace_model(_require_spec(action), report)
+        case ActionType.DEPLOYMENT_RELAUNCH:
+            return plugin.relaunch(_require_spec(action), report)
+        case ActionType.DEPLOYMENT_STOP:
+            return plugin.stop(_require_deployment_id(action), report)
+        case ActionType.DEPLOYMENT_STATUS:
+            return _status_result(plugin.status(_require_deployment_id(action)))
+        case ActionType.ENVIRONMENT_STATUS:
+            environment = plugin.environment_status(control_plane.known_deployment_ids())
+            return ActionResult(
+                status=environment.status,
+                state=DeploymentState.READY if environment.status == Status.PASSING
+                else DeploymentState.UNKNOWN,
+                data=ResultData(
+                    message=environment.message,
+                    details={**environment.model_dump(mode="json"), "agent_version": __version__},
+                ),
+            )
+    raise InvalidActionError(f"unsupported action type {action.type!r}", action.id)
+
+
+def execute(action: Action, plugin: Plugin, control_plane: ControlPlane) -> ActionResult:
+    """Run the action; always returns a result, never raises."""
+    report = EventReporter(control_plane, action.id)
+    try:
+        if action.attempt > 1:
+            report(f"delivery attempt {action.attempt}: re-executing (actions are idempotent)")
+        return run_plugin(action, plugin, control_plane, report)
+    except InvalidActionError as exc:
+        log.warning("invalid action: %s", exc)
+        return ActionResult.failing(f"invalid action: {scrub(str(exc))}")
+    except AgentError as exc:
+        log.error("action failed: %s", exc)
+        return ActionResult.failing(scrub(str(exc)))
+    except Exception as exc:  # a bug must not kill the worker or lose the action
+        log.exception("unexpected error while executing the action")
+        return ActionResult.failing(
+            f"internal agent error ({type(exc).__name__}): {scrub(str(exc))}; see the agent log"
+        )
