@@ -25,6 +25,8 @@ from agent.images.settings import ImageSettings
 from agent.plugins.kubernetes.settings import KubernetesSettings
 
 ENV_PREFIX = "MGMT_AGENT_"
+# MGMT_AGENT_CP_* configure the `control-plane` command (server and admin CLI), not the agent.
+RESERVED_PREFIXES = ("MGMT_AGENT_CP_",)
 
 
 class Section(BaseModel):
@@ -237,6 +239,8 @@ def load_settings(
 
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+            continue
+        if name.startswith(RESERVED_PREFIXES):
             continue
         path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
         if not all(path):

@@ -1,0 +1,44 @@
+# The two commands of the README: `make demo` and `make test`.
+# Both install what they need themselves (a fresh Debian bookworm machine is enough).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint unit integration venv harness-up harness-down clean
+
+venv: $(STAMP)
+
+# Re-install when the project metadata changes.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+## demo: start the reference control plane, deploy a model, run the agent, show the result.
+demo: venv
+	tools/demo
+
+## test: lint, type-check, start the harness, run every test, stop the harness.
+test: venv lint
+	tools/run-tests
+
+lint: venv
+	$(BIN)/ruff check agent tests tools bench
+	$(BIN)/mypy
+
+## unit: the fast tests only (no servers).
+unit: venv
+	$(BIN)/pytest tests/unit -q
+
+harness-up:
+	tools/harness up
+
+harness-down:
+	tools/harness down
+
+clean:
+	tools/harness down || true
+	rm -rf $(VENV) .demo build dist *.egg-info

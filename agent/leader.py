@@ -1,0 +1,171 @@
+"""Leader election on a `coordination.k8s.io/v1` Lease, for `agent.replicas > 1`.
+
+Only the leader claims actions. The algorithm is client-go's: the holder
+renews `renewTime` every retry period; a candidate takes the lease over only
+when the holder has not renewed it for `leaseDurationSeconds`. Updates carry
+the Lease's resourceVersion, so two candidates racing for an expired lease
+cannot both win (the loser gets a 409 Conflict). A leader that cannot renew
+within the renew deadline steps down and the runtime exits, so in-flight work
+is handed over through action-lease expiry and never runs twice at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agent.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_identity() -> str:
+    """Pod name when running in Kubernetes (downward API), else host name and PID."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def coordination_api(settings: Settings) -> Any:
+    """A CoordinationV1Api for the configured cluster (in-cluster or kubeconfig)."""
+    from kubernetes import client, config
+
+    kube = settings.plugin.kubernetes
+    in_cluster = kube.in_cluster
+    if in_cluster is None:
+        in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ and kube.kubeconfig is None
+    api_client = (
+        _in_cluster_client() if in_cluster else config.new_client_from_config(
+            config_file=str(kube.kubeconfig) if kube.kubeconfig else None, context=kube.context)
+    )
+    return client.CoordinationV1Api(api_client)
+
+
+def _in_cluster_client() -> Any:
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_incluster_config(client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+class LeaseLeadership:
+    """Holds or waits for the leader Lease in a background thread."""
+
+    def __init__(self, settings: Settings, api: Any | None = None) -> None:
+        election = settings.runtime.leader_election
+        self.name = election.lease_name
+        self.namespace = election.namespace or settings.plugin.kubernetes.namespace
+        self.identity = election.identity or default_identity()
+        self.duration = election.lease_duration_seconds
+        self.renew_deadline = election.renew_deadline_seconds
+        self.retry_period = election.retry_period_seconds
+        self._api = api if api is not None else coordination_api(settings)
+        self._leader = False
+        self._last_renew = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._on_lost: Callable[[], None] = lambda: None
+
+    def is_leader(self) -> bool:
+        return self._leader
+
+    def start(self, on_lost: Callable[[], None]) -> None:
+        self._on_lost = on_lost
+        self._thread = threading.Thread(target=self._loop, name="leader-election", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.retry_period + 5)
+        if self._leader:
+            self._release()
+
+    def _loop(self) -> None:
+        log.info("leader election: candidate %s for lease %s/%s", self.identity,
+                 self.namespace, self.name)
+        while not self._stop.is_set():
+            try:
+                acquired = self._try_acquire_or_renew()
+            except Exception as exc:  # API trouble: keep trying, step down after the deadline
+                log.warning("leader election: lease %s/%s not updated: %s", self.namespace,
+                            self.name, exc)
+                acquired = False
+            now = time.monotonic()
+            if acquired:
+                if not self._leader:
+                    log.info("leader election: %s is now the leader", self.identity)
+                self._leader, self._last_renew = True, now
+            elif self._leader and now - self._last_renew > self.renew_deadline:
+                self._leader = False
+                log.error("leader election: %s lost the lease", self.identity)
+                self._on_lost()
+            self._stop.wait(self.retry_period)
+
+    def _try_acquire_or_renew(self) -> bool:
+        from kubernetes.client import V1Lease, V1LeaseSpec, V1ObjectMeta
+        from kubernetes.client.exceptions import ApiException
+
+        now = _now()
+        try:
+            lease = self._api.read_namespaced_lease(self.name, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            body = V1Lease(
+                metadata=V1ObjectMeta(name=self.name, namespace=self.namespace),
+                spec=V1LeaseSpec(holder_identity=self.identity,
+                                 lease_duration_seconds=self.duration,
+                                 acquire_time=now, renew_time=now, lease_transitions=0),
+            )
+            try:
+                self._api.create_namespaced_lease(self.namespace, body)
+            except ApiException as create_exc:
+                if create_exc.status == 409:
+                    return False  # another candidate created it first
+                raise
+            return True
+
+        spec = lease.spec
+        holder = spec.holder_identity
+        renewed = spec.renew_time or spec.acquire_time
+        duration = spec.lease_duration_seconds or self.duration
+        expired = renewed is None or renewed + timedelta(seconds=duration) < now
+        if holder and holder != self.identity and not expired:
+            return False
+        if holder != self.identity:
+            spec.lease_transitions = (spec.lease_transitions or 0) + 1
+            spec.acquire_time = now
+            spec.holder_identity = self.identity
+        spec.renew_time = now
+        spec.lease_duration_seconds = self.duration
+        try:
+            self._api.replace_namespaced_lease(self.name, self.namespace, lease)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False  # someone else updated it since we read it
+            raise
+        return True
+
+    def _release(self) -> None:
+        """Give the lease up on shutdown so a standby takes over at once."""
+        try:
+            lease = self._api.read_namespaced_lease(self.name, self.namespace)
+            if lease.spec.holder_identity == self.identity:
+                lease.spec.holder_identity = None
+                lease.spec.renew_time = _now() - timedelta(seconds=self.duration + 1)
+                self._api.replace_namespaced_lease(self.name, self.namespace, lease)
+                log.info("leader election: released lease %s/%s", self.namespace, self.name)
+        except Exception as exc:
+            log.warning("leader election: could not release the lease (%s); it will expire",
+                        exc)
+        self._leader = False
