@@ -110,8 +110,8 @@ class RuntimeSettings(Section):
         default=25.0, ge=0, description="Time for in-flight actions after SIGTERM."
     )
     stall_seconds: float = Field(
-        default=0.0, ge=0, description="/healthz fails when no poll succeeded for this long; "
-        "0 means 10 poll intervals.",
+        default=0.0, ge=0, description="/healthz fails when the poll loop made no attempt for this "
+        "long; 0 means longer than the longest backoff (derived from the poll settings).",
     )
     leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
 

@@ -1,9 +1,10 @@
 """`/healthz`, `/readyz` and `/metrics` on one small HTTP server thread.
 
-Liveness means "I am still polling": `/healthz` answers 503 when no poll has
-succeeded for the stall period, so Kubernetes restarts a wedged agent but not
-one that is merely waiting out a control-plane outage with backoff (that case
-ends in a deliberate non-zero exit after N failures instead). Readiness means
+Liveness means "I am still polling": `/healthz` answers 503 when the poll
+loop has not finished an attempt (successful or not) for the stall period, so
+Kubernetes restarts a wedged agent but not one that is merely waiting out a
+control-plane outage with backoff (that case ends in a deliberate non-zero
+exit after N consecutive failures instead). Readiness means
 "this replica takes work": polled at least once and, with leader election,
 holds the lease.
 """
@@ -71,16 +72,21 @@ class HealthState:
         self.is_leader = is_leader
         self.started = time.monotonic()
         self.last_poll_ok: float | None = None
+        self.last_poll_attempt: float | None = None
         self.stopping = False
 
     def poll_succeeded(self) -> None:
-        self.last_poll_ok = time.monotonic()
+        self.last_poll_ok = self.last_poll_attempt = time.monotonic()
+
+    def poll_attempted(self) -> None:
+        self.last_poll_attempt = time.monotonic()
 
     def healthy(self) -> tuple[bool, str]:
-        reference = self.last_poll_ok if self.last_poll_ok is not None else self.started
+        reference = self.last_poll_attempt or self.started
         silent = time.monotonic() - reference
         if silent > self.stall_seconds:
-            return False, f"no successful poll for {silent:.0f}s (limit {self.stall_seconds:.0f}s)"
+            return False, f"poll loop stalled: no poll for {silent:.0f}s " \
+                          f"(limit {self.stall_seconds:.0f}s)"
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:

@@ -110,8 +110,10 @@ class Runtime:
         self.leadership = leadership or AlwaysLeader()
         self.metrics = metrics or Metrics()
         cp = settings.control_plane
+        # longer than the longest backoff plus a slow request, so an outage never trips it
         stall = settings.runtime.stall_seconds or max(
-            10 * cp.poll_interval_seconds, 3 * (cp.long_poll_seconds + cp.timeout_seconds)
+            10 * cp.poll_interval_seconds,
+            MAX_BACKOFF_SECONDS + 3 * (cp.long_poll_seconds + cp.timeout_seconds),
         )
         self.health = HealthState(stall, self.leadership.is_leader)
         self.exit_code = EXIT_OK
@@ -212,6 +214,7 @@ class Runtime:
         return refs
 
     def _poll_failed(self, exc: Exception) -> float:
+        self.health.poll_attempted()
         self.metrics.poll_errors.inc()
         self._poll_state.failed(exc)
         limit = self.settings.control_plane.max_consecutive_failures

@@ -153,7 +153,9 @@ class FilesystemPlugin:
         _write_atomic(folder / STATE_FILE, json.dumps(record, indent=2) + "\n")
         report(f"rendered {len(objects)} object(s) to {folder}" if changed
                else f"{folder} already up to date", objects=record["objects"])
-        commit = self._commit(f"{verb} {spec.id}: model {spec.model.id}") if changed else None
+        # commit whenever the tree differs from HEAD: an earlier attempt may have written the
+        # files and died before its commit
+        commit = self._commit(f"{verb} {spec.id}: model {spec.model.id}")
         self._write_kustomization()
         message = f"deployment {spec.id} rendered with model {spec.model.id}"
         details: dict[str, Any] = {"path": str(folder)}
