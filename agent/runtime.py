@@ -421,6 +421,9 @@ def run_agent(settings: Settings, once: bool = False) -> int:
     register_secret(settings.control_plane.api_token())
     control_plane = open_control_plane(settings)
     plugin = load_plugin(settings)
+    attach = getattr(control_plane, "attach_plugin", None)
+    if attach is not None:  # adapters that derive actions from the target's state
+        attach(plugin)
     leadership: Leadership | None = None
     if settings.runtime.leader_election.enabled:
         from agent.leader import LeaseLeadership
