@@ -14,8 +14,9 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import yaml
 
 from agent import __version__
 from agent.config import Settings
-from agent.errors import PluginError
+from agent.errors import InvalidActionError, PluginError
 from agent.model import (
     ActionResult,
     DeploymentSpec,
@@ -35,6 +36,7 @@ from agent.model import (
     Status,
 )
 from agent.plugins import Reporter
+from agent.plugins.gitops import GitRepository
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,15 @@ class FilesystemPlugin:
         self.settings = settings
         self.root = settings.plugin.filesystem.output_dir.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.git = settings.plugin.filesystem.git
-        if self.git.enabled:
-            self._git_init()
+        self._git_lock = threading.Lock()
+        git = settings.plugin.filesystem.git
+        self.repo: GitRepository | None = None
+        if git.enabled:
+            from agent.config import read_secret
+
+            self.repo = GitRepository(
+                self.root, git.branch, git.remote, (git.author_name, git.author_email),
+                token=read_secret(git.token, git.token_file), ssh_key=git.ssh_key_file)
 
     # -- actions ----------------------------------------------------------------------------
 
@@ -85,15 +93,22 @@ class FilesystemPlugin:
 
     def stop(self, deployment_id: str, report: Reporter) -> ActionResult:
         folder = self.root / deployment_id
-        if folder.exists():
-            shutil.rmtree(folder)
-            report(f"removed {folder}")
-            self._commit(f"stop {deployment_id}")
-        else:
-            report(f"deployment {deployment_id} was not deployed here; nothing to remove")
-        self._write_kustomization()
+        existed = folder.exists()
+
+        def remove() -> None:
+            if folder.exists():
+                shutil.rmtree(folder)
+            self._write_kustomization()
+
+        commit = self._save(f"stop {deployment_id}", remove)
+        report(f"removed {folder}" if existed
+               else f"deployment {deployment_id} was not deployed here; nothing to remove")
+        message = f"deployment {deployment_id} stopped"
+        if commit:
+            message += f"; committed {commit[:12]}"
         return ActionResult(status=Status.PASSING, state=DeploymentState.STOPPED,
-                            data=ResultData(message=f"deployment {deployment_id} stopped"))
+                            data=ResultData(message=message,
+                                            details={"commit": commit} if commit else {}))
 
     def status(self, deployment_id: str) -> DeploymentStatus:
         state = self._read_state(deployment_id)
@@ -138,25 +153,31 @@ class FilesystemPlugin:
             _annotate_restart(objects, restarted_at)
         url = prediction_url(spec, kube)
         folder = self.root / spec.id
-        folder.mkdir(parents=True, exist_ok=True)
         manifests = yaml.safe_dump_all(objects, sort_keys=False)
         changed = not (folder / MANIFESTS_FILE).exists() or (
             (folder / MANIFESTS_FILE).read_text() != manifests
         )
-        _write_atomic(folder / MANIFESTS_FILE, manifests)
+        names = [f"{o['kind']}/{o['metadata']['name']}" for o in objects]
+        previous = self._read_state(spec.id) or {}
         record = {
             "deployment_id": spec.id, "model_id": spec.model.id, "model_uri": spec.model.uri,
             "image": image, "prediction_url": url, "state": state.value,
-            "updated_at": datetime.now(UTC).isoformat(),
-            "objects": [f"{o['kind']}/{o['metadata']['name']}" for o in objects],
+            "updated_at": previous.get("updated_at") if not changed else
+            datetime.now(UTC).isoformat(),
+            "objects": names,
         }
-        _write_atomic(folder / STATE_FILE, json.dumps(record, indent=2) + "\n")
+
+        def write() -> None:
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_atomic(folder / MANIFESTS_FILE, manifests)
+            _write_atomic(folder / STATE_FILE, json.dumps(record, indent=2) + "\n")
+            self._write_kustomization()
+
+        # commits whenever the tree differs from HEAD: an earlier attempt may have written
+        # the files and died before its commit
+        commit = self._save(f"{verb} {spec.id}: model {spec.model.id}", write)
         report(f"rendered {len(objects)} object(s) to {folder}" if changed
-               else f"{folder} already up to date", objects=record["objects"])
-        # commit whenever the tree differs from HEAD: an earlier attempt may have written the
-        # files and died before its commit
-        commit = self._commit(f"{verb} {spec.id}: model {spec.model.id}")
-        self._write_kustomization()
+               else f"{folder} already up to date", objects=names)
         message = f"deployment {spec.id} rendered with model {spec.model.id}"
         details: dict[str, Any] = {"path": str(folder)}
         if commit:
@@ -171,7 +192,12 @@ class FilesystemPlugin:
     def _base_image(self, spec: DeploymentSpec) -> str:
         from agent.plugins.kubernetes.profiles import resolve_profile
 
-        return resolve_profile(spec, self.settings.plugin.kubernetes).image
+        profile = resolve_profile(spec, self.settings.plugin.kubernetes)
+        if profile.image is None:
+            raise InvalidActionError(
+                f"deployment {spec.id}: its server profile has no base image; name an image "
+                "on the model or set plugin.kubernetes.server_profiles.<name>.image")
+        return profile.image
 
     def _read_state(self, deployment_id: str) -> dict[str, Any] | None:
         path = self.root / deployment_id / STATE_FILE
@@ -181,7 +207,9 @@ class FilesystemPlugin:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            raise PluginError(f"state of deployment {deployment_id} unreadable at {path}: {exc}")
+            raise PluginError(
+                f"state of deployment {deployment_id} unreadable at {path}: {exc}"
+            ) from exc
 
     @staticmethod
     def _status_from(state: dict[str, Any]) -> DeploymentStatus:
@@ -202,29 +230,13 @@ class FilesystemPlugin:
 
     # -- git --------------------------------------------------------------------------------
 
-    def _run_git(self, *args: str) -> str:
-        env = {**os.environ, "GIT_AUTHOR_NAME": self.git.author_name,
-               "GIT_AUTHOR_EMAIL": self.git.author_email,
-               "GIT_COMMITTER_NAME": self.git.author_name,
-               "GIT_COMMITTER_EMAIL": self.git.author_email}
-        done = subprocess.run(["git", "-C", str(self.root), *args], capture_output=True,
-                              text=True, env=env, check=False)
-        if done.returncode != 0:
-            raise PluginError(f"git {args[0]} failed in {self.root}: {done.stderr.strip()}")
-        return done.stdout.strip()
-
-    def _git_init(self) -> None:
-        if not (self.root / ".git").exists():
-            self._run_git("init", "-q", "-b", self.git.branch)
-
-    def _commit(self, message: str) -> str | None:
-        if not self.git.enabled:
+    def _save(self, message: str, write: Callable[[], None]) -> str | None:
+        """Write the change; with git, commit (and push) it. The commit id, if one was made."""
+        if self.repo is None:
+            write()
             return None
-        self._run_git("add", "-A")
-        if not self._run_git("status", "--porcelain"):
-            return None
-        self._run_git("commit", "-q", "-m", message)
-        return self._run_git("rev-parse", "HEAD")
+        with self._git_lock:  # one working copy: commits of parallel actions take turns
+            return self.repo.commit(message, write)
 
 
 def _annotate_restart(objects: list[dict[str, Any]], restarted_at: str) -> None:

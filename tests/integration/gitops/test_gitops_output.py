@@ -1,0 +1,134 @@
+"""GitOps output of the filesystem plugin against real git repositories.
+
+The remote is a local bare repository; "someone else" is a second clone that
+pushes in between, which is exactly what a rejected (non-fast-forward) push
+looks like to the agent.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agent.config import Settings, load_settings
+from agent.errors import PluginError
+from agent.model import DeploymentSpec
+from agent.plugins.filesystem import FilesystemPlugin
+
+pytestmark = pytest.mark.integration
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"}
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True,
+                          text=True, env=env).stdout.strip()
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    bare = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    return bare
+
+
+def settings(tmp_path: Path, remote: Path, **extra: Any) -> Settings:
+    values = {"plugin.filesystem.output_dir": str(tmp_path / "work"),
+              "plugin.filesystem.git.enabled": "true",
+              "plugin.filesystem.git.remote": str(remote),
+              "plugin.kubernetes.model_delivery": "storage-initializer",
+              "plugin.kubernetes.agent_image": "registry.local/agent:1",
+              "images.builder": "none", **extra}
+    return load_settings(environ={}, overrides=[f"{k}={v}" for k, v in values.items()])
+
+
+def spec(model: str = "m1", deployment: str = "d1") -> DeploymentSpec:
+    return DeploymentSpec.model_validate(
+        {"id": deployment, "model": {"id": model, "uri": f"s3://models/{model}"}})
+
+
+def events() -> Any:
+    seen: list[str] = []
+
+    def report(message: str, level: str = "info", **details: Any) -> None:
+        seen.append(message)
+
+    report.seen = seen  # type: ignore[attr-defined]
+    return report
+
+
+def other_clone(tmp_path: Path, remote: Path) -> Path:
+    clone = tmp_path / "colleague"
+    subprocess.run(["git", "clone", "-q", str(remote), str(clone)], check=True)
+    return clone
+
+
+def test_each_action_is_one_pushed_commit_with_the_rendered_manifests(tmp_path: Path,
+                                                                      remote: Path) -> None:
+    plugin = FilesystemPlugin(settings(tmp_path, remote))
+    result = plugin.start(spec(), events())
+    assert result.data.details["commit"] == git(remote, "rev-parse", "main")
+    assert "committed" in (result.data.message or "")
+    plugin.replace_model(spec("m2"), events())
+    plugin.start(spec("m2"), events())  # repeated: no change, no commit
+    plugin.stop("d1", events())
+    log = git(remote, "log", "--format=%s", "main").splitlines()
+    assert log == ["stop d1", "replace model d1: model m2", "start d1: model m1"]
+    files = git(remote, "ls-tree", "-r", "--name-only", "main~1").splitlines()
+    assert "d1/manifests.yaml" in files and "kustomization.yaml" in files
+    rendered = list(yaml.safe_load_all(git(remote, "show", "main~1:d1/manifests.yaml")))
+    deployment = next(o for o in rendered if o["kind"] == "Deployment")
+    assert deployment["metadata"]["labels"]["management-agent.io/model-id"] == "m2"
+    kustomization = yaml.safe_load(git(remote, "show", "main~1:kustomization.yaml"))
+    assert kustomization["resources"] == ["d1/manifests.yaml"]
+
+
+def test_rejected_push_is_rebased_never_forced(tmp_path: Path, remote: Path) -> None:
+    plugin = FilesystemPlugin(settings(tmp_path, remote))
+    plugin.start(spec(deployment="d1"), events())
+    colleague = other_clone(tmp_path, remote)
+    (colleague / "README.md").write_text("hand-written note\n")
+    git(colleague, "add", "README.md")
+    git(colleague, "commit", "-q", "-m", "colleague's note")
+    git(colleague, "push", "-q", "origin", "main")
+    theirs = git(colleague, "rev-parse", "HEAD")
+
+    plugin.start(spec(deployment="d2"), events())
+    assert git(remote, "log", "-1", "--format=%s", "main") == "start d2: model m1"
+    assert git(remote, "merge-base", "--is-ancestor", theirs, "main") == ""  # not forced away
+    assert "README.md" in git(remote, "ls-tree", "--name-only", "main").splitlines()
+
+
+def test_conflicting_remote_change_is_taken_over_and_re_rendered(tmp_path: Path,
+                                                                 remote: Path) -> None:
+    plugin = FilesystemPlugin(settings(tmp_path, remote))
+    plugin.start(spec(), events())
+    colleague = other_clone(tmp_path, remote)
+    (colleague / "d1" / "manifests.yaml").write_text("# edited by hand\n")
+    git(colleague, "commit", "-qam", "hand edit")
+    git(colleague, "push", "-q", "origin", "main")
+    theirs = git(colleague, "rev-parse", "HEAD")
+
+    plugin.replace_model(spec("m2"), events())
+    assert git(remote, "merge-base", "--is-ancestor", theirs, "main") == ""
+    content = git(remote, "show", "main:d1/manifests.yaml")
+    assert "edited by hand" not in content and "m2" in content
+
+
+def test_clone_of_an_existing_remote_and_token_never_in_errors(tmp_path: Path,
+                                                               remote: Path) -> None:
+    FilesystemPlugin(settings(tmp_path, remote)).start(spec(), events())
+    second = FilesystemPlugin(settings(tmp_path / "second", remote))
+    assert second.status("d1").model_id == "m1", "a new working copy starts from the remote"
+
+    token = "ghp_supersecrettokenvalue"
+    broken = settings(tmp_path / "third", tmp_path / "does-not-exist.git",
+                      **{"plugin.filesystem.git.token": token})
+    with pytest.raises(PluginError) as caught:
+        FilesystemPlugin(broken).start(spec(), events())
+    assert token not in str(caught.value)
+    assert "does-not-exist.git" in str(caught.value)
