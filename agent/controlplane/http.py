@@ -1,0 +1,284 @@
+"""`NativeControlPlane`: the agent's client of control-plane protocol v1 (HTTP/JSON).
+
+The one thin wrapper around `requests` for the control plane: it maps every
+failure to `agent.errors` and retries, briefly, only what is idempotent
+(all calls but `claim`), so that the runtime's own backoff loop stays in
+charge of long outages. The token is read per request (rotation works) and
+never logged; the CA bundle is passed per request as `verify=`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import requests
+from pydantic import ValidationError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+)
+
+from agent import __version__
+from agent.errors import ControlPlaneError, InvalidActionError, LeaseConflictError
+from agent.model import Action, ActionRef, ActionResult, EnvironmentStatus, Event
+
+if TYPE_CHECKING:
+    from agent.config import Settings
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+MAX_ATTEMPTS = 3
+BACKOFF_BASE = 0.25     # seconds; doubled per attempt, full jitter
+BACKOFF_MAX = 2.0       # seconds; cap of one wait without Retry-After
+RETRY_AFTER_MAX = 5.0   # seconds; cap of an honoured Retry-After
+
+
+class _Transient(ControlPlaneError):
+    """A retryable failure; `retry_after` is the server's Retry-After in seconds, if sent."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if absent."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def readable_validation_error(exc: ValidationError) -> str:
+    """'deployment.replicas: Input should be ...; ...' from a pydantic error."""
+    parts = []
+    for error in exc.errors():
+        loc = ".".join(str(part) for part in error["loc"])
+        parts.append(f"{loc}: {error['msg']}" if loc else error["msg"])
+    return "; ".join(parts)
+
+
+def default_agent_id(settings: Settings) -> str:
+    """Stable-enough identity of this agent process for leases: pod/host name, pid, nonce."""
+    base = settings.runtime.leader_election.identity or os.environ.get("POD_NAME") or (
+        socket.gethostname()
+    )
+    return f"{base}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class NativeControlPlane:
+    """The `ControlPlane` of protocol v1 (docs/control-plane-protocol.md)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        agent_id: str | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.config = settings.control_plane
+        self.agent_id = agent_id or default_agent_id(settings)
+        self.base_url = self.config.url.rstrip("/") + API_PREFIX
+        self.env_path = f"/environments/{quote(self.config.environment_id, safe='')}"
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = f"management-agent/{__version__}"
+        self._sleep = sleep
+
+    # -- the ControlPlane protocol ---------------------------------------------------------
+
+    def pending(self, wait_seconds: float = 0.0) -> list[ActionRef]:
+        wait = max(0.0, min(wait_seconds, 60.0))
+        params = {"wait": f"{wait:g}"} if wait else None
+        body = self._call("GET", "/actions", params=params, extra_timeout=wait)
+        try:
+            return [ActionRef.model_validate(item) for item in body["actions"]]
+        except (KeyError, TypeError, ValidationError) as exc:
+            raise ControlPlaneError(
+                f"control plane sent an unusable action list: {_short(exc)}"
+            ) from exc
+
+    def claim(self, action_id: str, lease_seconds: int) -> Action:
+        body = self._call(
+            "POST", f"/actions/{_q(action_id)}/claim",
+            json={"agent_id": self.agent_id, "lease_seconds": lease_seconds}, retry=False,
+        )
+        if not isinstance(body, dict):
+            raise InvalidActionError(
+                f"action {action_id}: payload is not a JSON object", action_id=action_id
+            )
+        try:
+            return Action.model_validate(body)
+        except ValidationError as exc:
+            raise InvalidActionError(
+                f"action {action_id}: {readable_validation_error(exc)}", action_id=action_id
+            ) from exc
+
+    def renew(self, action_id: str, lease_seconds: int) -> None:
+        self._call("POST", f"/actions/{_q(action_id)}/renew",
+                   json={"agent_id": self.agent_id, "lease_seconds": lease_seconds})
+
+    def release(self, action_id: str) -> None:
+        self._call("POST", f"/actions/{_q(action_id)}/release", json={"agent_id": self.agent_id})
+
+    def event(self, action_id: str, event: Event) -> None:
+        # The event id makes the retry of a lost answer harmless (stored once).
+        self._call("POST", f"/actions/{_q(action_id)}/events", json={
+            "agent_id": self.agent_id, "event_id": uuid.uuid4().hex,
+            "event": event.model_dump(mode="json"),
+        })
+
+    def complete(self, action_id: str, result: ActionResult) -> None:
+        body = self._call("POST", f"/actions/{_q(action_id)}/complete", json={
+            "agent_id": self.agent_id, "result": result.model_dump(mode="json", by_alias=True),
+        })
+        if isinstance(body, dict) and body.get("duplicate"):
+            log.info("action %s was already completed; the stored result stands", action_id,
+                     extra={"action_id": action_id})
+
+    def heartbeat(self, status: EnvironmentStatus) -> None:
+        self._call("PUT", "/heartbeat", json={
+            "agent_id": self.agent_id, "status": status.model_dump(mode="json"),
+        })
+
+    def known_deployment_ids(self) -> set[str] | None:
+        body = self._call("GET", "/deployments")
+        ids = body.get("deployment_ids") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(item, str) for item in ids):
+            raise ControlPlaneError("control plane sent an unusable deployment id list")
+        return set(ids)
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- transport -------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        retry: bool = True,
+        extra_timeout: float = 0.0,
+    ) -> Any:
+        """One API call with short retries of transient failures; returns the decoded JSON."""
+        timeout = self.config.timeout_seconds
+        retrying = Retrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, _Transient)),
+            stop=stop_after_attempt(MAX_ATTEMPTS if retry else 1) | stop_after_delay(timeout),
+            wait=self._wait,
+            sleep=self._sleep,
+            before_sleep=lambda state: self._log_retry(method, path, state),
+            reraise=True,
+        )
+        # After the last attempt the transient error itself propagates: a ControlPlaneError
+        # that still carries `retry_after` for the runtime's own backoff.
+        for attempt in retrying:
+            with attempt:
+                return self._send(method, path, json, params, timeout + extra_timeout)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            return float(min(retry_after, RETRY_AFTER_MAX))
+        return random.uniform(0, min(BACKOFF_MAX, BACKOFF_BASE * 2 ** state.attempt_number))
+
+    @staticmethod
+    def _log_retry(method: str, path: str, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning("control plane %s %s failed (%s); retry %d in %.2fs", method, path, exc,
+                    state.attempt_number, wait)
+
+    def _send(
+        self, method: str, path: str, json: Any, params: dict[str, str] | None, timeout: float
+    ) -> Any:
+        url = f"{self.base_url}{self.env_path}{path}"
+        where = f"{method} {self.config.url.rstrip('/')}{API_PREFIX}{self.env_path}{path}"
+        headers = {"Accept": "application/json"}
+        try:
+            token = self.config.api_token()
+        except OSError as exc:
+            raise ControlPlaneError(
+                f"cannot read control_plane.token_file: {exc.strerror or exc}"
+            ) from exc
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        verify: bool | str = str(self.config.ca_bundle) if self.config.ca_bundle else True
+        try:
+            response = self.session.request(
+                method, url, json=json, params=params, headers=headers, timeout=timeout,
+                verify=verify,
+            )
+        except requests.Timeout as exc:
+            raise _Transient(f"{where}: timed out after {timeout:g}s") from exc
+        except requests.exceptions.SSLError as exc:
+            error = ControlPlaneError(f"{where}: TLS error: {_short(exc)}")
+            error.transient = False
+            raise error from exc
+        except requests.RequestException as exc:
+            raise _Transient(f"{where}: cannot connect ({type(exc).__name__})") from exc
+        log.debug("%s -> %d", where, response.status_code)
+        return self._decode(where, path, response)
+
+    @staticmethod
+    def _decode(where: str, path: str, response: requests.Response) -> Any:
+        status = response.status_code
+        if status == 204:
+            return None
+        if status >= 400:
+            code, detail = _error_body(response)
+            message = f"{where}: {status} {code}: {detail}".rstrip(": ")
+            if status in (429, 502, 503, 504) or status >= 500 or status == 408:
+                raise _Transient(message, parse_retry_after(response.headers.get("Retry-After")))
+            if status == 409:
+                raise LeaseConflictError(message)
+            error = ControlPlaneError(message)
+            error.transient = False
+            raise error
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise _Transient(f"{where}: {status} answer is not JSON") from exc
+
+
+def _error_body(response: requests.Response) -> tuple[str, str]:
+    try:
+        body = response.json()
+    except ValueError:
+        return "", response.text[:200].strip()
+    if isinstance(body, dict):
+        return str(body.get("error", "")), str(body.get("detail", ""))[:500]
+    return "", str(body)[:200]
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _q(part: str) -> str:
+    return quote(part, safe="")

@@ -1,0 +1,260 @@
+"""The SQLite database of the reference control plane: schema, transactions, shared rows.
+
+One connection per operation, WAL journal, every write in a `BEGIN IMMEDIATE`
+transaction, so concurrent requests (and a second process on the same file)
+serialise on the database, never on Python state.
+
+Times are stored as epoch seconds and returned as ISO 8601 UTC strings. The
+layers above speak plain dicts shaped like the API's responses:
+`leases.ActionQueue` (actions and their leases, events) and `store.Store`
+(environments, deployments, heartbeats).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS environments (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    heartbeat_at REAL,
+    heartbeat_agent_id TEXT,
+    heartbeat_json TEXT
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    environment_id TEXT NOT NULL REFERENCES environments(id),
+    id TEXT NOT NULL,
+    spec_json TEXT NOT NULL,
+    desired TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    result_json TEXT,
+    result_at REAL,
+    result_action_id TEXT,
+    PRIMARY KEY (environment_id, id)
+);
+CREATE TABLE IF NOT EXISTS actions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    environment_id TEXT NOT NULL REFERENCES environments(id),
+    deployment_id TEXT,
+    type TEXT NOT NULL,
+    payload_json TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempt INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_expires_at REAL,
+    created_at REAL NOT NULL,
+    completed_at REAL,
+    completed_by TEXT,
+    result_json TEXT
+);
+CREATE INDEX IF NOT EXISTS actions_by_state ON actions(environment_id, state, seq);
+CREATE INDEX IF NOT EXISTS actions_by_deployment ON actions(environment_id, deployment_id, seq);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    environment_id TEXT NOT NULL,
+    deployment_id TEXT,
+    action_id TEXT,
+    event_id TEXT UNIQUE,
+    source TEXT NOT NULL,
+    agent_id TEXT,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL,
+    details_json TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_deployment ON events(environment_id, deployment_id, seq);
+"""
+
+class StoreError(Exception):
+    """A request the store refuses; `status` and `code` become the HTTP answer."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(StoreError):
+    """The environment, deployment or action does not exist."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(StoreError):
+    """The request contradicts the current state (lease held, already exists, ...)."""
+
+    status = 409
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+def hash_token(token: str) -> str:
+    """What is stored instead of an agent token (tokens are random, so no salt is needed)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    """A fresh random agent token."""
+    return "mat_" + secrets.token_urlsafe(32)
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds as an ISO 8601 UTC string."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def from_json(text: str | None) -> Any:
+    return json.loads(text) if text else None
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+class Database:
+    """Connections, transactions and the row helpers every layer uses."""
+
+    def __init__(self, path: Path | str, clock: Callable[[], float] = time.time) -> None:
+        self.path = str(path)
+        self.clock = clock
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _tx(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def _env_row(self, conn: sqlite3.Connection, env_id: str) -> sqlite3.Row:
+        row = conn.execute("SELECT * FROM environments WHERE id = ?", (env_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"environment {env_id!r} not found")
+        return row
+
+    def _dep_row(self, conn: sqlite3.Connection, env_id: str, dep_id: str) -> sqlite3.Row:
+        self._env_row(conn, env_id)
+        row = conn.execute(
+            "SELECT * FROM deployments WHERE environment_id = ? AND id = ?", (env_id, dep_id)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"deployment {dep_id!r} not found in environment {env_id!r}")
+        return row
+
+    def _action_row(self, conn: sqlite3.Connection, env_id: str, action_id: str) -> sqlite3.Row:
+        row = conn.execute(
+            "SELECT * FROM actions WHERE id = ? AND environment_id = ?", (action_id, env_id)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"action {action_id!r} not found in environment {env_id!r}")
+        return row
+
+    def _action(self, row: sqlite3.Row) -> dict[str, Any]:
+        now = self.clock()
+        state = row["state"]
+        if state == "claimed" and row["lease_expires_at"] <= now:
+            state = "lease_expired"
+        return {
+            "id": row["id"],
+            "type": row["type"],
+            "environment_id": row["environment_id"],
+            "deployment_id": row["deployment_id"],
+            "state": state,
+            "attempt": row["attempt"],
+            "lease_owner": row["lease_owner"],
+            "lease_expires_at": iso(row["lease_expires_at"]),
+            "created_at": iso(row["created_at"]),
+            "completed_at": iso(row["completed_at"]),
+            "completed_by": row["completed_by"],
+            "result": from_json(row["result_json"]),
+        }
+
+    def _payload(self, row: sqlite3.Row) -> dict[str, Any]:
+        """The action as an agent receives it on claim (the shape of `agent.model.Action`)."""
+        body = json.loads(row["payload_json"])
+        if not isinstance(body, dict):  # pragma: no cover - enqueue_raw only accepts objects
+            body = {"payload": body}
+        body.update(
+            id=row["id"], environment_id=row["environment_id"],
+            created_at=iso(row["created_at"]), attempt=row["attempt"],
+        )
+        return body
+
+    def _enqueue(
+        self,
+        conn: sqlite3.Connection,
+        env_id: str,
+        action_type: str,
+        dep_id: str | None,
+        payload: dict[str, Any],
+        raw: bool = False,
+    ) -> dict[str, Any]:
+        body = payload if raw else {"type": action_type, "deployment_id": dep_id, **payload}
+        cur = conn.execute(
+            "INSERT INTO actions (id, environment_id, deployment_id, type, payload_json, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (uuid.uuid4().hex, env_id, dep_id, action_type, to_json(body), self.clock()),
+        )
+        action_id = f"a-{cur.lastrowid}"
+        conn.execute("UPDATE actions SET id = ? WHERE seq = ?", (action_id, cur.lastrowid))
+        note = " (raw, unvalidated)" if raw else ""
+        self._event(conn, env_id, dep_id, action_id, f"{action_type} {action_id} enqueued{note}")
+        return self._action(self._action_row(conn, env_id, action_id))
+
+    def _event(
+        self,
+        conn: sqlite3.Connection,
+        env_id: str,
+        dep_id: str | None,
+        action_id: str | None,
+        message: str,
+        level: str = "info",
+        details: dict[str, Any] | None = None,
+        source: str = "server",
+        agent_id: str | None = None,
+        event_id: str | None = None,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO events (environment_id, deployment_id, action_id, event_id, source, "
+            "agent_id, level, message, details_json, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+            (env_id, dep_id, action_id, event_id, source, agent_id, level, message,
+             to_json(details or {}), self.clock()),
+        )
