@@ -1,0 +1,281 @@
+"""Applying rendered objects, waiting for rollouts and explaining failures.
+
+Every object goes through server-side apply with the agent's field manager,
+so applying the same rendering twice changes nothing (no new generation).
+A rollout is done when the Deployment controller has observed the newest
+generation and every replica is updated and available, with no old replica
+left. When it is not done in time, or new pods sit in ImagePullBackOff /
+CrashLoopBackOff for longer than `fail_fast_seconds`, the pods' container
+states, their last log lines and the events say why, in plain words.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from agent.plugins.kubernetes import names
+from agent.plugins.kubernetes.client import KubeClient
+from agent.plugins.kubernetes.settings import KubernetesSettings
+
+log = logging.getLogger(__name__)
+
+# (apiVersion, kind) of everything the plugin may create for a deployment, in delete order.
+OPTIONAL_KINDS: list[tuple[str, str]] = [
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("networking.k8s.io/v1", "Ingress"),
+]
+ROUTE_KINDS: dict[str, tuple[str, str]] = {
+    "openshift-route": ("route.openshift.io/v1", "Route"),
+    "gateway": ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+}
+CORE_KINDS: list[tuple[str, str]] = [("apps/v1", "Deployment"), ("v1", "Service")]
+
+PULL_FAILURES = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull",
+                 "RegistryUnavailable"}
+CRASH_FAILURES = {"CrashLoopBackOff", "RunContainerError", "CreateContainerError",
+                  "CreateContainerConfigError"}
+FATAL_AT_ONCE = {"InvalidImageName", "ErrImageNeverPull"}
+
+Progress = Callable[[str], None]
+
+
+def managed_kinds(settings: KubernetesSettings) -> list[tuple[str, str]]:
+    """Kinds a deployment may own under these settings (for stop and pruning)."""
+    kinds = [*OPTIONAL_KINDS]
+    if settings.ingress_mode in ROUTE_KINDS:
+        kinds.append(ROUTE_KINDS[settings.ingress_mode])
+    return [*kinds, *reversed(CORE_KINDS)]
+
+
+def apply_all(client: KubeClient, objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Server-side apply each object in order; returns the live objects."""
+    return [client.apply(obj) for obj in objects]
+
+
+def prune(client: KubeClient, settings: KubernetesSettings, name: str,
+          rendered: Iterable[dict[str, Any]]) -> list[str]:
+    """Delete optional objects a previous rendering created but this one no longer has."""
+    present = {obj["kind"] for obj in rendered}
+    removed = []
+    for api_version, kind in OPTIONAL_KINDS:
+        if kind not in present and client.delete(api_version, kind, name):
+            removed.append(kind)
+    return removed
+
+
+@dataclass
+class Rollout:
+    """Outcome of waiting for a Deployment's rollout."""
+
+    done: bool
+    message: str
+    deployment: dict[str, Any] | None = None
+    timed_out: bool = False
+
+
+def rollout_complete(deployment: dict[str, Any]) -> bool:
+    """True when the newest template runs on every replica and nothing old is left."""
+    meta, spec, status = (deployment.get(k) or {} for k in ("metadata", "spec", "status"))
+    wanted = spec.get("replicas", 1)
+    if (status.get("observedGeneration") or 0) < (meta.get("generation") or 0):
+        return False
+    if wanted == 0:
+        return not status.get("replicas")
+    return (
+        (status.get("updatedReplicas") or 0) == wanted
+        and (status.get("availableReplicas") or 0) >= wanted
+        and (status.get("replicas") or 0) == wanted
+    )
+
+
+def serving(deployment: dict[str, Any] | None) -> bool:
+    """True when at least one replica (of any template) is available."""
+    return bool(deployment and (deployment.get("status") or {}).get("availableReplicas"))
+
+
+def deadline_exceeded(deployment: dict[str, Any]) -> str | None:
+    """The controller's ProgressDeadlineExceeded / ReplicaFailure message, if any."""
+    for condition in (deployment.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Progressing" and condition.get("status") == "False":
+            return str(condition.get("message") or condition.get("reason"))
+        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
+            return str(condition.get("message") or condition.get("reason"))
+    return None
+
+
+def _progress_line(deployment: dict[str, Any]) -> str:
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    return (f"rollout: {status.get('updatedReplicas') or 0}/{spec.get('replicas', 1)} updated, "
+            f"{status.get('availableReplicas') or 0} available, "
+            f"{status.get('replicas') or 0} total")
+
+
+def template_selector(deployment: dict[str, Any]) -> str:
+    """Label selector of the pods of the Deployment's current template."""
+    labels = (((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
+        "labels") or {}
+    keys = (names.LABEL_INSTANCE, names.LABEL_NAME, names.LABEL_TEMPLATE_HASH)
+    return ",".join(f"{k}={labels[k]}" for k in keys if k in labels)
+
+
+def pod_problems(pod: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(reason, container, message) of each container of a pod that is stuck."""
+    status = pod.get("status") or {}
+    found = []
+    statuses = [*(status.get("initContainerStatuses") or []),
+                *(status.get("containerStatuses") or [])]
+    for cs in statuses:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason") or ""
+        if reason in PULL_FAILURES or reason in CRASH_FAILURES:
+            found.append((reason, cs.get("name", "?"), waiting.get("message") or ""))
+            continue
+        terminated = (cs.get("state") or {}).get("terminated") or {}
+        if terminated and terminated.get("exitCode", 0) != 0:
+            found.append(("Error", cs.get("name", "?"),
+                          f"exit code {terminated.get('exitCode')} "
+                          f"{terminated.get('reason') or ''}".strip()))
+    for condition in status.get("conditions") or []:
+        if (condition.get("type") == "PodScheduled" and condition.get("status") == "False"
+                and condition.get("reason") == "Unschedulable"):
+            found.append(("FailedScheduling", "", condition.get("message") or ""))
+    return found
+
+
+def _container_image(pod: dict[str, Any], container: str) -> str:
+    spec = pod.get("spec") or {}
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        if c.get("name") == container:
+            return str(c.get("image"))
+    return "?"
+
+
+def diagnose(client: KubeClient, deployment: dict[str, Any], *, log_lines: int = 20) -> str:
+    """Why the Deployment's newest pods are not available, in plain words."""
+    reasons: list[str] = []
+    condition = deadline_exceeded(deployment)
+    if condition:
+        reasons.append(condition)
+    selector = template_selector(deployment)
+    pods = client.list("v1", "Pod", deployment["metadata"].get("namespace"),
+                       label_selector=selector) if selector else []
+    if not pods and not condition:
+        reasons.append("no pod of the new template was created")
+    for pod in pods[:3]:
+        pod_name = pod["metadata"]["name"]
+        problems = pod_problems(pod)
+        for reason, container, message in problems:
+            if reason in PULL_FAILURES:
+                reasons.append(
+                    f"pod {pod_name}: image {_container_image(pod, container)} cannot be pulled "
+                    f"({reason}{': ' + message if message else ''})")
+            elif reason == "FailedScheduling":
+                reasons.append(f"pod {pod_name} cannot be scheduled (Pending, FailedScheduling: "
+                               f"{message}); check resources requests, node selectors and "
+                               "tolerations")
+            else:
+                text = f"pod {pod_name}: container {container} fails ({reason}"
+                text += f": {message})" if message else ")"
+                logs = _tail(client, pod, container, log_lines)
+                if logs:
+                    text += f"; last log lines:\n{logs}"
+                reasons.append(text)
+        if not problems:
+            phase = (pod.get("status") or {}).get("phase")
+            if phase == "Pending":
+                reasons.append(f"pod {pod_name} is Pending")
+            elif phase == "Running":
+                reasons.append(f"pod {pod_name} is running but not ready (readiness probe "
+                               "failing?)")
+        if problems:
+            continue  # the container states said it; events would repeat it
+        warnings = [e for e in _events(client, pod) if e.get("type") == "Warning"]
+        for event in warnings[-3:]:
+            reasons.append(f"pod {pod_name}: event {event.get('reason')}: {event.get('message')}")
+    return "; ".join(dict.fromkeys(reasons)) or "unknown reason"
+
+
+def _tail(client: KubeClient, pod: dict[str, Any], container: str, lines: int) -> str:
+    try:
+        return client.pod_logs(pod["metadata"]["name"], pod["metadata"].get("namespace"),
+                               container=container, tail_lines=lines).strip()
+    except Exception as exc:  # logs are a courtesy; never hide the real failure
+        log.debug("cannot read logs of %s: %s", pod["metadata"]["name"], exc)
+        return ""
+
+
+def _events(client: KubeClient, pod: dict[str, Any]) -> list[dict[str, Any]]:
+    try:
+        return client.events_for("Pod", pod["metadata"]["name"], pod["metadata"].get("namespace"))
+    except Exception as exc:
+        log.debug("cannot read events of %s: %s", pod["metadata"]["name"], exc)
+        return []
+
+
+def wait_for_rollout(
+    client: KubeClient,
+    settings: KubernetesSettings,
+    name: str,
+    *,
+    timeout: float,
+    progress: Progress | None = None,
+    deployment_id: str = "?",
+) -> Rollout:
+    """Poll the Deployment until its rollout is complete, failed, or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    last_line = ""
+    stuck_since: dict[str, float] = {}
+    deployment: dict[str, Any] | None = None
+    while True:
+        deployment = client.get("apps/v1", "Deployment", name)
+        if deployment is None:
+            return Rollout(False, f"Deployment {name} disappeared during the rollout")
+        if rollout_complete(deployment):
+            return Rollout(True, "rollout complete", deployment)
+        line = _progress_line(deployment)
+        if line != last_line:
+            log.debug("deployment %s: %s", deployment_id, line)
+            if progress is not None:
+                progress(line)
+            last_line = line
+        failed = deadline_exceeded(deployment)
+        if failed is None:
+            failed = _stuck(client, deployment, settings, stuck_since)
+        if failed is not None:
+            return Rollout(False, diagnose(client, deployment), deployment)
+        if time.monotonic() >= deadline:
+            return Rollout(
+                False, f"not available after {timeout:.0f}s: {diagnose(client, deployment)}",
+                deployment, timed_out=True,
+            )
+        time.sleep(settings.poll_interval_seconds)
+
+
+def _stuck(client: KubeClient, deployment: dict[str, Any], settings: KubernetesSettings,
+           since: dict[str, float]) -> str | None:
+    """A reason when new pods have been failing for longer than fail_fast_seconds."""
+    selector = template_selector(deployment)
+    if not selector:
+        return None
+    now = time.monotonic()
+    seen = set()
+    for pod in client.list("v1", "Pod", deployment["metadata"].get("namespace"),
+                           label_selector=selector):
+        for reason, container, _ in pod_problems(pod):
+            if reason == "FailedScheduling":
+                continue  # the cluster autoscaler may add a node; wait for the deadline
+            key = f"{pod['metadata']['name']}/{container}"
+            seen.add(key)
+            first = since.setdefault(key, now)
+            if reason in FATAL_AT_ONCE or now - first >= settings.fail_fast_seconds:
+                return reason
+    for key in list(since):
+        if key not in seen:
+            del since[key]
+    return None

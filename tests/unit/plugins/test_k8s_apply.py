@@ -1,0 +1,125 @@
+"""Rollout arithmetic, pod diagnosis and status mapping (pure functions, no cluster)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.config import Settings
+from agent.model import DeploymentSpec, DeploymentState, Status
+from agent.plugins.kubernetes import names
+from agent.plugins.kubernetes.apply import (
+    deadline_exceeded,
+    managed_kinds,
+    pod_problems,
+    rollout_complete,
+    serving,
+    template_selector,
+)
+from agent.plugins.kubernetes.manifests import render
+from agent.plugins.kubernetes.plugin import KubernetesPlugin, _previous
+from agent.plugins.kubernetes.settings import KubernetesSettings
+
+
+def deployment(want: int = 2, generation: int = 2, **status: Any) -> dict[str, Any]:
+    spec = DeploymentSpec.model_validate({"id": "d", "model": {"id": "m", "image": "i"},
+                                          "replicas": want})
+    dep = render(spec, KubernetesSettings(), "i", "e")[0]
+    dep["metadata"]["generation"] = generation
+    dep["status"] = status
+    return dep
+
+
+def test_rollout_complete() -> None:
+    assert rollout_complete(deployment(observedGeneration=2, replicas=2, updatedReplicas=2,
+                                       availableReplicas=2))
+    assert not rollout_complete(deployment(observedGeneration=1, replicas=2, updatedReplicas=2,
+                                           availableReplicas=2))  # controller not caught up
+    assert not rollout_complete(deployment(observedGeneration=2, replicas=3, updatedReplicas=2,
+                                           availableReplicas=3))  # an old pod is left
+    assert not rollout_complete(deployment(observedGeneration=2, replicas=2, updatedReplicas=2,
+                                           availableReplicas=1))
+    assert rollout_complete(deployment(want=0, observedGeneration=2))
+    assert serving(deployment(availableReplicas=1)) and not serving(deployment())
+
+
+def test_deadline_and_replica_failure_conditions() -> None:
+    dep = deployment(conditions=[{"type": "Progressing", "status": "False",
+                                  "reason": "ProgressDeadlineExceeded",
+                                  "message": 'ReplicaSet "x" has timed out progressing.'}])
+    assert deadline_exceeded(dep) == 'ReplicaSet "x" has timed out progressing.'
+    dep = deployment(conditions=[{"type": "ReplicaFailure", "status": "True",
+                                  "reason": "FailedCreate", "message": "exceeded quota"}])
+    assert deadline_exceeded(dep) == "exceeded quota"
+    assert deadline_exceeded(deployment(conditions=[
+        {"type": "Progressing", "status": "True"}])) is None
+
+
+def test_template_selector_targets_newest_pods() -> None:
+    dep = deployment()
+    selector = template_selector(dep)
+    template_hash = dep["spec"]["template"]["metadata"]["labels"][names.LABEL_TEMPLATE_HASH]
+    assert f"{names.LABEL_TEMPLATE_HASH}={template_hash}" in selector
+    assert f"{names.LABEL_INSTANCE}=d" in selector
+
+
+def test_pod_problems() -> None:
+    pod = {"status": {
+        "initContainerStatuses": [{"name": "storage-initializer", "state": {
+            "terminated": {"exitCode": 2, "reason": "Error"}}}],
+        "containerStatuses": [
+            {"name": "server", "state": {"waiting": {"reason": "ImagePullBackOff",
+                                                     "message": "manifest unknown"}}},
+            {"name": "monitoring", "state": {"waiting": {"reason": "CrashLoopBackOff"}}},
+            {"name": "ok", "state": {"running": {}}},
+        ],
+        "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                        "message": "0/3 nodes: insufficient memory"}],
+    }}
+    assert pod_problems(pod) == [
+        ("Error", "storage-initializer", "exit code 2 Error"),
+        ("ImagePullBackOff", "server", "manifest unknown"),
+        ("CrashLoopBackOff", "monitoring", ""),
+        ("FailedScheduling", "", "0/3 nodes: insufficient memory"),
+    ]
+    assert pod_problems({"status": {"phase": "Running"}}) == []
+
+
+def test_managed_kinds_follow_ingress_mode() -> None:
+    kinds = [k for _, k in managed_kinds(KubernetesSettings())]
+    assert "Route" not in kinds and kinds[-1] == "Deployment"
+    route = [k for _, k in managed_kinds(KubernetesSettings(ingress_mode="openshift-route"))]
+    assert "Route" in route
+
+
+def test_status_mapping_from_live_objects() -> None:
+    plugin = KubernetesPlugin(Settings())
+    ready = deployment(observedGeneration=2, replicas=2, updatedReplicas=2, availableReplicas=2)
+    status = plugin._status_of(ready, [])
+    assert (status.deployment_id, status.state, status.status, status.model_id) == (
+        "d", DeploymentState.READY, Status.PASSING, "m")
+    assert status.prediction_url == "http://localhost/d/v2/models/d/infer"
+
+    launching = deployment(observedGeneration=2, replicas=1, updatedReplicas=1)
+    assert plugin._status_of(launching, []).state == DeploymentState.LAUNCHING
+    crashing = {"metadata": {"name": "p"}, "status": {"containerStatuses": [
+        {"name": "server", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}}
+    errored = plugin._status_of(launching, [crashing])
+    assert errored.state == DeploymentState.ERRORED and "CrashLoopBackOff" in (
+        errored.message or "")
+    replacing = deployment(want=2, observedGeneration=2, replicas=3, updatedReplicas=1,
+                           availableReplicas=2)
+    assert plugin._status_of(replacing, []).state == DeploymentState.REPLACING_MODEL
+    old_serving = plugin._status_of(replacing, [crashing])
+    assert old_serving.state == DeploymentState.READY and old_serving.status == Status.WARNING
+    plugin.close()
+
+
+def test_previous_prefers_last_good() -> None:
+    dep = deployment()
+    spec, image = _previous(dep) or (None, None)
+    assert spec is not None and spec.model.id == "m" and image == "i"
+    good = DeploymentSpec.model_validate({"id": "d", "model": {"id": "old", "image": "o"}})
+    dep["metadata"]["annotations"][names.ANNOTATION_LAST_GOOD_SPEC] = good.model_dump_json()
+    dep["metadata"]["annotations"][names.ANNOTATION_LAST_GOOD_IMAGE] = "o"
+    assert _previous(dep) == (good, "o")
+    assert _previous(None) is None

@@ -1,0 +1,330 @@
+"""Pure rendering of deployments into Kubernetes objects; every object validated strictly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from agent.errors import InvalidActionError
+from agent.model import DeploymentSpec
+from agent.plugins.kubernetes import names
+from agent.plugins.kubernetes.manifests import (
+    is_quantity,
+    model_image_needed,
+    render,
+    resolve_delivery,
+    uses_storage_initializer,
+)
+from agent.plugins.kubernetes.settings import KubernetesSettings
+
+K8S_VERSION = "1.33.0"
+
+
+def validate(objects: list[dict[str, Any]]) -> None:
+    for obj in objects:
+        if obj["kind"] in ("Route", "HTTPRoute"):
+            continue  # CRDs: no schema in kubernetes-validate; checked structurally elsewhere
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def spec(**extra: Any) -> DeploymentSpec:
+    data: dict[str, Any] = {"id": "dep-1", "model": {"id": "model-1", "image": "reg/img:1"}}
+    data.update(extra)
+    return DeploymentSpec.model_validate(data)
+
+
+def by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {obj["kind"]: obj for obj in objects}
+
+
+def settings(**extra: Any) -> KubernetesSettings:
+    return KubernetesSettings.model_validate({"namespace": "models", **extra})
+
+
+def test_minimal_render_deployment_service_ingress() -> None:
+    objects = render(spec(), settings(), "reg/img:1", "env-1")
+    validate(objects)
+    assert [o["kind"] for o in objects] == ["Deployment", "Service", "Ingress"]
+    deployment = objects[0]
+    assert deployment["metadata"]["name"] == "mlops-dep-1"
+    assert deployment["metadata"]["namespace"] == "models"
+    body = deployment["spec"]
+    assert body["replicas"] == 1
+    assert body["progressDeadlineSeconds"] == 840
+    assert body["strategy"]["rollingUpdate"] == {"maxSurge": "30%", "maxUnavailable": "10%"}
+    assert body["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "prediction-server", "app.kubernetes.io/instance": "dep-1"}
+    pod = body["template"]["spec"]
+    server = pod["containers"][0]
+    assert server["image"] == "reg/img:1"
+    assert server["ports"][0] == {"name": "http", "containerPort": 8080, "protocol": "TCP"}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert server[probe]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert server["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["automountServiceAccountToken"] is False
+    annotations = body["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "8082"
+    env = {e["name"]: e["value"] for e in server["env"]}
+    assert env["MLOPS_DEPLOYMENT_ID"] == "dep-1" and env["MLOPS_MODEL_ID"] == "model-1"
+    assert env["MLSERVER_MODEL_NAME"] == "dep-1"
+    service = objects[1]
+    assert service["spec"]["selector"] == body["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_labels_and_annotations_carry_ids() -> None:
+    long_model = "Model/With Spaces:" + "x" * 100
+    objects = render(spec(model={"id": long_model, "image": "i"}), settings(), "i", "Env 1")
+    for obj in objects:
+        labels = obj["metadata"]["labels"]
+        assert labels[names.LABEL_MANAGED_BY] == "management-agent"
+        assert labels[names.LABEL_DEPLOYMENT_ID] == "dep-1"
+        assert labels[names.LABEL_INSTANCE] == "dep-1"
+        assert len(labels[names.LABEL_MODEL_ID]) <= 63
+        assert labels[names.LABEL_VERSION] == labels[names.LABEL_MODEL_ID]
+        assert labels[names.LABEL_ENVIRONMENT_ID] == names.label_value("Env 1")
+        assert obj["metadata"]["annotations"][names.ANNOTATION_MODEL_ID] == long_model
+        assert obj["metadata"]["annotations"][names.ANNOTATION_ENVIRONMENT_ID] == "Env 1"
+    validate(objects)
+
+
+def test_label_values_and_names() -> None:
+    assert names.label_value("ok-value_1.2") == "ok-value_1.2"
+    for raw in ["a/b c", "-x-", "x" * 64, "___", "Ü"]:
+        value = names.label_value(raw)
+        assert len(value) <= 63
+        assert names._LABEL_VALUE.match(value), value
+    assert names.label_value("x" * 64) != names.label_value("x" * 65)
+    long_a, long_b = "a" * 60 + "-one", "a" * 60 + "-two"
+    name_a, name_b = names.object_name(long_a), names.object_name(long_b)
+    assert name_a != name_b and len(name_a) <= 63 and len(name_b) <= 63
+    assert names.object_name("7up", prefix="") .startswith("d-")
+    assert names.object_name("dep", prefix="") == "dep"
+    for name in (name_a, names.object_name("7up", prefix="")):
+        assert names._DNS_LABEL.match(name), name
+
+
+def test_long_deployment_id_renders_valid_objects() -> None:
+    long_id = "d" + "-abc" * 15 + "z"  # 62 characters: fits a label, not prefix + id
+    objects = render(spec(id=long_id), settings(), "i", "e")
+    validate(objects)
+    assert len(objects[0]["metadata"]["name"]) <= 63
+    assert objects[0]["metadata"]["labels"][names.LABEL_DEPLOYMENT_ID] == long_id
+
+
+def test_options_resources_env_scheduling_security() -> None:
+    s = settings(
+        service_account_name="predictor", image_pull_secrets=["pull"],
+        node_selector={"pool": "gpu"}, tolerations=[{"key": "gpu", "operator": "Exists"}],
+        affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+        security={"run_as_non_root": False, "run_as_user": 1000, "fs_group": 2000,
+                  "read_only_root_filesystem": True},
+        rolling_update={"max_surge": 1, "max_unavailable": 0}, progress_deadline_seconds=300,
+        extra_labels={"team": "ml"}, pod_annotations={"a": "b"}, prometheus_scrape=False,
+    )
+    d = spec(replicas=3, env={"FOO": "bar"},
+             resources={"requests": {"cpu": "250m", "memory": "512Mi"},
+                        "limits": {"memory": "1Gi", "nvidia.com/gpu": "1"}})
+    objects = render(d, s, "i", "e")
+    validate(objects)
+    kinds = by_kind(objects)
+    dep = kinds["Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    assert dep["spec"]["replicas"] == 3
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert dep["spec"]["progressDeadlineSeconds"] == 300
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"name": "FOO", "value": "bar"} in server["env"]
+    assert pod["serviceAccountName"] == "predictor"
+    assert pod["imagePullSecrets"] == [{"name": "pull"}]
+    assert pod["nodeSelector"] == {"pool": "gpu"}
+    assert pod["tolerations"][0]["key"] == "gpu"
+    assert "nodeAffinity" in pod["affinity"]
+    assert pod["securityContext"]["runAsNonRoot"] is False
+    assert pod["securityContext"]["runAsUser"] == 1000
+    assert server["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "tmp", "mountPath": "/tmp"} in server["volumeMounts"]
+    assert dep["metadata"]["labels"]["team"] == "ml"
+    annotations = dep["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {"a": "b"}
+    assert kinds["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+    assert "HorizontalPodAutoscaler" not in kinds
+
+
+def test_default_resources_apply_when_spec_has_none() -> None:
+    s = settings(default_resources={"requests": {"cpu": "100m"}})
+    server = render(spec(), s, "i", "e")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert server["resources"] == {"requests": {"cpu": "100m"}}
+
+
+def test_hpa_and_pdb() -> None:
+    d = spec(resources={"requests": {"cpu": "1"}},
+             autoscaling={"min_replicas": 2, "max_replicas": 6, "target_cpu_utilization": 70})
+    objects = render(d, settings(), "i", "e")
+    validate(objects)
+    kinds = by_kind(objects)
+    hpa = kinds["HorizontalPodAutoscaler"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["minReplicas"] == 2 and hpa["spec"]["maxReplicas"] == 6
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "mlops-dep-1"
+    assert "replicas" not in kinds["Deployment"]["spec"]  # the HPA owns the replica count
+    assert kinds["PodDisruptionBudget"]["apiVersion"] == "policy/v1"
+
+
+def test_no_pdb_for_single_replica_or_when_disabled() -> None:
+    assert "PodDisruptionBudget" not in by_kind(render(spec(), settings(), "i", "e"))
+    objects = render(spec(replicas=3), settings(pdb={"enabled": False}), "i", "e")
+    assert "PodDisruptionBudget" not in by_kind(objects)
+
+
+def test_hpa_without_cpu_request_is_rejected() -> None:
+    d = spec(autoscaling={"min_replicas": 1, "max_replicas": 3})
+    with pytest.raises(InvalidActionError, match="autoscaling needs a CPU request"):
+        render(d, settings(), "i", "e")
+    d = spec(resources={"requests": {"cpu": "1"}},
+             autoscaling={"min_replicas": 4, "max_replicas": 3})
+    with pytest.raises(InvalidActionError, match="must not exceed"):
+        render(d, settings(), "i", "e")
+
+
+@pytest.mark.parametrize("quantity", ["1", "500m", "1.5Gi", "2e3", ".5", "100Ki", "1E"])
+def test_quantities_accepted(quantity: str) -> None:
+    assert is_quantity(quantity)
+    render(spec(resources={"limits": {"memory": quantity}}), settings(), "i", "e")
+
+
+@pytest.mark.parametrize("quantity", ["1GB", "-1", "abc", "1.5 Gi", "", "1mi", "0x10"])
+def test_bad_quantities_rejected(quantity: str) -> None:
+    assert not is_quantity(quantity)
+    with pytest.raises(InvalidActionError, match="not a Kubernetes quantity"):
+        render(spec(resources={"requests": {"memory": quantity}}), settings(), "i", "e")
+
+
+def test_invalid_specs_fail_clearly() -> None:
+    with pytest.raises(InvalidActionError, match="invalid resource name"):
+        render(spec(resources={"requests": {"CPU!": "1"}}), settings(), "i", "e")
+    with pytest.raises(InvalidActionError, match="replicas must be >= 0"):
+        render(DeploymentSpec.model_construct(
+            id="d", model=spec().model, replicas=-1, resources=None, env={}, autoscaling=None,
+            server_profile=None, config={}), settings(), "i", "e")
+    with pytest.raises(InvalidActionError, match="DNS-1123"):
+        render(DeploymentSpec.model_construct(
+            id="Bad_Name", model=spec().model, replicas=1, resources=None, env={},
+            autoscaling=None, server_profile=None, config={}), settings(), "i", "e")
+    with pytest.raises(InvalidActionError, match="unknown server profile 'nope'"):
+        render(spec(server_profile="nope"), settings(), "i", "e")
+    with pytest.raises(InvalidActionError, match="env: invalid variable name"):
+        render(spec(env={"1 bad": "x"}), settings(), "i", "e")
+    with pytest.raises(InvalidActionError, match="scheme ftp:// cannot be served"):
+        render(spec(model={"id": "m", "uri": "ftp://host/m"}), settings(), "i", "e")
+    with pytest.raises(InvalidActionError, match="rollout_timeout_seconds"):
+        render(spec(config={"rollout_timeout_seconds": -5}), settings(), "i", "e")
+    with pytest.raises(InvalidActionError, match="no base image"):
+        render(spec(model={"id": "m", "uri": "s3://b/k"}, server_profile="custom"),
+               settings(), "i", "e")
+
+
+def test_network_policy() -> None:
+    s = settings(network_policy={"enabled": True, "allow_from_namespaces": ["monitoring"]})
+    objects = render(spec(), s, "i", "e")
+    validate(objects)
+    policy = by_kind(objects)["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"][names.LABEL_INSTANCE] == "dep-1"
+    peers = policy["ingress"][0]["from"]
+    assert {"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "ingress-nginx"}}} in peers
+    assert {"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "management-agent"}}} in peers
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert {"protocol": "UDP", "port": 53} in policy["egress"][0]["ports"]
+    open_egress = settings(network_policy={"enabled": True, "restrict_egress": False})
+    assert "egress" not in by_kind(render(spec(), open_egress, "i", "e"))["NetworkPolicy"]["spec"]
+
+
+def test_monitoring_sidecar_shares_spool() -> None:
+    s = settings(monitoring={"enabled": True, "image": "mon:1", "env": {"X": "1"},
+                             "resources": {"limits": {"memory": "64Mi"}}})
+    objects = render(spec(), s, "i", "e")
+    validate(objects)
+    pod = objects[0]["spec"]["template"]["spec"]
+    server, sidecar = pod["containers"]
+    assert sidecar["image"] == "mon:1"
+    env = {e["name"]: e["value"] for e in sidecar["env"]}
+    assert env["MLOPS_DEPLOYMENT_ID"] == "dep-1" and env["MLOPS_MODEL_ID"] == "model-1"
+    assert env["X"] == "1"
+    assert {"name": "spool", "emptyDir": {}} in pod["volumes"]
+    assert sidecar["volumeMounts"] == [{"name": "spool", "mountPath": "/var/spool/mlops"}]
+    assert {"name": "spool", "mountPath": "/var/spool/mlops"} in server["volumeMounts"]
+    with pytest.raises(InvalidActionError, match=r"monitoring\.image"):
+        render(spec(), settings(monitoring={"enabled": True}), "i", "e")
+
+
+def test_storage_initializer_mode() -> None:
+    s = settings(model_delivery="storage-initializer", agent_image="agent:1.0")
+    d = spec(model={"id": "m", "uri": "s3://bucket/model", "credentials_secret": "s3-creds"})
+    assert uses_storage_initializer(d, s) and not model_image_needed(d, s)
+    objects = render(d, s, "docker.io/seldonio/mlserver:1.6.1", "e")
+    validate(objects)
+    pod = objects[0]["spec"]["template"]["spec"]
+    init = pod["initContainers"][0]
+    assert init["image"] == "agent:1.0"
+    assert init["command"] == ["management-agent"]
+    assert init["args"] == ["fetch-model", "s3://bucket/model", "/mnt/models",
+                            "--credentials-dir", "/var/run/secrets/model-credentials"]
+    assert {"name": "model-credentials", "mountPath": "/var/run/secrets/model-credentials",
+            "readOnly": True} in init["volumeMounts"]
+    server = pod["containers"][0]
+    assert server["image"] == "docker.io/seldonio/mlserver:1.6.1"
+    assert server["volumeMounts"] == [{"name": "model", "mountPath": "/mnt/models",
+                                       "readOnly": True}]
+    assert all(m["name"] != "model-credentials" for m in server["volumeMounts"])
+    assert {"name": "model", "emptyDir": {}} in pod["volumes"]
+
+
+def test_storage_initializer_pvc_and_rules() -> None:
+    s = settings(model_delivery="storage-initializer")
+    d = spec(model={"id": "m", "uri": "pvc://models-claim/iris/v1"})
+    pod = render(d, s, "base", "e")[0]["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert pod["volumes"][0] == {"name": "model", "persistentVolumeClaim": {
+        "claimName": "models-claim", "readOnly": True}}
+    assert pod["containers"][0]["volumeMounts"][0]["subPath"] == "iris/v1"
+    with pytest.raises(InvalidActionError, match="agent_image"):
+        render(spec(model={"id": "m", "uri": "s3://b/k"}), s, "base", "e")
+    with pytest.raises(InvalidActionError, match="file:// paths live on the agent's disk"):
+        render(spec(model={"id": "m", "uri": "file:///models/x"}),
+               s.model_copy(update={"agent_image": "a"}), "base", "e")
+
+
+def test_resolve_delivery() -> None:
+    assert resolve_delivery(settings(), "none").model_delivery == "storage-initializer"
+    assert resolve_delivery(settings(), "direct").model_delivery == "image"
+    explicit = settings(model_delivery="storage-initializer")
+    assert resolve_delivery(explicit, "direct").model_delivery == "storage-initializer"
+
+
+def test_rendering_is_deterministic_and_restart_changes_template() -> None:
+    a = render(spec(), settings(), "i", "e")
+    b = render(spec(), settings(), "i", "e")
+    assert a == b
+    c = render(spec(), settings(), "i", "e", restarted_at="2026-01-01T00:00:00Z")
+    template = c[0]["spec"]["template"]["metadata"]
+    assert template["annotations"][names.ANNOTATION_RESTARTED_AT] == "2026-01-01T00:00:00Z"
+    hash_key = names.LABEL_TEMPLATE_HASH
+    assert template["labels"][hash_key] != a[0]["spec"]["template"]["metadata"]["labels"][hash_key]
+
+
+def test_spec_and_image_recorded_for_rollback() -> None:
+    d = spec(env={"A": "1"})
+    dep = render(d, settings(), "reg/img@sha256:abc", "e")[0]
+    annotations = dep["metadata"]["annotations"]
+    assert annotations[names.ANNOTATION_IMAGE] == "reg/img@sha256:abc"
+    assert DeploymentSpec.model_validate_json(annotations[names.ANNOTATION_SPEC]) == d
