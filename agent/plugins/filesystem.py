@@ -64,6 +64,9 @@ class FilesystemPlugin:
         self.settings = settings
         self.root = settings.plugin.filesystem.output_dir.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        from agent.plugins.kubernetes.manifests import resolve_delivery
+
+        self.kube = resolve_delivery(settings.plugin.kubernetes, settings.images.builder)
         self._git_lock = threading.Lock()
         git = settings.plugin.filesystem.git
         self.repo: GitRepository | None = None
@@ -146,12 +149,10 @@ class FilesystemPlugin:
                 restarted_at: str | None = None) -> ActionResult:
         from agent.plugins.kubernetes.manifests import prediction_url, render
 
-        kube = self.settings.plugin.kubernetes
-        image = spec.model.image or self._base_image(spec)
-        objects = render(spec, kube, image, self.settings.control_plane.environment_id)
-        if restarted_at:
-            _annotate_restart(objects, restarted_at)
-        url = prediction_url(spec, kube)
+        image = self._image(spec, report)
+        objects = render(spec, self.kube, image, self.settings.control_plane.environment_id,
+                         restarted_at=restarted_at)
+        url = prediction_url(spec, self.kube)
         folder = self.root / spec.id
         manifests = yaml.safe_dump_all(objects, sort_keys=False)
         changed = not (folder / MANIFESTS_FILE).exists() or (
@@ -189,15 +190,34 @@ class FilesystemPlugin:
                             old_model_in_use=False, message=message, details=details),
         )
 
-    def _base_image(self, spec: DeploymentSpec) -> str:
-        from agent.plugins.kubernetes.profiles import resolve_profile
+    def _image(self, spec: DeploymentSpec, report: Reporter) -> str:
+        """The server image the manifests name: given, the base image, or a built model image.
 
-        profile = resolve_profile(spec, self.settings.plugin.kubernetes)
+        GitOps tools cannot build images, so in image mode the agent builds and pushes
+        the model image (direct builder) before committing manifests that name it.
+        """
+        from agent.plugins.kubernetes.manifests import model_image_needed, validate_spec
+
+        profile = validate_spec(spec, self.kube)
+        if spec.model.image:
+            return spec.model.image
         if profile.image is None:
             raise InvalidActionError(
                 f"deployment {spec.id}: its server profile has no base image; name an image "
                 "on the model or set plugin.kubernetes.server_profiles.<name>.image")
-        return profile.image
+        if not model_image_needed(spec, self.kube):
+            return profile.image
+        if self.settings.images.builder != "direct":
+            raise InvalidActionError(
+                f"deployment {spec.id}: the filesystem plugin builds model images with "
+                "images.builder=direct only; give model.image or use "
+                "plugin.kubernetes.model_delivery=storage-initializer")
+        from agent.images import build_model_image
+
+        built = build_model_image(spec, profile.image, profile.model_path, self.settings, report)
+        report(f"model image {built.reference} " + ("reused" if built.reused else "built"),
+               image=built.reference)
+        return built.reference
 
     def _read_state(self, deployment_id: str) -> dict[str, Any] | None:
         path = self.root / deployment_id / STATE_FILE
@@ -237,10 +257,3 @@ class FilesystemPlugin:
             return None
         with self._git_lock:  # one working copy: commits of parallel actions take turns
             return self.repo.commit(message, write)
-
-
-def _annotate_restart(objects: list[dict[str, Any]], restarted_at: str) -> None:
-    for obj in objects:
-        if obj.get("kind") == "Deployment":
-            template = obj["spec"]["template"].setdefault("metadata", {})
-            template.setdefault("annotations", {})["management-agent.io/restartedAt"] = restarted_at
