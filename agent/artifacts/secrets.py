@@ -1,0 +1,178 @@
+"""`management-agent secrets migrate --namespace NS [--dry-run]`.
+
+Finds the secrets the Deployments of a namespace reference (containers' env
+`secretKeyRef`, `envFrom` `secretRef`, `secret` and projected volumes, and the
+`management-agent.io/credentials-secret` annotation/label the kubernetes
+plugin puts on managed Deployments) and adds the keys of the S3 credential
+formats a secret lacks: AWS style <-> rclone style (remote `s3` unless
+--remote); Seldon-style secrets get both. Keys are only ever added (a strategic
+merge patch of `data`), never changed or removed. It prints which keys it adds,
+never a value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from agent.artifacts.credentials import parse_credentials, rclone_remotes
+
+ANNOTATION = "management-agent.io/credentials-secret"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="secrets_command", required=True, metavar="COMMAND")
+    migrate = commands.add_parser(
+        "migrate", help="add missing credential-format keys to referenced secrets"
+    )
+    migrate.add_argument("--namespace", "-n", required=True)
+    migrate.add_argument("--dry-run", action="store_true", help="print, change nothing")
+    migrate.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster or ~/.kube)")
+    migrate.add_argument("--context", help="kubeconfig context")
+    migrate.add_argument("--remote", default="s3", help="rclone remote name to write (s3)")
+    migrate.add_argument("--secret", dest="secrets", action="append", default=[],
+                         metavar="NAME", help="also migrate this secret (repeatable)")
+
+
+def referenced_secrets(deployments: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Secret names a list of Deployment objects (as dicts) refer to."""
+    names: set[str] = set()
+    for dep in deployments:
+        for meta in (dep.get("metadata") or {},
+                     ((dep.get("spec") or {}).get("template") or {}).get("metadata") or {}):
+            for field in ("annotations", "labels"):
+                value = (meta.get(field) or {}).get(ANNOTATION)
+                if value:
+                    names.add(value)
+        pod = ((dep.get("spec") or {}).get("template") or {}).get("spec") or {}
+        for container in [*(pod.get("containers") or []), *(pod.get("initContainers") or [])]:
+            for env in container.get("env") or []:
+                ref = (env.get("valueFrom") or {}).get("secretKeyRef") or {}
+                if ref.get("name"):
+                    names.add(ref["name"])
+            for source in container.get("envFrom") or []:
+                ref = source.get("secretRef") or {}
+                if ref.get("name"):
+                    names.add(ref["name"])
+        for volume in pod.get("volumes") or []:
+            secret = volume.get("secret") or {}
+            if secret.get("secretName"):
+                names.add(secret["secretName"])
+            for source in (volume.get("projected") or {}).get("sources") or []:
+                ref = source.get("secret") or {}
+                if ref.get("name"):
+                    names.add(ref["name"])
+    return names
+
+
+def plan_additions(data: Mapping[str, str], annotations: Mapping[str, str] | None = None,
+                   remote: str = "s3") -> dict[str, str]:
+    """The keys (and values) to add so that both AWS and rclone styles are present."""
+    creds = parse_credentials(data, annotations).s3
+    if creds is None or not creds.has_keys:
+        return {}
+    add: dict[str, str] = {}
+    has_rclone = any(r.get("TYPE", "").lower() == "s3" for r in rclone_remotes(data).values())
+    if not has_rclone:
+        prefix = f"RCLONE_CONFIG_{remote.upper()}_"
+        add[prefix + "TYPE"] = "s3"
+        add[prefix + "PROVIDER"] = "Other" if creds.endpoint_url else "AWS"
+        add[prefix + "ENV_AUTH"] = "false"
+        add[prefix + "ACCESS_KEY_ID"] = creds.access_key_id or ""
+        add[prefix + "SECRET_ACCESS_KEY"] = creds.secret_access_key or ""
+        if creds.session_token:
+            add[prefix + "SESSION_TOKEN"] = creds.session_token
+        if creds.endpoint_url:
+            add[prefix + "ENDPOINT"] = creds.endpoint_url
+        if creds.region:
+            add[prefix + "REGION"] = creds.region
+    if "AWS_ACCESS_KEY_ID" not in data:
+        add["AWS_ACCESS_KEY_ID"] = creds.access_key_id or ""
+        add["AWS_SECRET_ACCESS_KEY"] = creds.secret_access_key or ""
+        if creds.session_token:
+            add["AWS_SESSION_TOKEN"] = creds.session_token
+        if creds.endpoint_url:
+            add["AWS_ENDPOINT_URL"] = creds.endpoint_url
+            add["USE_SSL"] = "1" if creds.endpoint_url.startswith("https://") else "0"
+        if creds.region:
+            add["AWS_DEFAULT_REGION"] = creds.region
+    return {k: v for k, v in add.items() if k not in data}
+
+
+def migrate(core: Any, apps: Any, namespace: str, dry_run: bool = False, remote: str = "s3",
+            extra: Iterable[str] = (), out: Any = None) -> int:
+    """Run the migration with CoreV1Api/AppsV1Api-like clients; return the exit code."""
+    out = out or sys.stdout
+    raw = apps.list_namespaced_deployment(namespace, _preload_content=False)
+    deployments = json.loads(raw.data).get("items", [])
+    names = referenced_secrets(deployments) | set(extra)
+    if not names:
+        print(f"namespace {namespace}: no secrets referenced by deployments", file=out)
+        return 0
+    failures = 0
+    for name in sorted(names):
+        try:
+            secret = json.loads(core.read_namespaced_secret(
+                name, namespace, _preload_content=False).data)
+        except Exception as exc:
+            status = getattr(exc, "status", None)
+            reason = ("not found" if status == 404
+                      else f"cannot read ({status or type(exc).__name__})")
+            print(f"secret {namespace}/{name}: {reason}, skipped", file=out)
+            failures += status != 404
+            continue
+        data = {k: base64.b64decode(v).decode("utf-8", "replace")
+                for k, v in (secret.get("data") or {}).items()}
+        for k, v in (secret.get("stringData") or {}).items():
+            data.setdefault(k, v)
+        annotations = (secret.get("metadata") or {}).get("annotations") or {}
+        additions = plan_additions(data, annotations, remote)
+        if not additions:
+            print(f"secret {namespace}/{name}: nothing to add", file=out)
+            continue
+        keys = ", ".join(sorted(additions))
+        if dry_run:
+            print(f"secret {namespace}/{name}: would add {keys} (dry run)", file=out)
+            continue
+        body = {"data": {k: base64.b64encode(v.encode()).decode() for k, v in additions.items()}}
+        try:
+            core.patch_namespaced_secret(name, namespace, body)
+        except Exception as exc:
+            status = getattr(exc, "status", None)
+            print(f"secret {namespace}/{name}: patch failed ({status or type(exc).__name__})",
+                  file=out)
+            failures += 1
+            continue
+        print(f"secret {namespace}/{name}: added {keys}", file=out)
+    return 1 if failures else 0
+
+
+def _clients(kubeconfig: str | None, context: str | None) -> tuple[Any, Any]:
+    from kubernetes import client, config
+
+    if kubeconfig or context or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        api = config.new_client_from_config(config_file=kubeconfig, context=context)
+    else:
+        config.load_incluster_config()
+        api = client.ApiClient()
+    return client.CoreV1Api(api), client.AppsV1Api(api)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.secrets_command != "migrate":  # pragma: no cover - argparse enforces it
+        return 2
+    try:
+        core, apps = _clients(args.kubeconfig, args.context)
+        return migrate(core, apps, args.namespace, args.dry_run, args.remote, args.secrets)
+    except Exception as exc:
+        status = getattr(exc, "status", None)
+        detail = f"HTTP {status}" if status else type(exc).__name__
+        print(f"management-agent secrets migrate: error talking to the cluster ({detail}); "
+              "check --kubeconfig/--context and the RBAC (list deployments, get/patch secrets)",
+              file=sys.stderr)
+        return 1
