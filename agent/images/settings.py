@@ -6,9 +6,9 @@ Owned by the images package; `agent.config` composes it into `Settings`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class _Section(BaseModel):
@@ -29,6 +29,79 @@ class RegistryCredentials(_Section):
         default=False, description="Create missing ECR repositories on push."
     )
     aws_region: str | None = None
+    ecr_endpoint_url: str | None = Field(
+        default=None,
+        description="ECR API endpoint override (tests: moto); AWS_ENDPOINT_URL_ECR also works.",
+    )
+    ecr_registry_override: str | None = Field(
+        default=None,
+        description="A registry host (host:port) that takes ECR logins although its name is "
+        "not *.dkr.ecr.*.amazonaws.com (tests, proxies): `auto` picks ecr for it.",
+    )
+
+
+class KanikoSettings(_Section):
+    """The Kaniko builder: one batch/v1 Job per build in the agent's namespace."""
+
+    image: str = Field(
+        default="ghcr.io/chainguard-dev/kaniko/executor:v1.25.2",
+        description="Kaniko executor image (upstream was archived in 2025: use a maintained fork).",
+    )
+    fetcher_image: str | None = Field(
+        default=None,
+        description="Image of the init container running `management-agent fetch-model`; "
+        "defaults to the agent's own image (MGMT_AGENT_IMAGE).",
+    )
+    namespace: str | None = Field(default=None, description="Defaults to the plugin namespace.")
+    service_account: str | None = Field(
+        default=None, description="IRSA / Workload Identity service account of the builder."
+    )
+    config_map: str | None = Field(
+        default=None, description="ConfigMap with config.json mounted at /kaniko/.docker (ECR)."
+    )
+    secret_name: str | None = Field(
+        default=None, description="kubernetes.io/dockerconfigjson secret (ACR, generic, OpenShift)."
+    )
+    model_credentials_secret: str | None = Field(
+        default=None, description="Secret with artifact credentials for the fetch-model step."
+    )
+    resources: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {
+            "requests": {"cpu": "500m", "memory": "1Gi"},
+            "limits": {"memory": "4Gi"},
+        }
+    )
+    timeout_seconds: int = Field(default=1200, ge=60, description="activeDeadlineSeconds.")
+    backoff_limit: int = Field(default=1, ge=0, le=10)
+    ttl_seconds_after_finished: int = Field(default=86400, ge=0)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    annotations: dict[str, str] = Field(default_factory=dict, description="Pod annotations.")
+    extra_args: list[str] = Field(default_factory=list)
+    extra_volumes: list[dict[str, Any]] = Field(default_factory=list)
+    extra_volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
+    registry_certificates: dict[str, str] = Field(
+        default_factory=dict,
+        description="registry host -> key in `registry_certificates_config_map`.",
+    )
+    registry_certificates_config_map: str | None = Field(
+        default=None, description="ConfigMap holding PEM CA certificates of registries."
+    )
+    poll_interval_seconds: float = Field(default=3.0, gt=0)
+    log_tail_lines: int = Field(default=40, ge=1)
+
+    @model_validator(mode="after")
+    def _one_credential_source(self) -> KanikoSettings:
+        if self.config_map and self.secret_name:
+            raise ValueError(
+                "images.kaniko.config_map and images.kaniko.secret_name are mutually exclusive: "
+                "both are mounted at /kaniko/.docker"
+            )
+        if self.registry_certificates and not self.registry_certificates_config_map:
+            raise ValueError(
+                "images.kaniko.registry_certificates needs registry_certificates_config_map"
+            )
+        return self
 
 
 class ImageSettings(_Section):
@@ -38,7 +111,16 @@ class ImageSettings(_Section):
     generated_image_repository: str | None = Field(
         default=None, description="e.g. 123.dkr.ecr.eu-west-1.amazonaws.com/models"
     )
+    repository_layout: Literal["single", "per-model", "per-deployment"] = Field(
+        default="single",
+        description="single: every image in generated_image_repository (tags are content "
+        "addressed); per-model / per-deployment: a sub-repository per model id / deployment id.",
+    )
     credentials: RegistryCredentials = Field(default_factory=RegistryCredentials)
+    base_credentials: RegistryCredentials | None = Field(
+        default=None,
+        description="Credentials for the base image's registry when it differs from the target.",
+    )
     insecure_registries: list[str] = Field(
         default_factory=list, description="Registries reached over plain HTTP."
     )
@@ -47,3 +129,26 @@ class ImageSettings(_Section):
         default=None, description="Extra CA certificates for registries (PEM)."
     )
     compression: Literal["none", "gzip", "zstd"] = "gzip"
+    compression_level: int | None = Field(
+        default=None, ge=0, le=19, description="gzip 1 / zstd 3 when unset."
+    )
+    gzip_store_incompressible: bool = Field(
+        default=True,
+        description="gzip: store (level 0) 4 MiB blocks that barely compress (model weights) "
+        "instead of deflating them; ordinary multi-member gzip, ~10x faster on weights.",
+    )
+    layer_uid: int = Field(default=0, ge=0)
+    layer_gid: int = Field(default=0, ge=0)
+    chunk_size_bytes: int = Field(
+        default=5 * 1024**2, ge=64 * 1024,
+        description="PATCH size of chunked blob uploads (5 MiB: the smallest ECR accepts).",
+    )
+    timeout_seconds: float = Field(default=60.0, gt=0, description="Per registry request.")
+    retries: int = Field(default=5, ge=0, le=20)
+    progress_bytes: int = Field(
+        default=64 * 1024**2, gt=0, description="Progress event at least every this many bytes."
+    )
+    recipe_version: str = Field(
+        default="1", description="Bump to force new tags (part of the content address)."
+    )
+    kaniko: KanikoSettings = Field(default_factory=KanikoSettings)

@@ -1,0 +1,604 @@
+"""OCI distribution API client (the registry boundary).
+
+One `Registry` per registry host. It answers the auth challenge of `/v2/`
+(Basic, or a Bearer token per scope, fetched with the provider's credentials
+and cached until it expires), retries what is transient (connection errors,
+429, 5xx; `Retry-After` honoured) and turns every failure into a
+`RegistryError` whose message names the registry and what to fix.
+
+TLS: `verify=` is passed on every request (REQUESTS_CA_BUNDLE in the
+environment would otherwise override the session); a custom CA bundle is
+added to the default trust store, registries in `insecure_registries` are
+spoken to over plain HTTP and `skip_tls_verify_registries` skips
+verification. Nothing is special about 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import queue
+import random
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urljoin
+
+import requests
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+)
+
+from agent.errors import RegistryError
+from agent.images.auth import AnonymousProvider, CredentialProvider
+from agent.images.settings import ImageSettings
+
+log = logging.getLogger(__name__)
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+ACCEPT = ", ".join((*MANIFEST_TYPES, *INDEX_TYPES))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest (or index) as the registry served it."""
+
+    raw: bytes
+    media_type: str
+    digest: str
+
+    @property
+    def data(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.raw)
+        return parsed
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
+
+
+class _Transient(Exception):
+    """A response worth retrying (429/5xx); carries the response for Retry-After."""
+
+    def __init__(self, response: requests.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, _Transient | requests.ConnectionError | requests.Timeout) and not (
+        isinstance(exc, requests.exceptions.SSLError)
+    )
+
+
+def _wait(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, _Transient):
+        retry_after = exc.response.headers.get("Retry-After", "")
+        if retry_after.isdigit():
+            return min(float(retry_after), 60.0)
+    return min(20.0, 0.5 * 2 ** (state.attempt_number - 1)) + random.uniform(0, 0.5)
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+def _combined_ca_bundle(extra: Path) -> str:
+    """The default trust store plus `extra`, in one file (requests takes a single path)."""
+    default = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE")
+    if not default or not os.path.isfile(default):
+        import certifi
+
+        default = certifi.where()
+    pem = Path(default).read_bytes() + b"\n" + extra.read_bytes()
+    key = hashlib.sha256(pem).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"management-agent-ca-{key}.pem"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(pem)
+        tmp.replace(path)
+    return str(path)
+
+
+class Registry:
+    """Client of one registry host (`host[:port]`)."""
+
+    def __init__(self, host: str, settings: ImageSettings,
+                 provider: CredentialProvider | None = None,
+                 session: requests.Session | None = None) -> None:
+        self.host = host
+        self.settings = settings
+        self.provider = provider or AnonymousProvider()
+        self.session = session or requests.Session()
+        self.scheme = "http" if host in settings.insecure_registries else "https"
+        self.base_url = f"{self.scheme}://{host}"
+        self.verify: bool | str = True
+        if host in settings.skip_tls_verify_registries:
+            self.verify = False
+        elif settings.ca_bundle is not None:
+            if not settings.ca_bundle.is_file():
+                raise RegistryError(
+                    f"images.ca_bundle {settings.ca_bundle} is not a readable file"
+                )
+            self.verify = _combined_ca_bundle(settings.ca_bundle)
+        self._auth_kind: str | None = None  # "none" | "basic" | "bearer"
+        self._challenge: dict[str, str] = {}
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+        self.stats: dict[str, int] = {"requests": 0, "uploaded_bytes": 0, "mounts": 0,
+                                      "blob_uploads": 0}
+
+    # -- transport -------------------------------------------------------
+
+    def _url(self, path_or_url: str) -> str:
+        return urljoin(self.base_url + "/", path_or_url)
+
+    def _send(self, method: str, url: str, headers: dict[str, str], **kwargs: Any
+              ) -> requests.Response:
+        try:
+            self.stats["requests"] += 1
+            response = self.session.request(
+                method, url, headers=headers, verify=self.verify,
+                timeout=kwargs.pop("timeout", self.settings.timeout_seconds), **kwargs
+            )
+        except requests.exceptions.SSLError as exc:
+            text = str(exc)
+            if "WRONG_VERSION_NUMBER" in text.upper() or "wrong version" in text:
+                raise RegistryError(
+                    f"registry {self.host} does not speak TLS: if it serves plain HTTP, list it "
+                    "in images.insecure_registries"
+                ) from None
+            raise RegistryError(
+                f"TLS handshake with registry {self.host} failed, certificate not trusted: set "
+                "images.ca_bundle to the CA that signed it (or list the registry in "
+                "images.skip_tls_verify_registries)"
+            ) from None
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _Transient(response)
+        return response
+
+    def _retrying(self) -> Retrying:
+        return Retrying(
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(self.settings.retries + 1),
+            wait=_wait,
+            reraise=True,
+            before_sleep=lambda s: log.warning(
+                "registry %s: %s, retrying (attempt %d)", self.host,
+                s.outcome.exception() if s.outcome else "?", s.attempt_number,
+            ),
+        )
+
+    def request(self, method: str, path: str, scopes: Iterable[str] = (),
+                ok: Iterable[int] = (200,), what: str = "request",
+                headers: dict[str, str] | None = None, retry: bool = True,
+                **kwargs: Any) -> requests.Response:
+        """Send with auth and retries; raise RegistryError unless the status is in `ok`."""
+        scopes = tuple(scopes)
+        url = self._url(path)
+        try:
+            for attempt in self._retrying() if retry else [None]:
+                if attempt is None:
+                    response = self._authorized(method, url, scopes, headers or {}, **kwargs)
+                else:
+                    with attempt:
+                        response = self._authorized(method, url, scopes, headers or {},
+                                                    **kwargs)
+        except _Transient as exc:
+            raise self._error(exc.response, what) from None
+        except requests.RequestException as exc:
+            raise RegistryError(
+                f"{what}: cannot reach registry {self.host} ({type(exc).__name__}); check "
+                "the address, network policy and proxy settings"
+            ) from None
+        if response.status_code not in tuple(ok):
+            raise self._error(response, what)
+        return response
+
+    def _authorized(self, method: str, url: str, scopes: tuple[str, ...],
+                    headers: dict[str, str], **kwargs: Any) -> requests.Response:
+        response = self._send(method, url, {**headers, **self._auth_header(scopes)}, **kwargs)
+        if response.status_code != 401:
+            return response
+        for fresh in (False, True):
+            if fresh:
+                self.provider.invalidate(self.host)
+                self._tokens.clear()
+            self._learn_challenge(response)
+            auth = self._auth_header(scopes, challenge=response.headers.get("WWW-Authenticate"))
+            if not auth:
+                return response
+            response = self._send(method, url, {**headers, **auth}, **kwargs)
+            if response.status_code != 401:
+                return response
+        return response
+
+    # -- auth -------------------------------------------------------------
+
+    def _learn_challenge(self, response: requests.Response) -> None:
+        header = response.headers.get("WWW-Authenticate", "")
+        kind, _, params = header.partition(" ")
+        if kind.lower() == "bearer":
+            self._auth_kind = "bearer"
+            self._challenge = dict(_CHALLENGE_PARAM.findall(params))
+        elif kind.lower() == "basic":
+            self._auth_kind = "basic"
+
+    def _auth_header(self, scopes: tuple[str, ...], challenge: str | None = None
+                     ) -> dict[str, str]:
+        if self._auth_kind == "basic":
+            credential = self.provider.get(self.host)
+            if credential is None:
+                return {}
+            pair = f"{credential.username}:{credential.password}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+        if self._auth_kind == "bearer":
+            extra = dict(_CHALLENGE_PARAM.findall(challenge or "")).get("scope", "")
+            wanted = tuple(sorted({*scopes, *extra.split()} - {""}))
+            token = self._token(wanted)
+            return {"Authorization": f"Bearer {token}"} if token else {}
+        return {}
+
+    def _token(self, scopes: tuple[str, ...]) -> str | None:
+        key = " ".join(scopes)
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached and time.time() < cached[1]:
+                return cached[0]
+            realm = self._challenge.get("realm")
+            if not realm:
+                return None
+            params: list[tuple[str, str]] = []
+            if self._challenge.get("service"):
+                params.append(("service", self._challenge["service"]))
+            params.extend(("scope", scope) for scope in scopes)
+            credential = self.provider.get(self.host)
+            auth = (credential.username, credential.password) if credential else None
+            try:
+                response = self.session.get(
+                    realm, params=params, auth=auth, verify=self._verify_for(realm),
+                    timeout=self.settings.timeout_seconds,
+                )
+            except requests.exceptions.SSLError:
+                raise RegistryError(
+                    f"TLS handshake with the token service of {self.host} failed, certificate "
+                    "not trusted: set images.ca_bundle"
+                ) from None
+            except requests.RequestException as exc:
+                raise RegistryError(
+                    f"cannot reach the token service of registry {self.host} "
+                    f"({type(exc).__name__})"
+                ) from None
+            if response.status_code in (401, 403):
+                raise RegistryError(
+                    f"the token service of registry {self.host} refused the login "
+                    f"({response.status_code}): check the credentials for {self.host}"
+                )
+            if response.status_code != 200:
+                raise RegistryError(
+                    f"the token service of registry {self.host} answered "
+                    f"{response.status_code}"
+                )
+            body = response.json()
+            token = body.get("token") or body.get("access_token")
+            if not token:
+                raise RegistryError(f"the token service of registry {self.host} sent no token")
+            lifetime = float(body.get("expires_in") or 60)
+            self._tokens[key] = (str(token), time.time() + max(lifetime - 10, 5))
+            return str(token)
+
+    def _verify_for(self, url: str) -> bool | str:
+        return self.verify if url.startswith("https://") else True
+
+    def _error(self, response: requests.Response, what: str) -> RegistryError:
+        code = response.status_code
+        detail = ""
+        try:
+            errors = response.json().get("errors") or []
+            detail = "; ".join(
+                f"{e.get('code', '')}: {e.get('message', '')}" for e in errors[:3]
+            )
+        except ValueError:
+            pass
+        suffix = f" [{detail}]" if detail else ""
+        if code == 401:
+            return RegistryError(
+                f"{what}: registry {self.host} refused the login (401): check the credentials "
+                f"for {self.host}{suffix}"
+            )
+        if code == 403:
+            return RegistryError(
+                f"{what}: registry {self.host} denied access (403): the credentials for "
+                f"{self.host} lack the needed pull/push permission{suffix}"
+            )
+        error = RegistryError(f"{what}: registry {self.host} answered {code}{suffix}")
+        error.transient = code == 429 or code >= 500
+        return error
+
+    # -- API --------------------------------------------------------------
+
+    def ping(self) -> None:
+        """GET /v2/: reachability, TLS and the auth scheme (learned from the challenge)."""
+        response = self.request("GET", "/v2/", ok=(200, 401), what="ping")
+        if response.status_code == 401:
+            self._learn_challenge(response)
+        elif self._auth_kind is None:
+            self._auth_kind = "none"
+
+    @staticmethod
+    def pull_scope(repository: str) -> str:
+        return f"repository:{repository}:pull"
+
+    @staticmethod
+    def push_scope(repository: str) -> str:
+        return f"repository:{repository}:pull,push"
+
+    def get_manifest(self, repository: str, reference: str) -> Manifest | None:
+        """The manifest or index at `reference` (tag or digest); None when it doesn't exist."""
+        response = self.request(
+            "GET", f"/v2/{repository}/manifests/{reference}", [self.pull_scope(repository)],
+            ok=(200, 404), what=f"get manifest {repository}:{reference}",
+            headers={"Accept": ACCEPT},
+        )
+        if response.status_code == 404:
+            return None
+        raw = response.content
+        media_type = (response.headers.get("Content-Type", "").split(";")[0]
+                      or json.loads(raw).get("mediaType", ""))
+        digest = sha256_digest(raw)
+        return Manifest(raw, media_type, digest)
+
+    def resolve_image(self, repository: str, reference: str,
+                      platform: tuple[str, str] = ("linux", "amd64")) -> Manifest:
+        """The image manifest for `platform` (from an index when the reference is one)."""
+        manifest = self.get_manifest(repository, reference)
+        if manifest is None:
+            raise RegistryError(
+                f"base image {self.host}/{repository}:{reference} not found: check "
+                "the server profile's image"
+            )
+        if not manifest.is_index:
+            return manifest
+        for entry in manifest.data.get("manifests", []):
+            plat = entry.get("platform") or {}
+            if (plat.get("os"), plat.get("architecture")) == platform:
+                child = self.get_manifest(repository, entry["digest"])
+                if child is None:
+                    break
+                return child
+        raise RegistryError(
+            f"base image {self.host}/{repository}:{reference} has no {'/'.join(platform)} "
+            "manifest"
+        )
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """The digest of `reference` when it exists (HEAD), else None: the tag check."""
+        response = self.request(
+            "HEAD", f"/v2/{repository}/manifests/{reference}", [self.pull_scope(repository)],
+            ok=(200, 404), what=f"check tag {repository}:{reference}",
+            headers={"Accept": ACCEPT},
+        )
+        if response.status_code == 404:
+            return None
+        digest = response.headers.get("Docker-Content-Digest")
+        if digest:
+            return digest
+        found = self.get_manifest(repository, reference)
+        return found.digest if found else None
+
+    def put_manifest(self, repository: str, reference: str, raw: bytes,
+                     media_type: str) -> str:
+        self.request(
+            "PUT", f"/v2/{repository}/manifests/{reference}", [self.push_scope(repository)],
+            ok=(200, 201), what=f"push manifest {repository}:{reference}",
+            headers={"Content-Type": media_type}, data=raw,
+        )
+        return sha256_digest(raw)
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        response = self.request(
+            "HEAD", f"/v2/{repository}/blobs/{digest}", [self.pull_scope(repository)],
+            ok=(200, 404), what=f"check blob {digest[:19]} in {repository}",
+        )
+        return response.status_code == 200
+
+    def get_blob(self, repository: str, digest: str) -> bytes:
+        response = self.request(
+            "GET", f"/v2/{repository}/blobs/{digest}", [self.pull_scope(repository)],
+            what=f"get blob {digest[:19]} from {repository}",
+        )
+        if sha256_digest(response.content) != digest:
+            raise RegistryError(f"blob {digest} from {self.host}/{repository} is corrupt")
+        return response.content
+
+    def stream_blob(self, repository: str, digest: str,
+                    chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+        """The blob's bytes, streamed (the caller verifies the digest)."""
+        response = self.request(
+            "GET", f"/v2/{repository}/blobs/{digest}", [self.pull_scope(repository)],
+            what=f"get blob {digest[:19]} from {repository}", stream=True,
+        )
+        with response:
+            yield from response.iter_content(chunk_size)
+
+    def mount_blob(self, repository: str, digest: str, from_repository: str
+                   ) -> BlobUpload | None:
+        """Cross-repository mount; None when mounted, else the upload session it opened."""
+        query = urlencode({"mount": digest, "from": from_repository})
+        response = self.request(
+            "POST", f"/v2/{repository}/blobs/uploads/?{query}",
+            [self.push_scope(repository), self.pull_scope(from_repository)],
+            ok=(201, 202), what=f"mount blob {digest[:19]} into {repository}",
+        )
+        if response.status_code == 201:
+            self.stats["mounts"] += 1
+            return None
+        return BlobUpload(self, repository, response)
+
+    def start_upload(self, repository: str) -> BlobUpload:
+        response = self.request(
+            "POST", f"/v2/{repository}/blobs/uploads/", [self.push_scope(repository)],
+            ok=(202,), what=f"start blob upload to {repository}",
+        )
+        return BlobUpload(self, repository, response)
+
+    def push_blob(self, repository: str, data: bytes) -> str:
+        """Monolithic upload of a small blob (configs); skipped when already present."""
+        digest = sha256_digest(data)
+        if not self.blob_exists(repository, digest):
+            upload = self.start_upload(repository)
+            upload.write(data)
+            upload.finish(digest)
+        return digest
+
+
+class BlobUpload:
+    """A chunked upload session: PATCH chunks (Content-Range), then PUT ?digest=.
+
+    Chunks are sent by a background thread so that producing the next chunk
+    (tar, compression) overlaps the network; that thread also hashes what it
+    sends, so the blob digest costs the producer nothing (`digest()`). At most
+    about three chunks are in memory. Chunks are at least `chunk_size` bytes
+    (and at least the registry's `OCI-Chunk-Min-Length`), except the last.
+    """
+
+    def __init__(self, registry: Registry, repository: str, response: requests.Response) -> None:
+        self.registry = registry
+        self.repository = repository
+        self.location = self._location(response)
+        min_length = response.headers.get("OCI-Chunk-Min-Length", "")
+        self.chunk_size = max(registry.settings.chunk_size_bytes,
+                              int(min_length) if min_length.isdigit() else 0)
+        self.offset = 0
+        self._pieces: list[bytes] = []
+        self._pending = 0
+        self._hasher = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=1)
+        self._failure: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        registry.stats["blob_uploads"] += 1
+
+    def _location(self, response: requests.Response) -> str:
+        location = response.headers.get("Location")
+        if not location:
+            raise RegistryError(
+                f"registry {self.registry.host} opened an upload without a Location"
+            )
+        return self.registry._url(location)
+
+    def _scopes(self) -> list[str]:
+        return [self.registry.push_scope(self.repository)]
+
+    def _patch(self, chunk: bytes) -> None:
+        self._hasher.update(chunk)
+        end = self.offset + len(chunk) - 1
+        response = self.registry.request(
+            "PATCH", self.location, self._scopes(), ok=(202,),
+            what=f"upload chunk to {self.repository}",
+            headers={"Content-Type": "application/octet-stream",
+                     "Content-Range": f"{self.offset}-{end}",
+                     "Content-Length": str(len(chunk))},
+            data=chunk,
+        )
+        self.location = self._location(response)
+        self.offset += len(chunk)
+        self.registry.stats["uploaded_bytes"] += len(chunk)
+
+    def _worker(self) -> None:
+        while True:
+            chunk = self._queue.get()
+            if chunk is None:
+                return
+            if self._failure is None:
+                try:
+                    self._patch(chunk)
+                except BaseException as exc:  # handed to the producer
+                    self._failure = exc
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        self._pieces.append(bytes(data))
+        self._pending += len(data)
+        if self._pending < self.chunk_size:
+            return
+        chunk = b"".join(self._pieces)  # the one copy; chunks may exceed chunk_size a little
+        self._pieces.clear()
+        self._pending = 0
+        self._raise_failure()
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._worker, name=f"upload-{self.repository}", daemon=True
+            )
+            self._thread.start()
+        self._queue.put(chunk)
+
+    def _drain(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        self._raise_failure()
+
+    def digest(self) -> str:
+        """sha256 of everything written so far (waits for the chunks in flight)."""
+        self._drain()
+        hasher = self._hasher.copy()
+        for piece in self._pieces:
+            hasher.update(piece)
+        return "sha256:" + hasher.hexdigest()
+
+    def finish(self, digest: str | None = None) -> str:
+        """Send what is left with the closing PUT; the registry verifies the digest."""
+        self._drain()
+        rest = b"".join(self._pieces)
+        self._pieces.clear()
+        self._pending = 0
+        self._hasher.update(rest)
+        digest = digest or "sha256:" + self._hasher.hexdigest()
+        separator = "&" if "?" in self.location else "?"
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(rest))}
+        if rest:
+            headers["Content-Range"] = f"{self.offset}-{self.offset + len(rest) - 1}"
+        self.registry.request(
+            "PUT", f"{self.location}{separator}{urlencode({'digest': digest})}", self._scopes(),
+            ok=(201,), what=f"complete blob upload {digest[:19]} to {self.repository}",
+            headers=headers, data=rest,
+        )
+        self.offset += len(rest)
+        self.registry.stats["uploaded_bytes"] += len(rest)
+        return digest
+
+    def cancel(self) -> None:
+        """Abandon the session (best effort)."""
+        with contextlib.suppress(Exception):
+            self._drain()
+        with contextlib.suppress(RegistryError):
+            self.registry.request("DELETE", self.location, self._scopes(), ok=(202, 204, 404),
+                                  what="cancel upload", retry=False)
