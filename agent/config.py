@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from types import NoneType, UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from agent.artifacts.settings import ArtifactSettings
 from agent.errors import ConfigError
@@ -98,6 +99,18 @@ class LeaderElectionSettings(Section):
     retry_period_seconds: int = Field(default=2, ge=1)
     identity: str | None = Field(default=None, description="Defaults to the pod name/hostname.")
 
+    @model_validator(mode="after")
+    def _timings_are_ordered(self) -> LeaderElectionSettings:
+        """retry < renew deadline < lease duration, or a leader could outlive its lease."""
+        if self.enabled and not (self.retry_period_seconds < self.renew_deadline_seconds
+                                 < self.lease_duration_seconds):
+            raise ValueError(
+                "need retry_period_seconds < renew_deadline_seconds < lease_duration_seconds "
+                f"(got {self.retry_period_seconds} / {self.renew_deadline_seconds} / "
+                f"{self.lease_duration_seconds}): a leader must step down before others may "
+                "take over")
+        return self
+
 
 class RuntimeSettings(Section):
     """How the daemon schedules work and shuts down."""
@@ -170,6 +183,13 @@ class Settings(Section):
     images: ImageSettings = Field(default_factory=ImageSettings)
     artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
 
+    @model_validator(mode="after")
+    def _mlflow_models_from_the_registry_we_follow(self) -> Settings:
+        """With the MLflow adapter, `models:/` URIs resolve through the same tracking server."""
+        if self.control_plane.kind == "mlflow" and self.artifacts.mlflow_tracking_uri is None:
+            self.artifacts.mlflow_tracking_uri = self.control_plane.mlflow.tracking_uri
+        return self
+
     def redacted(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets replaced by '**********'."""
         return self.model_dump(mode="json")
@@ -195,8 +215,37 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return base
 
 
-def _parse_scalar(text: str) -> Any:
-    """Environment and --set values are YAML scalars: '5' is 5, 'true' is True, '[a]' a list."""
+_TEXT_TYPES = (str, SecretStr, Path)
+_NULLS = ("null", "Null", "NULL", "~")
+
+
+def _is_text_setting(path: Sequence[str]) -> bool:
+    """True when the setting at `path` holds text (a string, secret or path), not YAML."""
+    model: Any = Settings
+    annotation: Any = None
+    for key in path:
+        field = model.model_fields.get(key) if isinstance(model, type) and issubclass(
+            model, BaseModel) else None
+        if field is None:
+            return False
+        annotation = field.annotation
+        model = next((arg for arg in (annotation, *get_args(annotation))
+                      if isinstance(arg, type) and issubclass(arg, BaseModel)), None)
+    if get_origin(annotation) in (Union, UnionType):  # Optional[...] and other unions
+        kinds = [arg for arg in get_args(annotation) if arg is not NoneType]
+    else:
+        kinds = [annotation]
+    return all(kind in _TEXT_TYPES for kind in kinds)
+
+
+def _parse_scalar(text: str, path: Sequence[str] = ()) -> Any:
+    """Environment and --set values are YAML scalars: '5' is 5, 'true' is True, '[a]' a list.
+
+    Text settings (strings, secrets, paths) take the value as given: YAML would turn a
+    token '12345678' into a number, 'p4ss #1' into 'p4ss' and '#x' or '&x' into nothing.
+    """
+    if _is_text_setting(path) and text.strip() not in _NULLS:
+        return text
     try:
         return yaml.safe_load(text) if text.strip() else text
     except yaml.YAMLError:
@@ -246,7 +295,7 @@ def load_settings(
         if not all(path):
             problems.append(f"{name}: empty key segment (use '__' between levels)")
             continue
-        _set_path(tree, path, _parse_scalar(raw))
+        _set_path(tree, path, _parse_scalar(raw, path))
         sources[path] = f"env {name}"
 
     for item in overrides:
@@ -255,7 +304,7 @@ def load_settings(
             problems.append(f"--set {item!r}: expected key.path=value")
             continue
         path = tuple(key.strip().split("."))
-        _set_path(tree, path, _parse_scalar(raw))
+        _set_path(tree, path, _parse_scalar(raw, path))
         sources[path] = "--set"
 
     try:

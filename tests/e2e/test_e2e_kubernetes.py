@@ -16,21 +16,16 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import yaml
-
-from agent.plugins.kubernetes.client import KubeClient
-from agent.plugins.kubernetes.settings import KubernetesSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -108,26 +103,6 @@ class Agent:
             except subprocess.TimeoutExpired:
                 os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-
-
-@pytest.fixture
-def cluster() -> Iterator[dict[str, str]]:
-    env = harness_env()
-    needed = ("HARNESS_KUBECONFIG", "HARNESS_INGRESS_URL", "HARNESS_BASE_IMAGE",
-              "HARNESS_REGISTRY")
-    missing = [k for k in needed if k not in env]
-    if missing:
-        pytest.skip(f"harness cluster not running ({', '.join(missing)} missing): "
-                    "run tools/harness up")
-    namespace = f"e2e-k8s-{secrets.token_hex(3)}"
-    admin = KubeClient(KubernetesSettings(kubeconfig=Path(env["HARNESS_KUBECONFIG"]),
-                                          namespace=namespace))
-    admin.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-    try:
-        yield {**env, "NAMESPACE": namespace}
-    finally:
-        admin.delete("v1", "Namespace", namespace)
-        admin.close()
 
 
 def agent_config(path: Path, cluster: dict[str, str], cp_url: str, env_id: str,

@@ -1,0 +1,86 @@
+"""helm install --wait / helm test / kubectl rollout against the stand-in WITH controllers.
+
+Needs the harness registry and base image (tools/harness up); skipped otherwise.
+Slow (a podman-run pod), hence marked `slow`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.kube import find_binary
+
+pytestmark = pytest.mark.slow
+
+CHART = {
+    "Chart.yaml": "apiVersion: v2\nname: hooks\nversion: 0.1.0\n",
+    "values.yaml": "image: IMAGE\n",
+    "templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\n"
+                         "data: {greeting: hello}\n",
+    "templates/test.yaml": """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: "{{ .Release.Name }}-test"
+  annotations:
+    "helm.sh/hook": test
+    "helm.sh/hook-delete-policy": before-hook-creation
+spec:
+  restartPolicy: Never
+  containers:
+  - name: t
+    image: {{ .Values.image | quote }}
+    command: ["python3", "-c", "print('helm test ok')"]
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[object]:
+    try:
+        from tools.kube.controllers.testing import StandinCluster, harness_env
+    except ImportError:
+        pytest.skip("tools.kube.controllers not available")
+    env = harness_env() or {}
+    if not env.get("HARNESS_BASE_IMAGE"):
+        pytest.skip("harness base image not available: run tools/harness up")
+    c = StandinCluster().start()
+    try:
+        yield c
+    finally:
+        c.stop()
+        c.cleanup()
+
+
+def test_helm_test_hook_pod_runs(cluster: object, tmp_path: Path) -> None:
+    from tools.kube.controllers.testing import harness_env
+
+    helm = find_binary("helm")
+    if helm is None:
+        pytest.skip("helm not found")
+    env = harness_env() or {}
+    for name, text in CHART.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text.replace("IMAGE", env["HARNESS_BASE_IMAGE"]))
+    kubeconfig = cluster.kubeconfig  # type: ignore[attr-defined]
+    home = tmp_path / "home"
+    run_env = {**os.environ, "KUBECONFIG": kubeconfig, "HOME": str(home),
+               "HELM_CACHE_HOME": str(home / "c"), "HELM_CONFIG_HOME": str(home / "f"),
+               "HELM_DATA_HOME": str(home / "d")}
+
+    def helm_run(*args: str) -> str:
+        proc = subprocess.run([helm, *args], capture_output=True, text=True, env=run_env,
+                              timeout=180)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    assert "STATUS: deployed" in helm_run("install", "h1", str(tmp_path), "--wait",
+                                          "--timeout", "60s")
+    out = helm_run("test", "h1", "--logs", "--timeout", "120s")
+    assert "Phase:          Succeeded" in out or "Phase: Succeeded" in out.replace("  ", " ")
+    assert "helm test ok" in out
+    helm_run("uninstall", "h1", "--wait")
