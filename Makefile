@@ -33,6 +33,10 @@ lint: venv
 unit: venv
 	$(BIN)/pytest tests/unit -q
 
+## integration: the tests against real servers (run `make harness-up` first).
+integration: venv
+	$(BIN)/pytest tests/integration -q
+
 harness-up:
 	tools/harness up
 

@@ -26,18 +26,23 @@ _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar
 )
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
+# what `scrub` iterates: an immutable snapshot, longest first (a secret that contains another
+# is replaced whole), swapped under the lock so threads registering secrets never disturb it
+_ordered: tuple[str, ...] = ()
 
 
 def register_secret(value: str | None) -> None:
     """Scrub this value from every log record from now on (values under 4 chars are ignored)."""
+    global _ordered
     if value and len(value) >= 4:
         with _secrets_lock:
             _secrets.add(value)
+            _ordered = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def scrub(text: str) -> str:
     """The text with every registered secret replaced by '***'."""
-    for secret in _secrets:
+    for secret in _ordered:
         if secret in text:
             text = text.replace(secret, "***")
     return text
@@ -92,7 +97,8 @@ class JsonFormatter(logging.Formatter):
             entry["action_id"] = getattr(record, "action_id", None)
             entry["deployment_id"] = getattr(record, "deployment_id", None)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = scrub(self.formatException(record.exc_info))
+        # scrubbed before encoding too: JSON escapes a secret holding '"' or '\\'
         return scrub(json.dumps(entry, default=str))
 
 

@@ -27,7 +27,7 @@ from typing import Protocol
 from agent import __version__
 from agent.config import Settings
 from agent.controlplane import ControlPlane
-from agent.errors import AgentError, InvalidActionError, LeaseConflictError
+from agent.errors import AgentError, ConfigError, InvalidActionError, LeaseConflictError
 from agent.health import HealthServer, HealthState, Metrics
 from agent.logs import action_context, register_secret
 from agent.model import Action, ActionRef, ActionResult, Status
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_CONTROL_PLANE_UNREACHABLE = 3
+EXIT_ACTIONS_UNFINISHED = 4  # --once: an action outlived runtime.action_timeout_seconds
 MAX_BACKOFF_SECONDS = 60.0
 
 
@@ -70,6 +71,7 @@ def jittered(seconds: float) -> float:
 @dataclass
 class _InFlight:
     action: Action
+    key: str  # what serialises it: the deployment id (or the action id when there is none)
     started: float = field(default_factory=time.monotonic)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -118,11 +120,18 @@ class Runtime:
         self.health = HealthState(stall, self.leadership.is_leader)
         self.exit_code = EXIT_OK
         self._stop = threading.Event()
+        # action leases are renewed until shutdown has finished or released the in-flight work
+        # (not just until `_stop`): a lease that lapsed during the grace period would let
+        # another replica claim an action this one is still executing
+        self._leases_done = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: dict[str, _InFlight] = {}
         self._busy_deployments: set[str] = set()
         self._work: queue.Queue[_InFlight | None] = queue.Queue()
+        # --once: actions claimed in this run; one that is offered again (it did not converge)
+        # is not executed a second time, so the run ends
+        self._once_claimed: set[str] | None = None
         self._threads: list[threading.Thread] = []
         self._poll_state = _ConnectionState("polling the control plane")
         self._heartbeat_state = _ConnectionState("heartbeat to the control plane")
@@ -184,10 +193,14 @@ class Runtime:
         while not self._stop.is_set():
             if not self.leadership.is_leader():
                 self.metrics.leader.set(0)
+                self.health.poll_attempted()  # a standby's loop is alive: /healthz stays 200
                 self._stop.wait(self.settings.runtime.leader_election.retry_period_seconds)
                 continue
             self.metrics.leader.set(1)
             delay = jittered(cp.poll_interval_seconds)
+            # cleared before polling, so a stop request or a finished action during the poll
+            # is not lost (it would otherwise sleep through a whole backoff)
+            self._wake.clear()
             try:
                 refs = self._poll(wait=cp.long_poll_seconds)
                 if cp.long_poll_seconds and not refs:
@@ -199,7 +212,6 @@ class Runtime:
                 delay = self._poll_failed(exc)
             if self.exit_code:
                 return
-            self._wake.clear()
             self._wake.wait(delay)
 
     def _poll(self, wait: float) -> list[ActionRef]:
@@ -235,6 +247,8 @@ class Runtime:
         with self._lock:
             if ref.id in self._in_flight or key in self._busy_deployments:
                 return True  # running, or waiting behind an earlier action on its deployment
+            if self._once_claimed is not None and ref.id in self._once_claimed:
+                return True
             if len(self._in_flight) >= self.settings.runtime.workers:
                 return False
         try:
@@ -245,10 +259,12 @@ class Runtime:
         except InvalidActionError as exc:
             self._complete_invalid(ref, exc)
             return True
-        item = _InFlight(action)
+        item = _InFlight(action, key)
         with self._lock:
             self._in_flight[action.id] = item
             self._busy_deployments.add(key)
+            if self._once_claimed is not None:
+                self._once_claimed.add(action.id)
         self.metrics.in_flight.inc()
         self._work.put(item)
         return True
@@ -262,22 +278,29 @@ class Runtime:
     def _run_once(self) -> None:
         """Claim what is pending, wait for it, repeat until nothing is claimable; heartbeat."""
         failures = 0
+        self._once_claimed = set()
         while not self._stop.is_set():
             try:
                 self._poll(wait=0.0)
+                failures = 0
             except AgentError as exc:
                 failures += 1
                 if failures >= 3:
                     log.error("control plane unreachable: %s", exc)
                     self.exit_code = EXIT_CONTROL_PLANE_UNREACHABLE
                     return
-                time.sleep(min(5.0, 0.5 * 2**failures))
+                self._stop.wait(min(5.0, 0.5 * 2**failures))
                 continue
             with self._lock:
                 idle = not self._in_flight
             if idle:
                 break
-            self._wait_for_idle(timeout=self.settings.runtime.action_timeout_seconds)
+            if not self._wait_for_idle(timeout=self.settings.runtime.action_timeout_seconds):
+                log.error("action(s) still running after runtime.action_timeout_seconds=%.0f; "
+                          "giving up (their leases are released, so they are delivered again)",
+                          self.settings.runtime.action_timeout_seconds)
+                self.exit_code = EXIT_ACTIONS_UNFINISHED
+                return
         self._send_heartbeat()
 
     def _wait_for_idle(self, timeout: float) -> bool:
@@ -303,23 +326,28 @@ class Runtime:
 
     def _run_action(self, item: _InFlight) -> None:
         action = item.action
-        key = action.deployment_id or f"action:{action.id}"
-        with action_context(action.id, action.deployment_id):
-            log.info("executing %s (attempt %d)", action.type, action.attempt)
-            result = execute(action, self.plugin, self.control_plane)
-            elapsed = time.monotonic() - item.started
-            self.metrics.action_duration.labels(action.type).observe(elapsed)
-            outcome = "succeeded" if result.status != Status.FAILING else "failed"
-            self.metrics.actions.labels(action.type, outcome).inc()
-            log.info("%s %s in %.1fs: state=%s status=%s", action.type, outcome, elapsed,
-                     result.state, result.status)
-            self._complete(action.id, result)
-        with self._lock:
-            self._in_flight.pop(action.id, None)
-            self._busy_deployments.discard(key)
-        self.metrics.in_flight.dec()
-        item.done.set()
-        self._wake.set()  # a follow-up action on this deployment may be deliverable now
+        try:
+            with action_context(action.id, action.deployment_id):
+                log.info("executing %s (attempt %d)", action.type, action.attempt)
+                result = execute(action, self.plugin, self.control_plane)
+                elapsed = time.monotonic() - item.started
+                self.metrics.action_duration.labels(action.type).observe(elapsed)
+                outcome = "succeeded" if result.status != Status.FAILING else "failed"
+                self.metrics.actions.labels(action.type, outcome).inc()
+                log.info("%s %s in %.1fs: state=%s status=%s", action.type, outcome, elapsed,
+                         result.state, result.status)
+                self._complete(action.id, result)
+        except Exception:  # a bug in reporting must not leave the deployment blocked forever
+            with action_context(action.id, action.deployment_id):
+                log.exception("unexpected error while completing the action; the control "
+                              "plane will deliver it again when its lease expires")
+        finally:
+            with self._lock:
+                self._in_flight.pop(action.id, None)
+                self._busy_deployments.discard(item.key)
+            self.metrics.in_flight.dec()
+            item.done.set()
+            self._wake.set()  # a follow-up action on this deployment may be deliverable now
 
     def _complete(self, action_id: str, result: ActionResult) -> None:
         """Report the result, retrying until the lease would have expired anyway."""
@@ -342,7 +370,7 @@ class Runtime:
 
     def _lease_keeper_loop(self) -> None:
         lease = self.settings.control_plane.lease_seconds
-        while not self._stop.wait(lease / 3):
+        while not self._leases_done.wait(lease / 3):
             self._renew_leases(lease)
 
     def _renew_leases(self, lease: int) -> None:
@@ -393,6 +421,7 @@ class Runtime:
                         self.control_plane.release(action.id)
                     except AgentError as exc:
                         log.warning("release failed (%s); the lease will expire instead", exc)
+        self._leases_done.set()
         for _ in range(self.settings.runtime.workers):
             self._work.put(None)
         self.leadership.stop()
@@ -418,7 +447,11 @@ def run_agent(settings: Settings, once: bool = False) -> int:
     from agent.controlplane import open_control_plane
     from agent.plugins import load_plugin
 
-    register_secret(settings.control_plane.api_token())
+    try:
+        register_secret(settings.control_plane.api_token())
+    except OSError as exc:
+        raise ConfigError(f"control_plane.token_file: cannot read {exc.filename}: "
+                          f"{exc.strerror or exc}") from exc
     control_plane = open_control_plane(settings)
     plugin = load_plugin(settings)
     attach = getattr(control_plane, "attach_plugin", None)
@@ -432,8 +465,12 @@ def run_agent(settings: Settings, once: bool = False) -> int:
     runtime = Runtime(settings, control_plane, plugin, leadership=leadership)
     server: HealthServer | None = None
     if settings.health.enabled and not once:
-        server = HealthServer(settings.health.host, settings.health.port, runtime.health,
-                              runtime.metrics)
+        try:
+            server = HealthServer(settings.health.host, settings.health.port, runtime.health,
+                                  runtime.metrics)
+        except OSError as exc:
+            raise ConfigError(f"health.port: cannot listen on {settings.health.host}:"
+                              f"{settings.health.port}: {exc.strerror or exc}") from exc
         server.start()
     install_signal_handlers(runtime)
     try:

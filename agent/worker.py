@@ -7,6 +7,7 @@ control plane always learns how the action ended.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -15,6 +16,7 @@ from agent.controlplane import ControlPlane
 from agent.errors import AgentError, InvalidActionError
 from agent.logs import scrub
 from agent.model import (
+    DEPLOYMENT_ID_PATTERN,
     Action,
     ActionResult,
     ActionType,
@@ -28,6 +30,10 @@ from agent.model import (
 from agent.plugins import Plugin
 
 log = logging.getLogger(__name__)
+
+#: event levels the protocol knows, with the log level each is logged at
+EVENT_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+                "error": logging.ERROR}
 
 
 class EventReporter:
@@ -43,12 +49,14 @@ class EventReporter:
 
     def __call__(self, message: str, level: str = "info", **details: Any) -> None:
         message = scrub(message)
-        log.log(logging.getLevelName(level.upper()), "%s", message)
+        level = level.lower() if level.lower() in EVENT_LEVELS else "info"
+        log.log(EVENT_LEVELS[level], "%s", message)
         try:
+            details = json.loads(scrub(json.dumps(details, default=str)))
             self._control_plane.event(
                 self._action_id, Event(message=message, level=level, details=details)
             )
-        except AgentError as exc:
+        except Exception as exc:  # an event must never fail the action that reports it
             log.warning("event not delivered to the control plane: %s", exc)
 
 
@@ -68,6 +76,13 @@ def _require_deployment_id(action: Action) -> str:
     deployment_id = action.deployment_id or (action.deployment.id if action.deployment else None)
     if not deployment_id:
         raise InvalidActionError(f"{action.type} needs a deployment_id", action.id)
+    # plugins build paths and label selectors from it: '../x' or '/' must never reach them
+    if not DEPLOYMENT_ID_PATTERN.match(deployment_id):
+        raise InvalidActionError(
+            f"deployment id {deployment_id!r} is not a DNS-1123 label: use at most 63 "
+            "lower-case letters, digits and '-', starting and ending with a letter or digit",
+            action.id,
+        )
     return deployment_id
 
 

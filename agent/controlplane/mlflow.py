@@ -95,7 +95,11 @@ class MLflowRegistry:
     def _auth(self) -> dict[str, Any]:
         from agent.config import read_secret
 
-        token = read_secret(self.settings.token, self.settings.token_file)
+        try:
+            token = read_secret(self.settings.token, self.settings.token_file)
+        except OSError as exc:
+            raise ControlPlaneError(f"cannot read control_plane.mlflow.token_file: "
+                                    f"{exc.strerror or exc}") from exc
         if token:
             return {"headers": {"Authorization": f"Bearer {token}"}}
         if self.settings.username:
@@ -112,6 +116,13 @@ class MLflowRegistry:
             try:
                 response = self.session.request(method, url, timeout=self.timeout,
                                                 verify=verify, **self._auth(), **kwargs)
+            except requests.exceptions.SSLError as exc:  # retrying will not fix a certificate
+                reason = str(exc).rpartition("Caused by ")[2][:200]
+                error = ControlPlaneError(
+                    f"MLflow at {self.settings.tracking_uri}: TLS error ({reason}); "
+                    "check control_plane.mlflow.ca_bundle")
+                error.transient = False
+                raise error from exc
             except requests.RequestException as exc:
                 raise _Transient(f"MLflow at {self.settings.tracking_uri} unreachable: "
                                  f"{type(exc).__name__}") from exc

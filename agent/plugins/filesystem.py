@@ -27,6 +27,7 @@ from agent import __version__
 from agent.config import Settings
 from agent.errors import InvalidActionError, PluginError
 from agent.model import (
+    DEPLOYMENT_ID_PATTERN,
     ActionResult,
     DeploymentSpec,
     DeploymentState,
@@ -67,7 +68,9 @@ class FilesystemPlugin:
         from agent.plugins.kubernetes.manifests import resolve_delivery
 
         self.kube = resolve_delivery(settings.plugin.kubernetes, settings.images.builder)
-        self._git_lock = threading.Lock()
+        # one output directory: writes of parallel actions (and their commits) take turns, or
+        # two of them could each rewrite kustomization.yaml from a stale folder listing
+        self._write_lock = threading.Lock()
         git = settings.plugin.filesystem.git
         self.repo: GitRepository | None = None
         if git.enabled:
@@ -95,7 +98,7 @@ class FilesystemPlugin:
                             restarted_at=restarted)
 
     def stop(self, deployment_id: str, report: Reporter) -> ActionResult:
-        folder = self.root / deployment_id
+        folder = self._folder(deployment_id)
         existed = folder.exists()
 
         def remove() -> None:
@@ -123,7 +126,8 @@ class FilesystemPlugin:
     def list(self) -> list[DeploymentStatus]:
         found = []
         for folder in sorted(self.root.iterdir()):
-            state = self._read_state(folder.name) if folder.is_dir() else None
+            deployment = folder.is_dir() and DEPLOYMENT_ID_PATTERN.match(folder.name)
+            state = self._read_state(folder.name) if deployment else None
             if state is not None:
                 found.append(self._status_from(state))
         return found
@@ -153,7 +157,7 @@ class FilesystemPlugin:
         objects = render(spec, self.kube, image, self.settings.control_plane.environment_id,
                          restarted_at=restarted_at)
         url = prediction_url(spec, self.kube)
-        folder = self.root / spec.id
+        folder = self._folder(spec.id)
         manifests = yaml.safe_dump_all(objects, sort_keys=False)
         changed = not (folder / MANIFESTS_FILE).exists() or (
             (folder / MANIFESTS_FILE).read_text() != manifests
@@ -219,8 +223,16 @@ class FilesystemPlugin:
                image=built.reference)
         return built.reference
 
+    def _folder(self, deployment_id: str) -> Path:
+        """The deployment's folder; refuses ids that would point outside the output dir."""
+        folder = (self.root / deployment_id).resolve()
+        if folder.parent != self.root or folder.name.startswith("."):
+            raise InvalidActionError(
+                f"deployment id {deployment_id!r} does not name a folder inside {self.root}")
+        return folder
+
     def _read_state(self, deployment_id: str) -> dict[str, Any] | None:
-        path = self.root / deployment_id / STATE_FILE
+        path = self._folder(deployment_id) / STATE_FILE
         try:
             data: dict[str, Any] = json.loads(path.read_text())
             return data
@@ -252,8 +264,8 @@ class FilesystemPlugin:
 
     def _save(self, message: str, write: Callable[[], None]) -> str | None:
         """Write the change; with git, commit (and push) it. The commit id, if one was made."""
-        if self.repo is None:
-            write()
-            return None
-        with self._git_lock:  # one working copy: commits of parallel actions take turns
+        with self._write_lock:
+            if self.repo is None:
+                write()
+                return None
             return self.repo.commit(message, write)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shlex
 import stat
 import subprocess
 import tempfile
@@ -26,6 +28,7 @@ from agent.logs import register_secret, scrub
 log = logging.getLogger(__name__)
 
 PUSH_ATTEMPTS = 4
+_USERINFO = re.compile(r"(https?://)[^/@\s]+@")  # credentials in an http(s) URL
 _ASKPASS = "#!/bin/sh\ncase \"$1\" in Username*) echo \"${GIT_USERNAME:-x-access-token}\";;" \
            " *) echo \"$GIT_TOKEN\";; esac\n"
 
@@ -38,6 +41,9 @@ class GitRepository:
         self.root = root
         self.branch = branch
         self.remote = remote
+        # for messages: a token written into the remote URL (https://user:token@host/...)
+        # must not reach an exception, a result or a log line
+        self.remote_shown = _USERINFO.sub(r"\1***@", remote) if remote else None
         self._env = {**os.environ, "GIT_AUTHOR_NAME": author[0], "GIT_AUTHOR_EMAIL": author[1],
                      "GIT_COMMITTER_NAME": author[0], "GIT_COMMITTER_EMAIL": author[1],
                      "GIT_TERMINAL_PROMPT": "0"}
@@ -49,7 +55,8 @@ class GitRepository:
             self._env.update(GIT_ASKPASS=str(askpass), GIT_TOKEN=token)
         if ssh_key:
             self._env["GIT_SSH_COMMAND"] = (
-                f"ssh -i {ssh_key} -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new")
+                f"ssh -i {shlex.quote(str(ssh_key))} -o IdentitiesOnly=yes "
+                "-o StrictHostKeyChecking=accept-new")
         self._prepare()
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -57,7 +64,7 @@ class GitRepository:
                               text=True, env=self._env, check=False)
         if check and done.returncode != 0:
             raise PluginError(f"git {args[0]} failed in {self.root}: "
-                              f"{scrub(done.stderr.strip() or done.stdout.strip())}")
+                              f"{self._clean(done.stderr.strip() or done.stdout.strip())}")
         return done
 
     def _prepare(self) -> None:
@@ -86,7 +93,12 @@ class GitRepository:
             return True
         if "couldn't find remote ref" in done.stderr.lower():
             return False
-        raise PluginError(f"git fetch from {self.remote} failed: {scrub(done.stderr.strip())}")
+        raise PluginError(f"git fetch from {self.remote_shown} failed: "
+                          f"{self._clean(done.stderr.strip())}")
+
+    def _clean(self, text: str) -> str:
+        """git's output without registered secrets or credentials written into URLs."""
+        return _USERINFO.sub(r"\1***@", scrub(text))
 
     def head(self) -> str | None:
         done = self.run("rev-parse", "--verify", "-q", "HEAD", check=False)
@@ -108,8 +120,8 @@ class GitRepository:
             if pushed.returncode == 0:
                 return self.head()
             if "rejected" not in pushed.stderr and "fetch first" not in pushed.stderr:
-                raise PluginError(f"git push to {self.remote} failed: "
-                                  f"{scrub(pushed.stderr.strip())}")
+                raise PluginError(f"git push to {self.remote_shown} failed: "
+                                  f"{self._clean(pushed.stderr.strip())}")
             log.info("push rejected (attempt %d): the remote moved; rebasing", attempt)
             self._fetch()
             rebased = self.run("rebase", "-q", f"origin/{self.branch}", check=False)
@@ -118,7 +130,7 @@ class GitRepository:
                 self.run("reset", "-q", "--hard", f"origin/{self.branch}")
                 rewrite()
                 self._commit_all(message)
-        raise PluginError(f"git push to {self.remote} kept being rejected after "
+        raise PluginError(f"git push to {self.remote_shown} kept being rejected after "
                           f"{PUSH_ATTEMPTS} attempts; will retry on the next delivery")
 
     def _commit_all(self, message: str) -> str | None:

@@ -7,6 +7,7 @@ looks like to the agent.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from agent.config import Settings, load_settings
-from agent.errors import PluginError
+from agent.errors import InvalidActionError, PluginError
 from agent.model import DeploymentSpec
 from agent.plugins.filesystem import FilesystemPlugin
 
@@ -132,3 +133,25 @@ def test_clone_of_an_existing_remote_and_token_never_in_errors(tmp_path: Path,
         FilesystemPlugin(broken).start(spec(), events())
     assert token not in str(caught.value)
     assert "does-not-exist.git" in str(caught.value)
+
+
+@pytest.mark.parametrize("bad_id", ["../outside", "/", ".git"])
+def test_ids_outside_the_output_dir_are_refused(tmp_path: Path, remote: Path,
+                                                bad_id: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    plugin = FilesystemPlugin(settings(tmp_path, remote))
+    with pytest.raises(InvalidActionError):
+        plugin.stop(bad_id, events())
+    assert outside.exists() and (tmp_path / "work" / ".git").exists()
+
+
+def test_credentials_written_into_the_remote_url_never_reach_errors(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on: the fetch fails at once
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    remote = f"http://agent:url-embedded-secret@127.0.0.1:{port}/models.git"
+    with pytest.raises(PluginError) as caught:
+        FilesystemPlugin(settings(tmp_path, remote))  # type: ignore[arg-type]
+    assert "url-embedded-secret" not in str(caught.value)
+    assert f"127.0.0.1:{port}/models.git" in str(caught.value)

@@ -86,3 +86,42 @@ def test_config_show_redacts_secrets(capsys: pytest.CaptureFixture[str],
 def test_config_show_fails_with_exit_2_on_bad_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "show", "--set", "runtime.workers=0"]) == 2
     assert "runtime.workers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["12345678", "p4ss #1 word", "#starts-with-hash", "&anchor",
+                                   "yes", "0123", "a: b"])
+def test_text_settings_from_env_and_set_are_taken_verbatim(value: str) -> None:
+    env = {"MGMT_AGENT_CONTROL_PLANE__TOKEN": value,
+           "MGMT_AGENT_CONTROL_PLANE__ENVIRONMENT_ID": "2024"}
+    settings = load_settings(environ=env, overrides=[f"control_plane.mlflow.password={value}"])
+    assert settings.control_plane.api_token() == value
+    assert settings.control_plane.environment_id == "2024"
+    password = settings.control_plane.mlflow.password
+    assert password is not None and password.get_secret_value() == value
+
+
+def test_typed_settings_from_env_are_still_parsed() -> None:
+    env = {"MGMT_AGENT_RUNTIME__WORKERS": "7", "MGMT_AGENT_HEALTH__ENABLED": "false",
+           "MGMT_AGENT_CONTROL_PLANE__MLFLOW__ALIASES": "[production, staging]",
+           "MGMT_AGENT_CONTROL_PLANE__MLFLOW__REQUIRED_TAG": "null"}
+    settings = load_settings(environ=env)
+    assert settings.runtime.workers == 7 and settings.health.enabled is False
+    assert settings.control_plane.mlflow.aliases == ["production", "staging"]
+    assert settings.control_plane.mlflow.required_tag is None
+
+
+def test_unreadable_token_file_is_a_config_error_not_a_traceback(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-token"
+    assert main(["run", "--once", "--set", f"control_plane.token_file={missing}"]) == 2
+    assert f"control_plane.token_file: cannot read {missing}" in capsys.readouterr().err
+
+
+def test_leader_election_timings_are_checked_with_every_other_problem() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={}, overrides=["runtime.leader_election.enabled=true",
+                                             "runtime.leader_election.renew_deadline_seconds=20",
+                                             "runtime.workers=0"])
+    message = str(caught.value)
+    assert "2 problem(s)" in message and "runtime.workers" in message
+    assert "runtime.leader_election" in message and "renew_deadline_seconds" in message

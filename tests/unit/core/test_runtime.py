@@ -17,6 +17,7 @@ import pytest
 
 from agent.config import Settings, load_settings
 from agent.errors import ControlPlaneError, InvalidActionError, LeaseConflictError, PluginError
+from agent.logs import register_secret, scrub
 from agent.model import (
     Action,
     ActionRef,
@@ -29,7 +30,7 @@ from agent.model import (
     ResultData,
     Status,
 )
-from agent.runtime import EXIT_CONTROL_PLANE_UNREACHABLE, Runtime
+from agent.runtime import EXIT_ACTIONS_UNFINISHED, EXIT_CONTROL_PLANE_UNREACHABLE, Runtime
 
 
 class MemoryControlPlane:
@@ -44,6 +45,7 @@ class MemoryControlPlane:
         self.released: list[str] = []
         self.heartbeats: list[EnvironmentStatus] = []
         self.fail_polls = 0
+        self.serialise = True  # False: list every open action, like a careless control plane
         self.lock = threading.Lock()
 
     def add(self, action_type: str, deployment_id: str, **extra: Any) -> str:
@@ -68,7 +70,8 @@ class MemoryControlPlane:
                     if payload["id"] not in self.leased:
                         refs.append(ActionRef(id=payload["id"], type=payload["type"],
                                               deployment_id=payload["deployment_id"]))
-                    blocked.add(payload["deployment_id"])
+                    if self.serialise:
+                        blocked.add(payload["deployment_id"])
             return refs
 
     def claim(self, action_id: str, lease_seconds: int) -> Action:
@@ -307,3 +310,151 @@ def test_never_more_actions_in_flight_than_workers(workers: int) -> None:
     Runtime(settings(**{"runtime.workers": workers}), cp, plugin).run(once=True)
     assert len(cp.results) == 6
     assert plugin.max_parallel <= workers
+
+
+def test_runtime_itself_serialises_a_deployment_and_keeps_its_order() -> None:
+    cp, plugin = MemoryControlPlane(), RecordingPlugin(delay=0.1)
+    cp.serialise = False  # the runtime alone must keep one deployment's actions apart
+    first = cp.add("deployment_start", "same")
+    cp.add("deployment_replace_model", "same")
+    last = cp.add("deployment_stop", "same")
+    Runtime(settings(), cp, plugin).run(once=True)
+    assert plugin.max_parallel_per_deployment == 1
+    assert [verb for verb, _ in plugin.calls] == ["start", "replace", "stop"]
+    assert {first, last} <= set(cp.results)
+
+
+class CompleteFailsOnce(MemoryControlPlane):
+    """`complete` hits a bug (not an AgentError) the first time it is called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = True
+
+    def complete(self, action_id: str, result: ActionResult) -> None:
+        if self.broken:
+            self.broken = False
+            raise KeyError("bug while reporting")
+        super().complete(action_id, result)
+
+
+def test_a_bug_while_reporting_does_not_block_the_deployment_or_the_once_run() -> None:
+    cp, plugin = CompleteFailsOnce(), RecordingPlugin()
+    cp.serialise = False
+    cp.add("deployment_start", "dep")
+    follow_up = cp.add("deployment_stop", "dep")
+    runtime = Runtime(settings(**{"runtime.workers": 1}), cp, plugin)
+    thread = threading.Thread(target=runtime.run, kwargs={"once": True}, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "--once must end"
+    assert cp.results[follow_up].status == Status.PASSING, "the deployment is not blocked"
+    assert not runtime._in_flight
+
+
+class Standby:
+    """Leadership that another replica holds."""
+
+    def is_leader(self) -> bool:
+        return False
+
+    def start(self, on_lost: Any) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+
+def test_a_standby_replica_stays_live_and_is_not_ready() -> None:
+    cp, plugin = MemoryControlPlane(), RecordingPlugin()
+    cp.add("deployment_start", "dep")
+    runtime = Runtime(settings(**{"runtime.stall_seconds": 0.5,
+                                  "runtime.leader_election.retry_period_seconds": 1}),
+                      cp, plugin, leadership=Standby())
+    runtime.settings.runtime.leader_election.retry_period_seconds = 0.1  # type: ignore[assignment]
+    thread = run_in_thread(runtime)
+    time.sleep(1.0)
+    try:
+        assert runtime.health.healthy() == (True, "ok"), "liveness must not kill a standby"
+        assert not runtime.health.ready()[0]
+        assert not plugin.calls, "a standby claims nothing"
+    finally:
+        runtime.request_stop()
+        thread.join(5)
+
+
+@pytest.mark.parametrize("bad_id", ["../victim", "/", "a/b", ".git"])
+def test_a_bad_deployment_id_never_reaches_the_plugin(bad_id: str) -> None:
+    cp, plugin = MemoryControlPlane(), RecordingPlugin()
+    cp.actions.append({"id": "s1", "type": "deployment_stop", "environment_id": "env",
+                       "deployment_id": bad_id})
+    Runtime(settings(), cp, plugin).run(once=True)
+    assert not plugin.calls
+    assert "not a DNS-1123 label" in (cp.results["s1"].data.message or "")
+
+
+def test_once_gives_up_on_an_action_that_outlives_the_action_timeout() -> None:
+    cp, plugin = MemoryControlPlane(), RecordingPlugin(delay=3)
+    action = cp.add("deployment_start", "stuck")
+    runtime = Runtime(settings(**{"runtime.action_timeout_seconds": 0.3,
+                                  "runtime.shutdown_grace_seconds": 0.1}), cp, plugin)
+    started = time.monotonic()
+    assert runtime.run(once=True) == EXIT_ACTIONS_UNFINISHED
+    assert time.monotonic() - started < 2.5
+    assert cp.released == [action]
+
+
+class AlwaysOffers(MemoryControlPlane):
+    """Offers the same action again after it completed (a target that never converges)."""
+
+    def pending(self, wait_seconds: float = 0.0) -> list[ActionRef]:
+        with self.lock:
+            self.results.clear()
+            self.leased.clear()
+        return super().pending(wait_seconds)
+
+
+def test_once_does_not_execute_an_action_twice_in_one_run() -> None:
+    cp, plugin = AlwaysOffers(), RecordingPlugin()
+    cp.add("deployment_start", "flappy")
+    thread = threading.Thread(target=Runtime(settings(), cp, plugin).run,
+                              kwargs={"once": True}, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "--once must end"
+    assert plugin.calls == [("start", "flappy")]
+
+
+class EventsRejected(MemoryControlPlane):
+    def event(self, action_id: str, event: Event) -> None:
+        raise RuntimeError("event endpoint broken")
+
+
+class ChattyPlugin(RecordingPlugin):
+    def start(self, spec: DeploymentSpec, report: Any) -> ActionResult:
+        report("odd level", level="notice")
+        report("with a secret", url="https://user:hunter2-secret@example/x")
+        return self._work("start", spec.id)
+
+
+def test_events_never_fail_the_action_and_their_details_are_scrubbed() -> None:
+    register_secret("hunter2-secret")
+    cp, plugin = MemoryControlPlane(), ChattyPlugin()
+    events: list[Event] = []
+    cp.event = lambda action_id, event: events.append(event)  # type: ignore[method-assign]
+    action = cp.add("deployment_start", "dep")
+    Runtime(settings(), cp, plugin).run(once=True)
+    assert cp.results[action].status == Status.PASSING
+    assert [e.level for e in events] == ["info", "info"]
+    assert "hunter2-secret" not in str([e.details for e in events])
+
+    broken = EventsRejected()
+    action = broken.add("deployment_start", "dep")
+    Runtime(settings(), broken, ChattyPlugin()).run(once=True)
+    assert broken.results[action].status == Status.PASSING
+
+
+def test_scrub_replaces_the_longest_secret_whole() -> None:
+    register_secret("abcd-short")
+    register_secret("abcd-short-and-longer")
+    assert scrub("token abcd-short-and-longer end") == "token *** end"
