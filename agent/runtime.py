@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_CONTROL_PLANE_UNREACHABLE = 3
 EXIT_ACTIONS_UNFINISHED = 4  # --once: an action outlived runtime.action_timeout_seconds
+EXIT_LEADERSHIP_LOST = 5  # the leader lease was lost; a restart rejoins as a standby
 MAX_BACKOFF_SECONDS = 60.0
 
 
@@ -184,6 +185,7 @@ class Runtime:
     def _leadership_lost(self) -> None:
         log.error("leader lease lost: stopping so that the new leader takes over in-flight work "
                   "when its action leases expire")
+        self.exit_code = EXIT_LEADERSHIP_LOST
         self.request_stop()
 
     # -- polling ----------------------------------------------------------------------------

@@ -133,7 +133,10 @@ def execute(action: Action, plugin: Plugin, control_plane: ControlPlane) -> Acti
     try:
         if action.attempt > 1:
             report(f"delivery attempt {action.attempt}: re-executing (actions are idempotent)")
-        return run_plugin(action, plugin, control_plane, report)
+        result = run_plugin(action, plugin, control_plane, report)
+        if result.data.message:  # a plugin message may quote a URL or command with a secret
+            result.data.message = scrub(result.data.message)
+        return result
     except InvalidActionError as exc:
         log.warning("invalid action: %s", exc)
         return ActionResult.failing(f"invalid action: {scrub(str(exc))}")

@@ -210,8 +210,9 @@ class NativeControlPlane:
     def _log_retry(method: str, path: str, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning("control plane %s %s failed (%s); retry %d in %.2fs", method, path, exc,
-                    state.attempt_number, wait)
+        # DEBUG: the runtime logs an outage once per change of state, not once per attempt
+        log.debug("control plane %s %s failed (%s); retry %d in %.2fs", method, path, exc,
+                  state.attempt_number, wait)
 
     def _send(
         self, method: str, path: str, json: Any, params: dict[str, str] | None, timeout: float

@@ -56,9 +56,9 @@ MAX_TAG_VALUE = 5000  # MLflow's limit on tag values
 
 def deployment_id_for(model_name: str, selector: str) -> str:
     """A DNS-1123 label from model name + alias/stage, hashed when it would be too long."""
-    raw = f"{model_name}-{selector}".lower()
-    label = re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", raw)).strip("-") or "model"
-    if len(label) > 63 or label != raw:
+    raw = f"{model_name}-{selector}"
+    label = re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", raw.lower())).strip("-") or "model"
+    if len(label) > 63 or label != raw:  # hashed over the original: 'Iris' and 'iris' differ
         digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
         label = f"{label[:54].rstrip('-')}-{digest}"
     return label
@@ -338,11 +338,13 @@ class MLflowControlPlane:
                 self._failed[action.deployment_id] = action.deployment.model.id
             else:
                 self._failed.pop(action.deployment_id, None)
-        if target is not None:
-            self._write_tags(*target, result)
-        with self._lock:
-            self._claimed.discard(action_id)
-            self._offered.pop(action_id, None)
+        try:
+            if target is not None:
+                self._write_tags(*target, result)
+        finally:  # a lost tag report must not keep the action claimed until a restart
+            with self._lock:
+                self._claimed.discard(action_id)
+                self._offered.pop(action_id, None)
 
     def _target_version(self, action: Action) -> tuple[str, str] | None:
         if action.deployment is not None:

@@ -199,3 +199,5 @@ def test_deployment_ids_are_dns_labels() -> None:
     assert odd.startswith("fraud-model-v2-production-") and len(odd) <= 63
     long = deployment_id_for("m" * 80, "production")
     assert len(long) <= 63 and long != deployment_id_for("m" * 81, "production")
+    assert deployment_id_for("Iris", "production") != deployment_id_for("iris", "production")
+    assert deployment_id_for("iris", "Production") != deployment_id_for("iris", "production")
