@@ -12,7 +12,9 @@ venv: $(STAMP)
 
 # Re-install when the project metadata changes.
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
+	    echo "python3 -m venv failed: installing Debian's python3-venv"; \
+	    apt-get update -qq && apt-get install -y -qq python3-venv git && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@

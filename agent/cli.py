@@ -1,8 +1,9 @@
 """The `management-agent` command: parses, configures logging, hands over. No logic.
 
-Sub-commands that belong to a package live in that package and are loaded
-lazily, so `management-agent --version` does not import the Kubernetes client.
-Each such module provides `add_arguments(parser)` and `main(args) -> int`.
+Sub-commands that belong to a package live in that package; each such module
+provides `add_arguments(parser)` and `main(args) -> int` and keeps its heavy
+imports (FastAPI, the Kubernetes client, boto3) inside `main`, so building
+the parser stays cheap.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from agent import __version__
+from agent.config import Settings, load_settings
 from agent.errors import AgentError, ConfigError
 
 # sub-command -> (module implementing it, one-line help)
@@ -79,9 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from agent.config import load_settings
-
+def _load(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, overrides=_settings_overrides(args))
 
 
