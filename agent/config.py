@@ -162,6 +162,9 @@ class FilesystemSettings(Section):
 
     output_dir: Path = Path("./deployments")
     git: GitSettings = Field(default_factory=GitSettings)
+    read_live_state: bool = Field(
+        default=False, description="deployment_status reads the cluster (plugin.kubernetes "
+        "access) to tell whether Argo CD / Flux has applied the committed manifests.")
 
 
 class PluginSettings(Section):

@@ -36,7 +36,7 @@ from agent.model import (
     ResultData,
     Status,
 )
-from agent.plugins import Reporter
+from agent.plugins import Plugin, Reporter
 from agent.plugins.gitops import GitRepository
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class FilesystemPlugin:
         # one output directory: writes of parallel actions (and their commits) take turns, or
         # two of them could each rewrite kustomization.yaml from a stale folder listing
         self._write_lock = threading.Lock()
+        self._live: Plugin | None = None  # the cluster, with read_live_state
         git = settings.plugin.filesystem.git
         self.repo: GitRepository | None = None
         if git.enabled:
@@ -121,7 +122,24 @@ class FilesystemPlugin:
         if state is None:
             return DeploymentStatus(deployment_id=deployment_id, state=DeploymentState.STOPPED,
                                     status=Status.UNKNOWN, message="not deployed")
-        return self._status_from(state)
+        committed = self._status_from(state)
+        if not self.settings.plugin.filesystem.read_live_state:
+            return committed
+        return self._live_status(committed)
+
+    def _live_status(self, committed: DeploymentStatus) -> DeploymentStatus:
+        """The cluster's view once the GitOps controller applied the committed model."""
+        if self._live is None:
+            from agent.plugins.kubernetes.plugin import KubernetesPlugin
+
+            self._live = KubernetesPlugin(self.settings)
+        live = self._live.status(committed.deployment_id)
+        if live.state == DeploymentState.STOPPED or live.model_id != committed.model_id:
+            return committed.model_copy(update={
+                "state": DeploymentState.LAUNCHING, "status": Status.UNKNOWN,
+                "message": f"model {committed.model_id} committed; not yet applied to the "
+                           "cluster by the GitOps controller"})
+        return live
 
     def list(self) -> list[DeploymentStatus]:
         found = []
@@ -145,7 +163,8 @@ class FilesystemPlugin:
         )
 
     def close(self) -> None:
-        return None
+        if self._live is not None:
+            self._live.close()
 
     # -- rendering --------------------------------------------------------------------------
 

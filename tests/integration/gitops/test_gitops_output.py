@@ -155,3 +155,41 @@ def test_credentials_written_into_the_remote_url_never_reach_errors(tmp_path: Pa
         FilesystemPlugin(settings(tmp_path, remote))  # type: ignore[arg-type]
     assert "url-embedded-secret" not in str(caught.value)
     assert f"127.0.0.1:{port}/models.git" in str(caught.value)
+
+
+def test_status_reads_the_live_cluster_once_gitops_applied_it(tmp_path: Path, remote: Path,
+                                                               kube_api: Any) -> None:
+    """The stand-in plays the cluster; `kubectl apply -k` of the committed tree plays Argo CD,
+    and a status-subresource write plays the Deployment controller (no pods are needed)."""
+    from agent.model import DeploymentState
+    from tests.fixtures.kube import find_binary
+
+    config = settings(tmp_path, remote, **{
+        "plugin.filesystem.read_live_state": "true",
+        "plugin.kubernetes.kubeconfig": str(kube_api.kubeconfig),
+        "plugin.kubernetes.namespace": "default",
+        "plugin.kubernetes.ingress_mode": "none"})
+    plugin = FilesystemPlugin(config)
+    plugin.start(spec(), events())
+    pending = plugin.status("d1")
+    assert pending.state == DeploymentState.LAUNCHING
+    assert "not yet applied" in (pending.message or "")
+
+    kubectl = find_binary("kubectl")
+    assert kubectl, "kubectl comes with the harness (tools/harness up)"
+    subprocess.run([kubectl, "--kubeconfig", str(kube_api.kubeconfig), "apply", "-k",
+                    str(tmp_path / "work")], check=True, capture_output=True)
+    from agent.plugins.kubernetes.client import KubeClient
+
+    client = KubeClient(config.plugin.kubernetes)
+    name = next(o["metadata"]["name"] for o in client.list("apps/v1", "Deployment"))
+    deployment = client.get("apps/v1", "Deployment", name)
+    client.request(
+        "PATCH", client.path("apps/v1", "Deployment", name, subresource="status"),
+        body={"status": {"observedGeneration": deployment["metadata"]["generation"],
+                         "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1,
+                         "availableReplicas": 1}},
+        content_type="application/merge-patch+json")
+    live = plugin.status("d1")
+    assert live.state == DeploymentState.READY and live.model_id == "m1"
+    plugin.close()
