@@ -2,11 +2,17 @@
 
 Only the leader claims actions. The algorithm is client-go's: the holder
 renews `renewTime` every retry period; a candidate takes the lease over only
-when the holder has not renewed it for `leaseDurationSeconds`. Updates carry
-the Lease's resourceVersion, so two candidates racing for an expired lease
-cannot both win (the loser gets a 409 Conflict). A leader that cannot renew
-within the renew deadline steps down and the runtime exits, so in-flight work
-is handed over through action-lease expiry and never runs twice at once.
+when it has seen the same lease record, unchanged, for `leaseDurationSeconds`
+on its *own* monotonic clock (so clock skew between nodes does not matter;
+the holder's `renewTime` is never compared with the local wall clock).
+Updates carry the Lease's resourceVersion, so two candidates racing for an
+expired lease cannot both win (the loser gets a 409 Conflict). A leader that
+sees another holder steps down at once; one that cannot renew within the
+renew deadline (shorter than the lease duration) steps down before anyone
+else may take over. Either way the runtime stops claiming and exits, so
+in-flight work is handed over through action-lease expiry or release and is
+never claimed by two replicas at once (the control plane's action lease is the
+mutual exclusion; leadership only decides who polls).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agent.config import Settings
+from agent.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +75,22 @@ class LeaseLeadership:
         self.duration = election.lease_duration_seconds
         self.renew_deadline = election.renew_deadline_seconds
         self.retry_period = election.retry_period_seconds
+        if self.renew_deadline >= self.duration:
+            raise ConfigError(
+                "runtime.leader_election: renew_deadline_seconds must be shorter than "
+                "lease_duration_seconds (a leader must step down before others may take over)")
+        if self.retry_period >= self.renew_deadline:
+            raise ConfigError(
+                "runtime.leader_election: retry_period_seconds must be shorter than "
+                "renew_deadline_seconds")
         self._api = api if api is not None else coordination_api(settings)
         self._leader = False
         self._last_renew = 0.0
+        # the last lease record seen (holder, renewTime, resourceVersion) and when, by our clock
+        self._observed: tuple[Any, ...] | None = None
+        self._observed_at = 0.0
+        self._observed_duration = self.duration
+        self.transitions = 0  # times this candidate became the leader (for tests and metrics)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._on_lost: Callable[[], None] = lambda: None
@@ -103,13 +123,35 @@ class LeaseLeadership:
             now = time.monotonic()
             if acquired:
                 if not self._leader:
+                    self.transitions += 1
                     log.info("leader election: %s is now the leader", self.identity)
                 self._leader, self._last_renew = True, now
-            elif self._leader and now - self._last_renew > self.renew_deadline:
+            elif self._leader and (self._other_holder()
+                                   or now - self._last_renew > self.renew_deadline):
                 self._leader = False
-                log.error("leader election: %s lost the lease", self.identity)
+                holder = self._observed[0] if self._observed else None
+                log.error("leader election: %s lost the lease%s", self.identity,
+                          f" to {holder}" if self._other_holder() else
+                          f" (not renewed for {self.renew_deadline}s)")
                 self._on_lost()
+                return  # the runtime is stopping: do not compete again from this process
             self._stop.wait(self.retry_period)
+
+    def _other_holder(self) -> bool:
+        """True when the last record seen names another, live holder."""
+        return bool(self._observed and self._observed[0]
+                    and self._observed[0] != self.identity and not self._expired())
+
+    def _observe(self, lease: Any) -> None:
+        spec = lease.spec
+        record = (spec.holder_identity, str(spec.renew_time), lease.metadata.resource_version)
+        if record != self._observed:
+            self._observed, self._observed_at = record, time.monotonic()
+        self._observed_duration = spec.lease_duration_seconds or self.duration
+
+    def _expired(self) -> bool:
+        """The observed record has not changed for its lease duration (by our clock)."""
+        return time.monotonic() - self._observed_at > self._observed_duration
 
     def _try_acquire_or_renew(self) -> bool:
         from kubernetes.client import V1Lease, V1LeaseSpec, V1ObjectMeta
@@ -122,6 +164,7 @@ class LeaseLeadership:
             if exc.status != 404:
                 raise
             body = V1Lease(
+                api_version="coordination.k8s.io/v1", kind="Lease",
                 metadata=V1ObjectMeta(name=self.name, namespace=self.namespace),
                 spec=V1LeaseSpec(holder_identity=self.identity,
                                  lease_duration_seconds=self.duration,
@@ -135,12 +178,10 @@ class LeaseLeadership:
                 raise
             return True
 
+        self._observe(lease)
         spec = lease.spec
         holder = spec.holder_identity
-        renewed = spec.renew_time or spec.acquire_time
-        duration = spec.lease_duration_seconds or self.duration
-        expired = renewed is None or renewed + timedelta(seconds=duration) < now
-        if holder and holder != self.identity and not expired:
+        if holder and holder != self.identity and not self._expired():
             return False
         if holder != self.identity:
             spec.lease_transitions = (spec.lease_transitions or 0) + 1
