@@ -120,6 +120,7 @@ class Runtime:
         )
         self.health = HealthState(stall, self.leadership.is_leader)
         self.exit_code = EXIT_OK
+        self._claimed_in_poll = 0
         self._stop = threading.Event()
         # action leases are renewed until shutdown has finished or released the in-flight work
         # (not just until `_stop`): a lease that lapsed during the grace period would let
@@ -207,6 +208,8 @@ class Runtime:
                 refs = self._poll(wait=cp.long_poll_seconds)
                 if cp.long_poll_seconds and not refs:
                     delay = 0.0  # the server already waited for us
+                elif self._claimed_in_poll and self._has_free_worker():
+                    delay = 0.0  # a burst: more may be waiting behind what we just took
             except AgentError as exc:
                 delay = self._poll_failed(exc)
             except Exception as exc:  # a bug in parsing must not end the loop
@@ -222,10 +225,15 @@ class Runtime:
         self._poll_state.succeeded()
         self.health.poll_succeeded()
         self.metrics.last_poll.set_to_current_time()
+        self._claimed_in_poll = 0
         for ref in refs:
             if self._stop.is_set() or not self._dispatch(ref):
                 break
         return refs
+
+    def _has_free_worker(self) -> bool:
+        with self._lock:
+            return len(self._in_flight) < self.settings.runtime.workers
 
     def _poll_failed(self, exc: Exception) -> float:
         self.health.poll_attempted()
@@ -268,6 +276,7 @@ class Runtime:
             if self._once_claimed is not None:
                 self._once_claimed.add(action.id)
         self.metrics.in_flight.inc()
+        self._claimed_in_poll += 1
         self._work.put(item)
         return True
 

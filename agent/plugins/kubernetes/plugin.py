@@ -226,7 +226,8 @@ class KubernetesPlugin:
                image=image, model_id=spec.model.id)
         try:
             apply_all(self.client, objects)
-            removed = prune(self.client, self.k8s, name, objects)
+            # a fresh start has nothing an earlier rendering left behind: save the DELETEs
+            removed = prune(self.client, self.k8s, name, objects) if live is not None else []
             if removed:
                 events(f"removed objects no longer wanted: {', '.join(removed)}")
             outcome = wait_for_rollout(self.client, self.k8s, name, timeout=timeout,
