@@ -222,10 +222,6 @@ def test_start_creates_objects_and_repeat_is_a_no_op(plugin: KubernetesPlugin) -
     assert _versions(plugin.client, "mlops-dep-a") == before
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "stand-in: a no-op server-side apply after another manager (the deployment controller) "
-    "wrote status re-appends the Apply managedFields entry (tools/kube/apiserver/ssa.py "
-    "_set_entry) and bumps resourceVersion; real API servers do not"))
 def test_repeat_start_keeps_resource_version(plugin: KubernetesPlugin) -> None:
     plugin.start(spec(), Events())
     before = _versions(plugin.client, "mlops-dep-a", deployment_rv=True)

@@ -223,8 +223,16 @@ def managers(obj: Obj) -> list[dict[str, Any]]:
 
 def _set_entry(entries: list[dict[str, Any]], manager: str, operation: str, api_version: str,
                paths: set[Path], subresource: str = "") -> list[dict[str, Any]]:
-    out = [e for e in entries if not (e.get("manager") == manager and e.get("operation") ==
-                                      operation and e.get("subresource", "") == subresource)]
+    def mine(e: dict[str, Any]) -> bool:
+        return (e.get("manager") == manager and e.get("operation") == operation
+                and e.get("subresource", "") == subresource)
+
+    fields = to_fields_v1(paths) if paths else None
+    same = [e for e in entries if mine(e) and e.get("apiVersion") == api_version
+            and e.get("fieldsV1") == fields]
+    if same:  # unchanged ownership: keep the entry where it is (a no-op apply writes nothing)
+        return [e for e in entries if not mine(e) or e is same[0]]
+    out = [e for e in entries if not mine(e)]
     if paths:
         entry: dict[str, Any] = {"manager": manager, "operation": operation,
                                  "apiVersion": api_version, "time": now(),
