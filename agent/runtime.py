@@ -75,6 +75,7 @@ class _InFlight:
     key: str  # what serialises it: the deployment id (or the action id when there is none)
     started: float = field(default_factory=time.monotonic)
     done: threading.Event = field(default_factory=threading.Event)
+    timed_out: bool = False  # completed as failing by the lease keeper; the plugin still runs
 
 
 class _ConnectionState:
@@ -347,7 +348,11 @@ class Runtime:
                 self.metrics.actions.labels(action.type, outcome).inc()
                 log.info("%s %s in %.1fs: state=%s status=%s", action.type, outcome, elapsed,
                          result.state, result.status)
-                self._complete(action.id, result)
+                if item.timed_out:
+                    log.warning("finished after its time limit; already reported as failed, "
+                                "this late result is not sent (state=%s)", result.state)
+                else:
+                    self._complete(action.id, result)
         except Exception:  # a bug in reporting must not leave the deployment blocked forever
             with action_context(action.id, action.deployment_id):
                 log.exception("unexpected error while completing the action; the control "
@@ -385,9 +390,13 @@ class Runtime:
             self._renew_leases(lease)
 
     def _renew_leases(self, lease: int) -> None:
+        limit = self.settings.runtime.action_timeout_seconds
         with self._lock:
-            actions = [item.action for item in self._in_flight.values()]
-        for action in actions:
+            items = [item for item in self._in_flight.values() if not item.timed_out]
+        for item in items:
+            if time.monotonic() - item.started > limit:
+                self._time_out(item, limit)
+        for action in [item.action for item in items if not item.timed_out]:
             try:
                 self.control_plane.renew(action.id, lease)
             except LeaseConflictError:
@@ -396,6 +405,20 @@ class Runtime:
             except AgentError as exc:
                 with action_context(action.id, action.deployment_id):
                     log.warning("lease renewal failed (%s); will retry", exc)
+
+    def _time_out(self, item: _InFlight, limit: float) -> None:
+        """Report a hung action as failed. Its deployment stays busy until the plugin call
+        returns, so no later action on it can run alongside the hung one."""
+        item.timed_out = True
+        action = item.action
+        with action_context(action.id, action.deployment_id):
+            log.error("%s exceeded runtime.action_timeout_seconds (%.0fs); reporting it as "
+                      "failed", action.type, limit)
+            self.metrics.actions.labels(action.type, "timed_out").inc()
+            self._complete(action.id, ActionResult.failing(
+                f"{action.type} did not finish within {limit:.0f}s "
+                "(runtime.action_timeout_seconds); the deployment may be partly changed: "
+                "check its status, then retry"))
 
     def _heartbeat_loop(self) -> None:
         interval = self.settings.control_plane.heartbeat_interval_seconds

@@ -458,3 +458,21 @@ def test_scrub_replaces_the_longest_secret_whole() -> None:
     register_secret("abcd-short")
     register_secret("abcd-short-and-longer")
     assert scrub("token abcd-short-and-longer end") == "token *** end"
+
+
+def test_hung_action_is_reported_failed_and_its_deployment_stays_serialised() -> None:
+    cp, plugin = MemoryControlPlane(), RecordingPlugin(delay=2.5)
+    hung = cp.add("deployment_start", "slow")
+    runtime = Runtime(settings(**{"runtime.action_timeout_seconds": 1}), cp, plugin)
+    runtime.settings.control_plane.lease_seconds = 3  # keeper checks every second, for speed
+    thread = run_in_thread(runtime)
+    wait_until(lambda: hung in cp.results, timeout=10)
+    result = cp.results[hung]
+    assert result.status == Status.FAILING
+    assert "did not finish within 1s" in (result.data.message or "")
+    follow_up = cp.add("deployment_stop", "slow")
+    wait_until(lambda: follow_up in cp.results, timeout=15)
+    runtime.request_stop()
+    thread.join(10)
+    assert cp.results[hung].status == Status.FAILING, "the late result is not sent"
+    assert plugin.max_parallel_per_deployment == 1
