@@ -86,6 +86,9 @@ class LeaseLeadership:
         self._api = api if api is not None else coordination_api(settings)
         self._leader = False
         self._last_renew = 0.0
+        # every API call must end before the next retry period: a hung call would otherwise
+        # keep a stale leader believing in itself
+        self._deadline = {"_request_timeout": float(max(1, self.retry_period))}
         # the last lease record seen (holder, renewTime, resourceVersion) and when, by our clock
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
@@ -96,7 +99,9 @@ class LeaseLeadership:
         self._on_lost: Callable[[], None] = lambda: None
 
     def is_leader(self) -> bool:
-        return self._leader
+        """Leader only while the lease was renewed within the renew deadline: a renewal
+        that hangs must not leave this replica claiming after the lease could expire."""
+        return self._leader and time.monotonic() - self._last_renew <= self.renew_deadline
 
     def start(self, on_lost: Callable[[], None]) -> None:
         self._on_lost = on_lost
@@ -153,13 +158,19 @@ class LeaseLeadership:
         """The observed record has not changed for its lease duration (by our clock)."""
         return time.monotonic() - self._observed_at > self._observed_duration
 
+    def _read(self) -> Any:
+        return self._api.read_namespaced_lease(self.name, self.namespace, **self._deadline)
+
+    def _replace(self, lease: Any) -> None:
+        self._api.replace_namespaced_lease(self.name, self.namespace, lease, **self._deadline)
+
     def _try_acquire_or_renew(self) -> bool:
         from kubernetes.client import V1Lease, V1LeaseSpec, V1ObjectMeta
         from kubernetes.client.exceptions import ApiException
 
         now = _now()
         try:
-            lease = self._api.read_namespaced_lease(self.name, self.namespace)
+            lease = self._read()
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -171,7 +182,7 @@ class LeaseLeadership:
                                  acquire_time=now, renew_time=now, lease_transitions=0),
             )
             try:
-                self._api.create_namespaced_lease(self.namespace, body)
+                self._api.create_namespaced_lease(self.namespace, body, **self._deadline)
             except ApiException as create_exc:
                 if create_exc.status == 409:
                     return False  # another candidate created it first
@@ -190,7 +201,7 @@ class LeaseLeadership:
         spec.renew_time = now
         spec.lease_duration_seconds = self.duration
         try:
-            self._api.replace_namespaced_lease(self.name, self.namespace, lease)
+            self._replace(lease)
         except ApiException as exc:
             if exc.status == 409:
                 return False  # someone else updated it since we read it
@@ -200,11 +211,11 @@ class LeaseLeadership:
     def _release(self) -> None:
         """Give the lease up on shutdown so a standby takes over at once."""
         try:
-            lease = self._api.read_namespaced_lease(self.name, self.namespace)
+            lease = self._read()
             if lease.spec.holder_identity == self.identity:
                 lease.spec.holder_identity = None
                 lease.spec.renew_time = _now() - timedelta(seconds=self.duration + 1)
-                self._api.replace_namespaced_lease(self.name, self.namespace, lease)
+                self._replace(lease)
                 log.info("leader election: released lease %s/%s", self.namespace, self.name)
         except Exception as exc:
             log.warning("leader election: could not release the lease (%s); it will expire",
