@@ -27,6 +27,8 @@ import pytest
 import requests
 import yaml
 
+from tests.fixtures.harness import env_file, read_env
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,14 +65,9 @@ HTTPServer(("127.0.0.1", int(os.environ.get("PORT", "8080"))), Handler).serve_fo
 
 
 def harness_env() -> dict[str, str]:
-    path = ROOT / ".harness" / "env"
-    env: dict[str, str] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and not line.startswith("#"):
-                env[key.strip()] = value.strip()
-    return env
+    """The harness env file, or another one ($HARNESS_ENV_FILE, e.g. tools/kind-up's)."""
+    path = env_file()
+    return read_env(path) if path.exists() else {}
 
 
 def write_model(directory: Path, name: str, answer: float) -> str:
