@@ -67,8 +67,8 @@ REQUIRED_PERMISSIONS: tuple[Permission, ...] = (
     Permission("", "pods/log", ("get",), "put build and crash logs into failure messages"),
     Permission("", "events", READ, "explain failed rollouts"),
     Permission("", "secrets", ("get",), "read model-store and registry credentials"),
-    Permission("batch", "jobs", ("create", "get"), "run Kaniko builds (finished Jobs expire "
-               "by TTL)", "kaniko"),
+    Permission("batch", "jobs", ("create", "get", "delete"), "run Kaniko builds (finished "
+               "Jobs expire by TTL; a failed one is deleted so a retry can rebuild)", "kaniko"),
     Permission("coordination.k8s.io", "leases", ("get", "create", "update"),
                "leader election", "leader_election"),
 )

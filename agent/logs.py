@@ -48,6 +48,18 @@ def scrub(text: str) -> str:
     return text
 
 
+def redact_uri(uri: str | None) -> str:
+    """A URI fit for messages: user info and query string (signed URLs) removed."""
+    if not uri:
+        return ""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = "<redacted>" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
 @contextlib.contextmanager
 def action_context(action_id: str, deployment_id: str | None) -> Iterator[None]:
     """Tag log records in this block (and this thread) with the action and deployment ids."""

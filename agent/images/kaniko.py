@@ -8,13 +8,17 @@ credentials are mounted exactly as the settings say: an ECR `credsStore`
 ConfigMap (+ IRSA service account), a dockerconfigjson Secret (ACR, generic,
 OpenShift), or nothing for GCR/Artifact Registry with Workload Identity.
 
-The Job's name is derived from the content-addressed tag, so a build that is
-already running (after an agent restart, a re-delivered action) is adopted,
-not started twice.
+The Job's name is derived from a hash of the full destination (repository and
+content-addressed tag), so a build that is already running (after an agent
+restart, a re-delivered action) is adopted, not started twice, while the same
+tag pushed to two repositories gets two Jobs. A Job that already failed (or
+was made for another destination) is deleted and created again, so a retry
+after fixing credentials does not wait for the old Job's TTL.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -39,6 +43,7 @@ MODEL_CREDENTIALS_DIR = "/var/run/secrets/management-agent/model"
 KANIKO_RECIPE = "kaniko-1"
 DEFAULT_FETCHER_IMAGE = "ghcr.io/management-agent/management-agent:latest"
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]+")
+_DNS_LABEL = re.compile(r"[^a-z0-9-]+")
 _SECRETS = re.compile(r"(?i)(authorization|password|token|secret)([\"']?\s*[:=]\s*)\S+")
 
 
@@ -55,6 +60,9 @@ class KubeLike(Protocol):
              label_selector: str | None = None,
              field_selector: str | None = None) -> list[dict[str, Any]]: ...
 
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
+               *, propagation: str = "Background") -> bool: ...
+
     def pod_logs(self, name: str, namespace: str | None = None, *,
                  container: str | None = None, tail_lines: int | None = None) -> str: ...
 
@@ -64,8 +72,16 @@ def label_value(value: str) -> str:
     return _LABEL_VALUE.sub("-", value)[:63].strip("-_.") or "none"
 
 
-def job_name(tag: str) -> str:
-    return f"model-build-{tag}"[:63].rstrip("-")
+def job_name(destination: str) -> str:
+    """The Job of one destination: `model-build-<tag>-<hash of repository:tag>`.
+
+    A valid DNS-1123 label (<= 63 chars); the tag part is only for people reading
+    `kubectl get jobs`, the hash of the full reference keeps repositories apart.
+    """
+    digest = hashlib.sha256(destination.encode()).hexdigest()[:16]
+    tag = parse_reference(destination).tag or "latest"
+    readable = _DNS_LABEL.sub("-", tag.lower())[:30].strip("-")
+    return f"model-build-{readable}-{digest}" if readable else f"model-build-{digest}"
 
 
 def dockerfile(base_image: str, model_path: str) -> str:
@@ -95,12 +111,17 @@ def render_build_job(*, destination: str, base_image: str, model_uri: str, model
                      images: ImageSettings, namespace: str, labels: Mapping[str, str],
                      fetcher_image: str | None = None,
                      artifact_env: Mapping[str, str] | None = None,
-                     model_digest: str | None = None) -> dict[str, Any]:
-    """The batch/v1 Job that builds and pushes `destination` (pure; no I/O)."""
+                     model_digest: str | None = None,
+                     model_credentials_secret: str | None = None) -> dict[str, Any]:
+    """The batch/v1 Job that builds and pushes `destination` (pure; no I/O).
+
+    `model_credentials_secret`: the deployment's `spec.model.credentials_secret`;
+    without it, `images.kaniko.model_credentials_secret` is mounted (if set).
+    """
     kaniko = images.kaniko
     dest = parse_reference(destination)
     base = parse_reference(base_image)
-    name = job_name(dest.tag or "latest")
+    name = job_name(destination)
     meta_labels = {
         "app.kubernetes.io/managed-by": "management-agent",
         "app.kubernetes.io/component": "image-builder",
@@ -141,9 +162,10 @@ def render_build_job(*, destination: str, base_image: str, model_uri: str, model
     ]
     fetch_args = ["fetch-model", model_uri, f"{WORKSPACE}/model"]
     fetch_mounts: list[dict[str, Any]] = [{"name": "workspace", "mountPath": WORKSPACE}]
-    if kaniko.model_credentials_secret:
+    credentials_secret = model_credentials_secret or kaniko.model_credentials_secret
+    if credentials_secret:
         volumes.append({"name": "model-credentials",
-                        "secret": {"secretName": kaniko.model_credentials_secret}})
+                        "secret": {"secretName": credentials_secret}})
         fetch_mounts.append({"name": "model-credentials", "mountPath": MODEL_CREDENTIALS_DIR,
                              "readOnly": True})
         fetch_args += ["--credentials-dir", MODEL_CREDENTIALS_DIR]
@@ -228,6 +250,19 @@ def _condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     return None
 
 
+def _job_pods(kube: KubeLike, job: Mapping[str, Any], namespace: str) -> list[dict[str, Any]]:
+    """Pods of this Job: the `job-name` label, minus pods owned by an earlier Job of that name
+    (a replaced Job's pods may linger while the garbage collector removes them)."""
+    meta = job.get("metadata") or {}
+    uid = meta.get("uid")
+    pods = kube.list("v1", "Pod", namespace, label_selector=f"job-name={meta['name']}")
+    if not uid:
+        return pods
+    return [pod for pod in pods
+            if not (owners := (pod.get("metadata") or {}).get("ownerReferences"))
+            or any(owner.get("uid") == uid for owner in owners)]
+
+
 def _failure_message(kube: KubeLike, job: Mapping[str, Any], namespace: str, destination: str,
                      tail_lines: int) -> str:
     """Why the Job failed: the Job's reason, container reasons, and the executor log tail."""
@@ -235,7 +270,7 @@ def _failure_message(kube: KubeLike, job: Mapping[str, Any], namespace: str, des
     failed = _condition(job, "Failed") or {}
     reasons = [str(failed.get("reason") or "failed")]
     tail, container = "", "kaniko"
-    pods = kube.list("v1", "Pod", namespace, label_selector=f"job-name={name}")
+    pods = _job_pods(kube, job, namespace)
     for pod in pods[-1:]:
         status = pod.get("status") or {}
         for kind, statuses in (("init", status.get("initContainerStatuses") or []),
@@ -267,17 +302,57 @@ def _failure_message(kube: KubeLike, job: Mapping[str, Any], namespace: str, des
             f"{'; '.join(reasons)}.{hint}\n--- {container} log (tail) ---\n{_scrub(tail)}")
 
 
+def _destination(job: Mapping[str, Any]) -> str | None:
+    """The `--destination` of a (rendered or live) build Job, None when it has none."""
+    try:
+        args = job["spec"]["template"]["spec"]["containers"][0].get("args") or []
+    except (KeyError, IndexError, TypeError):
+        return None
+    return next((str(a).split("=", 1)[1] for a in args
+                 if str(a).startswith("--destination=")), None)
+
+
+def _replace_job(kube: KubeLike, job: dict[str, Any], why: str, report: Callable[..., None],
+                 poll_interval: float, delete_timeout: float,
+                 sleep: Callable[[float], None], clock: Callable[[], float]) -> dict[str, Any]:
+    """Delete the existing Job of this name, wait (bounded) until it is gone, create `job`."""
+    namespace = job["metadata"]["namespace"]
+    name = job["metadata"]["name"]
+    log.info("replacing image build job %s/%s: %s", namespace, name, why)
+    report(f"image build job {name} {why}: deleting it to build again", job=name)
+    kube.delete("batch/v1", "Job", name, namespace, propagation="Background")
+    deadline = clock() + delete_timeout
+    while kube.get("batch/v1", "Job", name, namespace) is not None:
+        if clock() > deadline:
+            raise BuildError(f"image build job {namespace}/{name} ({why}) was deleted but is "
+                             f"still there after {delete_timeout:.0f}s (finalizers?); "
+                             "retry later or delete it by hand")
+        sleep(min(poll_interval, 1.0))
+    return kube.create(job, namespace=namespace, exist_ok=True)
+
+
 def run_build_job(kube: KubeLike, job: dict[str, Any], report: Callable[..., None],
                   poll_interval: float = 3.0, tail_lines: int = 40,
                   sleep: Callable[[float], None] = time.sleep,
-                  clock: Callable[[], float] = time.monotonic) -> str:
-    """Create (or adopt) the Job, wait for it; return the pushed digest ('' if unknown)."""
+                  clock: Callable[[], float] = time.monotonic,
+                  delete_timeout: float = 60.0) -> str:
+    """Create (or adopt) the Job, wait for it; return the pushed digest ('' if unknown).
+
+    A running or completed Job of the same name and destination is adopted; one
+    that failed, or that pushes elsewhere, is deleted and created again.
+    """
     namespace = job["metadata"]["namespace"]
     name = job["metadata"]["name"]
-    destination = next(a.split("=", 1)[1] for a in
-                       job["spec"]["template"]["spec"]["containers"][0]["args"]
-                       if a.startswith("--destination="))
-    kube.create(job, namespace=namespace, exist_ok=True)
+    destination = _destination(job)
+    if destination is None:
+        raise BuildError(f"image build job {namespace}/{name} has no --destination")
+    existing = kube.create(job, namespace=namespace, exist_ok=True)
+    if _condition(existing, "Failed"):
+        _replace_job(kube, job, "failed before", report, poll_interval, delete_timeout,
+                     sleep, clock)
+    elif _destination(existing) not in (None, destination):
+        _replace_job(kube, job, f"was made for {_destination(existing)}", report,
+                     poll_interval, delete_timeout, sleep, clock)
     report(f"image build job {name} started", job=name, image=destination)
     deadline = clock() + float(job["spec"].get("activeDeadlineSeconds") or 3600) + 120
     while True:
@@ -285,7 +360,7 @@ def run_build_job(kube: KubeLike, job: dict[str, Any], report: Callable[..., Non
         if live is None:
             raise BuildError(f"image build job {namespace}/{name} disappeared while running")
         if _condition(live, "Complete") or (live.get("status") or {}).get("succeeded"):
-            return _pushed_digest(kube, name, namespace)
+            return _pushed_digest(kube, live, namespace)
         if _condition(live, "Failed"):
             raise BuildError(_failure_message(kube, live, namespace, destination, tail_lines))
         if clock() > deadline:
@@ -294,13 +369,21 @@ def run_build_job(kube: KubeLike, job: dict[str, Any], report: Callable[..., Non
         sleep(poll_interval)
 
 
-def _pushed_digest(kube: KubeLike, name: str, namespace: str) -> str:
-    for pod in kube.list("v1", "Pod", namespace, label_selector=f"job-name={name}"):
+def _pushed_digest(kube: KubeLike, job: Mapping[str, Any], namespace: str) -> str:
+    for pod in _job_pods(kube, job, namespace):
         for item in (pod.get("status") or {}).get("containerStatuses") or []:
             message = ((item.get("state") or {}).get("terminated") or {}).get("message") or ""
             if item.get("name") == "kaniko" and message.strip().startswith("sha256:"):
                 return message.strip()
     return ""
+
+
+def _warn_unchecked(host: str, target: ImageRef, exc: RegistryError, consequence: str) -> None:
+    """The agent cannot use the registry itself: say so, and build anyway (Kaniko pushes)."""
+    log.warning("the agent cannot reach or authenticate to registry %s (%s): %s, and the "
+                "Kaniko build will push %s/%s with the builder's identity "
+                "(images.kaniko.secret_name / config_map / service_account)",
+                host, exc, consequence, target.registry, target.repository)
 
 
 def build_with_kaniko(spec: DeploymentSpec, base_image: str, model_path: str,
@@ -318,10 +401,12 @@ def build_with_kaniko(spec: DeploymentSpec, base_image: str, model_path: str,
     images = settings.images
     base = parse_reference(base_image)
     registry: Registry | None = None
+    checking = target.registry
     try:
         registry = Registry(target.registry, images,
                             provider_for(images.credentials, target.registry))
         registry.ping()
+        checking = base.registry
         source_registry = registry if base.registry == target.registry else Registry(
             base.registry, images, provider_for(images.base_credentials or
                                                 RegistryCredentials(), base.registry))
@@ -329,8 +414,7 @@ def build_with_kaniko(spec: DeploymentSpec, base_image: str, model_path: str,
             source_registry.ping()
         base_digest = source_registry.resolve_image(base.repository, base.reference).digest
     except RegistryError as exc:
-        log.warning("cannot reach the registry from the agent (%s); the tag is derived from "
-                    "the base reference and not checked", exc)
+        _warn_unchecked(checking, target, exc, "the tag is derived from the base reference")
         registry, base_digest = None, base.digest or str(base)
     with open_source() as source:
         model_digest = source.digest
@@ -338,11 +422,15 @@ def build_with_kaniko(spec: DeploymentSpec, base_image: str, model_path: str,
                       f"{KANIKO_RECIPE}/{BUILDER_RECIPE}/{images.recipe_version}/{model_path}")
     ref = target.with_tag(tag)
     if registry is not None:
-        existing = registry.manifest_digest(target.repository, tag)
-        if existing:
-            report(f"image reused: {ref}", image=str(ref), digest=existing)
-            return BuiltImage(str(ref), existing, True)
-        registry.provider.ensure_repository(registry.host, target.repository)
+        try:
+            existing = registry.manifest_digest(target.repository, tag)
+            if existing:
+                report(f"image reused: {ref}", image=str(ref), digest=existing)
+                return BuiltImage(str(ref), existing, True)
+            registry.provider.ensure_repository(registry.host, target.repository)
+        except RegistryError as exc:
+            _warn_unchecked(target.registry, target, exc, "no existing image is reused")
+            registry = None
     namespace = images.kaniko.namespace or settings.plugin.kubernetes.namespace
     artifacts = settings.artifacts
     artifact_env = {f"MGMT_AGENT_ARTIFACTS__{key.upper()}": str(value)
@@ -354,10 +442,15 @@ def build_with_kaniko(spec: DeploymentSpec, base_image: str, model_path: str,
     job = render_build_job(destination=str(ref), base_image=base_image, model_uri=spec.model.uri,
                            model_path=model_path, images=images, namespace=namespace,
                            labels=labels, artifact_env=artifact_env,
-                           model_digest=spec.model.digest)
+                           model_digest=spec.model.digest,
+                           model_credentials_secret=spec.model.credentials_secret)
     digest = run_build_job(kube, job, report, images.kaniko.poll_interval_seconds,
                            images.kaniko.log_tail_lines)
     if registry is not None:
-        digest = registry.manifest_digest(target.repository, tag) or digest
+        try:
+            digest = registry.manifest_digest(target.repository, tag) or digest
+        except RegistryError as exc:
+            log.warning("cannot read the digest of %s from %s after the build (%s); using the "
+                        "digest the Kaniko Job reported", ref, target.registry, exc)
     report(f"image pushed: {ref}", image=str(ref), digest=digest)
     return BuiltImage(str(ref), digest, False)

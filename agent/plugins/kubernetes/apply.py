@@ -244,9 +244,13 @@ def wait_for_rollout(
             if progress is not None:
                 progress(line)
             last_line = line
-        failed = deadline_exceeded(deployment)
-        if failed is None:
-            failed = _stuck(client, deployment, settings, stuck_since)
+        failed = None
+        # conditions describe the generation the controller last saw: until it has seen ours,
+        # a ProgressDeadlineExceeded (or stuck pods) may be left over from an earlier rollout
+        if _observed(deployment):
+            failed = deadline_exceeded(deployment)
+            if failed is None:
+                failed = _stuck(client, deployment, settings, stuck_since)
         if failed is not None:
             return Rollout(False, diagnose(client, deployment), deployment)
         if time.monotonic() >= deadline:
@@ -255,6 +259,12 @@ def wait_for_rollout(
                 deployment, timed_out=True,
             )
         time.sleep(settings.poll_interval_seconds)
+
+
+def _observed(deployment: dict[str, Any]) -> bool:
+    """True once the controller has observed the Deployment's current generation."""
+    generation = deployment["metadata"].get("generation", 0)
+    return int((deployment.get("status") or {}).get("observedGeneration", 0)) >= generation
 
 
 def _stuck(client: KubeClient, deployment: dict[str, Any], settings: KubernetesSettings,

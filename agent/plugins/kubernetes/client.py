@@ -30,6 +30,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from tenacity.wait import wait_random_exponential
 
 from agent.errors import ClusterError, ConfigError, PermissionDeniedError
+from agent.logs import register_secret
 from agent.plugins.kubernetes.settings import KubernetesSettings
 
 log = logging.getLogger(__name__)
@@ -392,6 +393,8 @@ class KubeClient:
         decoded = {k: base64.b64decode(v).decode("utf-8", "replace")
                    for k, v in (secret.get("data") or {}).items()}
         decoded.update(secret.get("stringData") or {})
+        for value in decoded.values():  # from now on scrubbed from every log line and event
+            register_secret(value)
         return decoded
 
     def watch(self, api_version: str, kind: str, namespace: str | None = None, *,

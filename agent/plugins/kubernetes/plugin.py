@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from agent.errors import AgentError, InvalidActionError, PluginError
+from agent.logs import redact_uri
 from agent.model import (
     ActionResult,
     DeploymentSpec,
@@ -219,8 +220,17 @@ class KubernetesPlugin:
         if restarted_at is None and live is not None:
             restarted_at = (live["spec"]["template"]["metadata"].get("annotations") or {}).get(
                 names.ANNOTATION_RESTARTED_AT)
-        image = self._image(spec, profile, events)
-        objects = render(spec, self.k8s, image, self.environment_id, restarted_at=restarted_at)
+        # a deployment that never became available counts as ours to clean up, even when an
+        # earlier (interrupted) delivery of this start created it
+        created = live is None or previous is None
+        try:
+            image = self._image(spec, profile, events)
+            objects = render(spec, self.k8s, image, self.environment_id,
+                             restarted_at=restarted_at)
+        except AgentError as exc:
+            if previous is not None:  # nothing was applied: the old model serves on
+                return self._kept_old(spec, previous, live, events, exc)
+            raise
         verb = "replacing the model with" if replacing and live is not None else "deploying"
         events(f"{verb} model {spec.model.id} ({image}); applying {len(objects)} objects",
                image=image, model_id=spec.model.id)
@@ -233,18 +243,39 @@ class KubernetesPlugin:
             outcome = wait_for_rollout(self.client, self.k8s, name, timeout=timeout,
                                        progress=events, deployment_id=spec.id)
         except AgentError as exc:
-            if live is None:
-                self._cleanup_failed_start(spec, events, str(exc))
-            raise
+            if previous is None or previous == (spec, image):
+                if created:
+                    self._cleanup_failed_start(spec, events, str(exc))
+                raise
+            # part of the new rendering may be applied: go back to the last good one
+            outcome = Rollout(False, str(exc), live)
         if outcome.done:
             return self._ready(spec, image, events, outcome)
-        if live is None or previous is None or previous == (spec, image):
-            return self._failed_start(spec, image, events, outcome, created=live is None)
+        if previous is None or previous == (spec, image):
+            return self._failed_start(spec, image, events, outcome, created=created)
         return self._rollback(spec, previous, events, outcome, restarted_at, timeout)
+
+    def _kept_old(self, spec: DeploymentSpec, previous: tuple[DeploymentSpec, str],
+                  live: dict[str, Any] | None, events: _Events, exc: AgentError) -> ActionResult:
+        """The new model could not even be prepared; the running one was not touched."""
+        old_spec, old_image = previous
+        still_serving = serving(live)
+        message = (f"model {spec.model.id} was not deployed: {exc}; model {old_spec.model.id} "
+                   + ("is still serving" if still_serving else "stays in place"))
+        events(message, level="error")
+        return ActionResult(
+            status=Status.FAILING,
+            state=DeploymentState.READY if still_serving else DeploymentState.ERRORED,
+            data=ResultData(prediction_url=prediction_url(old_spec, self.k8s), image=old_image,
+                            current_model_id=old_spec.model.id, old_model_in_use=True,
+                            message=message))
 
     def _ready(self, spec: DeploymentSpec, image: str, events: _Events,
                outcome: Rollout) -> ActionResult:
-        self._record_last_good(spec, image, outcome.deployment)
+        try:
+            self._record_last_good(spec, image, outcome.deployment)
+        except AgentError as exc:  # the model serves: a lost bookkeeping write must not fail it
+            log.warning("deployment %s: could not record the last good model: %s", spec.id, exc)
         url = prediction_url(spec, self.k8s)
         status = Status.PASSING
         message = f"model {spec.model.id} is serving at {url}"
@@ -344,7 +375,8 @@ class KubernetesPlugin:
             return spec.model.image
         assert profile.image is not None  # validate_spec checked it
         if uses_storage_initializer(spec, self.k8s):
-            events(f"storage-initializer mode: {profile.image} fetches {spec.model.uri} at start")
+            events(f"storage-initializer mode: {profile.image} fetches "
+                   f"{redact_uri(spec.model.uri)} at start")
             return profile.image
         if not model_image_needed(spec, self.k8s):
             return profile.image
@@ -458,15 +490,15 @@ class KubernetesPlugin:
 
 
 def _previous(deployment: dict[str, Any] | None) -> tuple[DeploymentSpec, str] | None:
-    """(spec, image) to roll back to: the last rollout that succeeded, else the last applied."""
+    """(spec, image) to roll back to: the last rollout that succeeded, if any.
+
+    Never the last *applied* spec: that one may never have worked.
+    """
     if deployment is None:
         return None
     annotations = deployment["metadata"].get("annotations") or {}
     raw = annotations.get(names.ANNOTATION_LAST_GOOD_SPEC)
     image = annotations.get(names.ANNOTATION_LAST_GOOD_IMAGE)
-    if not raw or not image:
-        raw = annotations.get(names.ANNOTATION_SPEC)
-        image = annotations.get(names.ANNOTATION_IMAGE)
     if not raw or not image:
         return None
     try:

@@ -31,6 +31,7 @@ from agent.config import Settings
 from agent.errors import BuildError
 from agent.images import build_model_image
 from agent.images.direct import DirectorySource
+from agent.images.kaniko import job_name
 from agent.model import DeploymentSpec, ModelRef
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -131,8 +132,7 @@ def test_kaniko_job_builds_pushes_and_is_reused(
         check=True, capture_output=True, text=True).stdout)
     assert info["Labels"]["io.management-agent.model-id"] == "m-kaniko"
     assert "MODEL_PATH=/mnt/models" in info["Env"]
-    job = client.get("batch/v1", "Job", built.reference.rsplit(":", 1)[1].join(
-        ["model-build-", ""]), namespace)
+    job = client.get("batch/v1", "Job", job_name(built.reference), namespace)
     assert job is not None
     annotations = job["spec"]["template"]["metadata"]["annotations"]
     assert annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
@@ -145,8 +145,11 @@ def test_kaniko_job_builds_pushes_and_is_reused(
 def test_kaniko_failure_reports_reason_and_log(
         registries: Registries, kube: Any, fetcher_image: str, base_images: dict[str, str],
         model_server: tuple[str, Path]) -> None:
-    """The model URL answers 404: the fetch step fails and its log reaches the BuildError."""
-    url, _ = model_server
+    """The model URL answers 404: the fetch step fails and its log reaches the BuildError.
+
+    Once the model is there, the retry deletes the failed Job and builds (it does not
+    wait for the failed Job's TTL)."""
+    url, served = model_server
     namespace = kube.namespace("kaniko")
     client = _kube_client(kube, namespace)
     settings = _settings(registries, fetcher_image, namespace, base_images["plain-oci"],
@@ -160,6 +163,14 @@ def test_kaniko_failure_reports_reason_and_log(
     text = str(caught.value)
     assert "image build job" in text and "fetch-model" in text
     assert "404" in text or "Not Found" in text
+
+    (served / f"missing-{RUN}.json").write_text(json.dumps({"now": "here", "run": RUN}))
+    events: list[str] = []
+    built = build_model_image(spec, base_images["plain-oci"], "/mnt/models", settings,
+                              lambda m, *a, **k: events.append(m), kube=client,
+                              source=_FixedDigest(f"sha256:{'1' * 56}{RUN}"))
+    assert not built.reused and built.digest.startswith("sha256:")
+    assert any("failed before" in e for e in events)
 
 
 class _FixedDigest(DirectorySource):

@@ -464,3 +464,30 @@ def test_every_optional_object_is_accepted_and_pruned(standin: StandIn) -> None:
     finally:
         writer.close()
         p.close()
+
+
+def test_replace_whose_image_cannot_be_built_keeps_the_old_model(plugin: KubernetesPlugin,
+                                                                 standin: StandIn,
+                                                                 tmp_path: Path) -> None:
+    """The build fails before anything is applied: the running model is untouched and the
+    result says so (oldModelInUse, state ready), instead of a bare error."""
+    plugin.start(spec(), Events())
+    settings = _settings(standin.kubeconfig).model_copy(deep=True)
+    settings.images.builder = "direct"
+    settings.images.generated_image_repository = "127.0.0.1:9/models"
+    settings.plugin.kubernetes.model_delivery = "image"
+    builder = KubernetesPlugin(settings)
+    try:
+        broken = DeploymentSpec.model_validate({
+            "id": "dep-a", "model": {"id": "m2", "uri": f"file://{tmp_path}/missing"},
+            "config": {"base_image": "registry.local/base:1"}})
+        result = builder.replace_model(broken, Events())
+    finally:
+        builder.close()
+    assert result.status == Status.FAILING
+    assert (result.state, result.data.old_model_in_use) == (DeploymentState.READY, True)
+    assert result.data.current_model_id == "m1"
+    assert "m2 was not deployed" in (result.data.message or "")
+    live = plugin.client.get("apps/v1", "Deployment", "mlops-dep-a")
+    assert live is not None
+    assert live["metadata"]["annotations"][names.ANNOTATION_MODEL_ID] == "m1"

@@ -6,31 +6,41 @@ runs Jobs on these machines, so a real executor pod cannot be observed.
 
 from __future__ import annotations
 
+import logging
+import re
+from contextlib import nullcontext
 from typing import Any
 
 import kubernetes_validate
 import pytest
 from pydantic import ValidationError
 
-from agent.errors import BuildError
+from agent.config import Settings
+from agent.errors import BuildError, RegistryError
 from agent.images.kaniko import (
+    build_with_kaniko,
     ecr_config_map,
+    job_name,
     render_build_job,
     run_build_job,
 )
+from agent.images.naming import parse_reference
 from agent.images.settings import ImageSettings
+from agent.model import DeploymentSpec, ModelRef
 
 DEST = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/models:m-0123456789abcdef0123"
 BASE = "registry.example.com/servers/mlserver:1.6"
 LABELS = {"io.management-agent.model-id": "m1", "io.management-agent.deployment-id": "d1"}
 
 
-def _render(images: dict[str, Any], destination: str = DEST, base: str = BASE) -> dict[str, Any]:
+def _render(images: dict[str, Any], destination: str = DEST, base: str = BASE,
+            model_credentials_secret: str | None = None) -> dict[str, Any]:
     job = render_build_job(
         destination=destination, base_image=base, model_uri="s3://bucket/models/iris/",
         model_path="/mnt/models", images=ImageSettings.model_validate(images),
         namespace="ml", labels=LABELS, fetcher_image="agent:1.0",
         artifact_env={"MGMT_AGENT_ARTIFACTS__S3_REGION": "eu-west-1"},
+        model_credentials_secret=model_credentials_secret,
     )
     kubernetes_validate.validate(job, "1.33.0", strict=True)
     return job
@@ -129,7 +139,36 @@ def test_job_shape_context_and_scheduling() -> None:
     args = _kaniko(job)["args"]
     assert f"--destination={DEST}" in args and "--compression=zstd" in args
     assert "--context=dir:///workspace" in args
-    assert job["metadata"]["name"] == "model-build-m-0123456789abcdef0123"
+    assert job["metadata"]["name"] == job_name(DEST)
+    assert job["metadata"]["name"].startswith("model-build-m-0123456789abcdef0123-")
+
+
+def test_job_name_depends_on_repository_and_tag() -> None:
+    """Same tag, two repositories: two Jobs (one must not adopt the other's build)."""
+    other = DEST.replace("/models:", "/other-models:")
+    assert job_name(DEST) != job_name(other)
+    assert job_name(DEST) == job_name(DEST)
+    assert job_name(DEST) != job_name(DEST.replace(":m-0", ":m-1"))
+    assert _render({})["metadata"]["name"] != _render({}, destination=other)["metadata"]["name"]
+    for destination in (DEST, other, "r.io/a/b:" + "X_y." * 32, "r.io/a/b", "r.io/a/b:___"):
+        name = job_name(destination)
+        assert len(name) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name
+
+
+def _model_credentials(job: dict[str, Any]) -> str | None:
+    volume = next((v for v in _pod(job)["volumes"] if v["name"] == "model-credentials"), None)
+    return None if volume is None else str(volume["secret"]["secretName"])
+
+
+def test_deployment_model_credentials_secret_wins_over_the_setting() -> None:
+    kaniko = {"kaniko": {"model_credentials_secret": "default-creds"}}
+    assert _model_credentials(_render(kaniko)) == "default-creds"
+    assert _model_credentials(_render(kaniko, model_credentials_secret="dep-creds")) == \
+        "dep-creds"
+    job = _render({}, model_credentials_secret="dep-creds")
+    assert _model_credentials(job) == "dep-creds"
+    assert "--credentials-dir" in _pod(job)["initContainers"][0]["args"]
+    assert _model_credentials(_render({})) is None
 
 
 def test_config_map_and_secret_are_mutually_exclusive() -> None:
@@ -168,6 +207,10 @@ class FakeKube:
     def pod_logs(self, name: str, namespace: str | None = None, *,
                  container: str | None = None, tail_lines: int | None = None) -> str:
         return self.log
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
+               *, propagation: str = "Background") -> bool:
+        raise AssertionError("nothing to delete")
 
 
 def test_runner_returns_digest_from_termination_message() -> None:
@@ -214,3 +257,167 @@ def test_runner_deadline() -> None:
     with pytest.raises(BuildError, match="DeadlineExceeded"):
         run_build_job(kube, _render({}), lambda *a, **k: None, sleep=lambda s: None,
                       clock=lambda: next(times))
+
+
+class ExistingJobKube:
+    """A namespace that already holds a Job of the same name (adopted by `create(exist_ok)`)."""
+
+    def __init__(self, existing: dict[str, Any], gone_after: int = 1) -> None:
+        self.job: dict[str, Any] | None = existing
+        self.calls: list[str] = []
+        self.gone_after = gone_after  # GETs after the delete until the Job is gone
+        self.deleting = 0
+
+    def create(self, obj: Any, *, namespace: str | None = None,
+               exist_ok: bool = False) -> dict[str, Any]:
+        assert exist_ok
+        self.calls.append("create")
+        if self.job is None:
+            self.job = {**obj, "status": {}}
+        return dict(self.job)
+
+    def get(self, api_version: str, kind: str, name: str,
+            namespace: str | None = None) -> dict[str, Any] | None:
+        if self.deleting:
+            self.deleting -= 1
+            if not self.deleting:
+                self.job = None
+            return None if self.job is None else dict(self.job)
+        assert self.job is not None
+        if "--destination=" + DEST in str(self.job) and not self.job["status"]:
+            self.job["status"] = {"succeeded": 1,
+                                  "conditions": [{"type": "Complete", "status": "True"}]}
+        return dict(self.job)
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
+               *, propagation: str = "Background") -> bool:
+        assert (kind, propagation) == ("Job", "Background")
+        self.calls.append("delete")
+        self.deleting = self.gone_after + 1
+        return True
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None, *,
+             label_selector: str | None = None,
+             field_selector: str | None = None) -> list[dict[str, Any]]:
+        return [{"metadata": {"name": "p"}, "status": {"containerStatuses": [
+            {"name": "kaniko", "state": {"terminated": {"exitCode": 0,
+                                                        "message": "sha256:" + "b" * 64}}}]}}]
+
+    def pod_logs(self, name: str, namespace: str | None = None, *,
+                 container: str | None = None, tail_lines: int | None = None) -> str:
+        return "old log: UNAUTHORIZED"
+
+
+FAILED = {"failed": 1, "conditions": [{"type": "Failed", "status": "True",
+                                       "reason": "BackoffLimitExceeded"}]}
+
+
+def test_a_failed_job_is_deleted_and_built_again() -> None:
+    kube = ExistingJobKube({**_render({}), "status": FAILED}, gone_after=2)
+    events: list[str] = []
+    digest = run_build_job(kube, _render({}), lambda m, *a, **k: events.append(m),
+                           sleep=lambda s: None)
+    assert kube.calls == ["create", "delete", "create"]
+    assert digest == "sha256:" + "b" * 64
+    assert any("failed before" in e for e in events)
+
+
+def test_a_job_for_another_destination_is_replaced() -> None:
+    other = _render({}, destination=DEST.replace("/models:", "/elsewhere:"))
+    other["metadata"]["name"] = _render({})["metadata"]["name"]
+    kube = ExistingJobKube({**other, "status": {}})
+    assert run_build_job(kube, _render({}), lambda *a, **k: None, sleep=lambda s: None)
+    assert kube.calls == ["create", "delete", "create"]
+
+
+def test_a_running_job_is_adopted_not_replaced() -> None:
+    kube = ExistingJobKube({**_render({}), "status": {"active": 1}})
+    kube.job["status"] = {}  # type: ignore[index]
+    run_build_job(kube, _render({}), lambda *a, **k: None, sleep=lambda s: None)
+    assert kube.calls == ["create"]
+
+
+def test_replacing_a_failed_job_is_bounded() -> None:
+    kube = ExistingJobKube({**_render({}), "status": FAILED}, gone_after=10**6)
+    times = iter(float(t) for t in range(0, 10**6, 5))
+    with pytest.raises(BuildError, match="still there after 60s"):
+        run_build_job(kube, _render({}), lambda *a, **k: None, sleep=lambda s: None,
+                      clock=lambda: next(times))
+    assert kube.calls == ["create", "delete"]
+
+
+# -- pre-build registry checks -------------------------------------------------------------
+
+TARGET = "registry.example.com/models/iris"
+OTHER_BASE = "base.example.org/servers/mlserver:1.6"
+
+
+class _Source:
+    digest = "sha256:" + "c" * 64
+
+
+class _Registry:
+    """Stands in for agent.images.registry.Registry; `fail` names the call that raises."""
+
+    fail = ""
+
+    def __init__(self, host: str, images: Any, provider: Any) -> None:
+        self.host = host
+        self.provider = self
+
+    def _maybe_fail(self, call: str) -> None:
+        if call == self.fail:
+            raise RegistryError(f"registry {self.host} answered 401 ({call})")
+
+    def ping(self) -> None:
+        self._maybe_fail("ping")
+
+    def resolve_image(self, repository: str, reference: str) -> Any:
+        self._maybe_fail("resolve_image")
+        return type("M", (), {"digest": "sha256:" + "d" * 64})()
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        self._maybe_fail("manifest_digest")
+        return None
+
+    def ensure_repository(self, registry: str, repository: str) -> None:
+        self._maybe_fail("ensure_repository")
+
+
+class FreshKube(ExistingJobKube):
+    """An empty namespace; the created Job completes at once."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.job = None
+
+    def get(self, api_version: str, kind: str, name: str,
+            namespace: str | None = None) -> dict[str, Any] | None:
+        assert self.job is not None
+        return {**self.job, "status": {"succeeded": 1}}
+
+
+@pytest.mark.parametrize("fail", ["ping", "resolve_image", "manifest_digest",
+                                  "ensure_repository"])
+def test_no_registry_identity_warns_and_builds_with_kaniko(
+        fail: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import agent.images.registry
+
+    monkeypatch.setattr(_Registry, "fail", fail)
+    monkeypatch.setattr(agent.images.registry, "Registry", _Registry)
+    settings = Settings.model_validate({"images": {
+        "builder": "kaniko", "generated_image_repository": TARGET,
+        "kaniko": {"namespace": "ml"}}})
+    spec = DeploymentSpec(id="d1", model=ModelRef(id="m1", uri="s3://bucket/iris/",
+                                                  credentials_secret="iris-creds"))
+    kube = FreshKube()
+    with caplog.at_level(logging.WARNING, logger="agent.images.kaniko"):
+        image = build_with_kaniko(spec, OTHER_BASE, "/mnt/models", settings, lambda *a, **k: None,
+                                  target=parse_reference(TARGET),
+                                  open_source=lambda: nullcontext(_Source()), kube=kube)
+    assert not image.reused and image.digest == "sha256:" + "b" * 64
+    assert kube.calls == ["create"] and kube.job is not None
+    assert _model_credentials(kube.job) == "iris-creds"
+    host = "base.example.org" if fail == "resolve_image" else "registry.example.com"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(host in w and "builder's identity" in w for w in warnings), warnings
