@@ -170,11 +170,12 @@ class FilesystemPlugin:
 
     def _render(self, spec: DeploymentSpec, report: Reporter, verb: str, state: DeploymentState,
                 restarted_at: str | None = None) -> ActionResult:
-        from agent.plugins.kubernetes.manifests import prediction_url, render
+        from agent.plugins.kubernetes.manifests import fetcher_env, prediction_url, render
 
         image = self._image(spec, report)
         objects = render(spec, self.kube, image, self.settings.control_plane.environment_id,
-                         restarted_at=restarted_at)
+                         restarted_at=restarted_at,
+                         fetcher_env=fetcher_env(self.settings.artifacts))
         url = prediction_url(spec, self.kube)
         folder = self._folder(spec.id)
         manifests = yaml.safe_dump_all(objects, sort_keys=False)

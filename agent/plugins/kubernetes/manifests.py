@@ -19,6 +19,7 @@ import json
 import re
 from typing import Any
 
+from agent.artifacts.settings import ArtifactSettings
 from agent.errors import InvalidActionError
 from agent.model import DeploymentSpec
 from agent.plugins.kubernetes import names
@@ -208,8 +209,12 @@ def render(
     environment_id: str,
     *,
     restarted_at: str | None = None,
+    fetcher_env: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every object that serves `spec` with `image` (the server image), in apply order."""
+    """Every object that serves `spec` with `image` (the server image), in apply order.
+
+    `fetcher_env` configures the storage initializer's `fetch-model` (see `fetcher_env()`).
+    """
     profile = validate_spec(spec, settings)
     name = names.object_name(spec.id, settings.name_prefix)
     labels = {**settings.extra_labels,
@@ -221,7 +226,8 @@ def render(
         names.ANNOTATION_PREDICTION_URL: prediction_url(spec, settings),
     }
     objects = [
-        _deployment(spec, settings, profile, image, name, labels, annotations, restarted_at),
+        _deployment(spec, settings, profile, image, name, labels, annotations, restarted_at,
+                    fetcher_env or {}),
         _service(settings, profile, name, labels, annotations, spec.id),
         *render_exposure(spec, settings, name, labels, annotations),
     ]
@@ -234,6 +240,20 @@ def render(
     return objects
 
 
+def fetcher_env(artifacts: ArtifactSettings) -> dict[str, str]:
+    """The agent's artifact settings for an in-cluster `fetch-model` (storage initializer),
+    as the environment its configuration reads; only what differs from the defaults."""
+    wanted = ("s3_endpoint_url", "s3_region", "s3_addressing_style", "gcs_endpoint_url",
+              "mlflow_tracking_uri", "max_archive_bytes", "max_archive_files")
+    defaults = ArtifactSettings()
+    env = {}
+    for key in wanted:
+        value = getattr(artifacts, key, None)
+        if value is not None and value != getattr(defaults, key, None):
+            env[f"MGMT_AGENT_ARTIFACTS__{key.upper()}"] = str(value)
+    return env
+
+
 def _min_replicas(spec: DeploymentSpec, settings: KubernetesSettings) -> int:
     if spec.autoscaling is not None and settings.autoscaling.enabled:
         return spec.autoscaling.min_replicas
@@ -242,7 +262,7 @@ def _min_replicas(spec: DeploymentSpec, settings: KubernetesSettings) -> int:
 
 def _model_delivery(
     spec: DeploymentSpec, settings: KubernetesSettings, profile: ServerProfile,
-    container_security: dict[str, Any],
+    container_security: dict[str, Any], fetcher_env: dict[str, str],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """(init containers, volumes, server volume mounts) of storage-initializer mode."""
     if not uses_storage_initializer(spec, settings):
@@ -266,7 +286,9 @@ def _model_delivery(
         init_mounts.append({"name": CREDENTIALS_VOLUME, "mountPath": settings.credentials_dir,
                             "readOnly": True})
         args += ["--credentials-dir", settings.credentials_dir]
-    init = {
+    if spec.model.digest:
+        args += ["--digest", spec.model.digest]
+    init: dict[str, Any] = {
         "name": "storage-initializer",
         "image": settings.agent_image,
         "imagePullPolicy": "IfNotPresent",
@@ -275,6 +297,8 @@ def _model_delivery(
         "volumeMounts": init_mounts,
         "securityContext": dict(container_security),
     }
+    if fetcher_env:
+        init["env"] = [{"name": k, "value": v} for k, v in sorted(fetcher_env.items())]
     server_mounts = [{"name": MODEL_VOLUME, "mountPath": profile.model_path, "readOnly": True}]
     return [init], volumes, server_mounts
 
@@ -282,10 +306,11 @@ def _model_delivery(
 def _deployment(
     spec: DeploymentSpec, settings: KubernetesSettings, profile: ServerProfile, image: str,
     name: str, labels: dict[str, str], annotations: dict[str, str], restarted_at: str | None,
+    fetcher_env: dict[str, str],
 ) -> dict[str, Any]:
     pod_security, container_security = _security(spec, settings, profile)
     init_containers, volumes, server_mounts = _model_delivery(
-        spec, settings, profile, container_security)
+        spec, settings, profile, container_security, fetcher_env)
     env = {
         **profile.env,
         "MODEL_PATH": profile.model_path,

@@ -49,6 +49,7 @@ from agent.plugins.kubernetes.apply import (
 from agent.plugins.kubernetes.client import KubeClient, NotFoundError
 from agent.plugins.kubernetes.ingress import health_url
 from agent.plugins.kubernetes.manifests import (
+    fetcher_env,
     model_image_needed,
     prediction_url,
     render,
@@ -93,6 +94,7 @@ class KubernetesPlugin:
     def __init__(self, settings: Settings, *, client: KubeClient | None = None) -> None:
         self.settings = settings
         self.k8s = resolve_delivery(settings.plugin.kubernetes, settings.images.builder)
+        self.fetcher_env = fetcher_env(settings.artifacts)
         self.environment_id = settings.control_plane.environment_id
         self._client = client
         self._lock = threading.Lock()
@@ -226,7 +228,7 @@ class KubernetesPlugin:
         try:
             image = self._image(spec, profile, events)
             objects = render(spec, self.k8s, image, self.environment_id,
-                             restarted_at=restarted_at)
+                             restarted_at=restarted_at, fetcher_env=self.fetcher_env)
         except AgentError as exc:
             if previous is not None:  # nothing was applied: the old model serves on
                 return self._kept_old(spec, previous, live, events, exc)
@@ -320,7 +322,7 @@ class KubernetesPlugin:
         events(f"{reason}; rolling back to model {old_spec.model.id}", level="error")
         try:
             objects = render(old_spec, self.k8s, old_image, self.environment_id,
-                             restarted_at=restarted_at)
+                             restarted_at=restarted_at, fetcher_env=self.fetcher_env)
             apply_all(self.client, objects)
             prune(self.client, self.k8s, names.object_name(spec.id, self.k8s.name_prefix),
                   objects)

@@ -328,3 +328,22 @@ def test_spec_and_image_recorded_for_rollback() -> None:
     annotations = dep["metadata"]["annotations"]
     assert annotations[names.ANNOTATION_IMAGE] == "reg/img@sha256:abc"
     assert DeploymentSpec.model_validate_json(annotations[names.ANNOTATION_SPEC]) == d
+
+
+def test_storage_initializer_gets_the_artifact_settings_and_digest() -> None:
+    from agent.artifacts.settings import ArtifactSettings
+    from agent.plugins.kubernetes.manifests import fetcher_env
+
+    s = settings(model_delivery="storage-initializer", agent_image="agent:1.0")
+    d = spec(model={"id": "m", "uri": "s3://models/m/", "digest": "sha256:" + "a" * 64})
+    env = fetcher_env(ArtifactSettings(s3_endpoint_url="http://minio:9000",
+                                       mlflow_tracking_uri="http://mlflow:5000"))
+    objects = render(d, s, "base:1", "env-1", fetcher_env=env)
+    validate(objects)
+    init = by_kind(objects)["Deployment"]["spec"]["template"]["spec"]["initContainers"][0]
+    assert {"name": "MGMT_AGENT_ARTIFACTS__S3_ENDPOINT_URL",
+            "value": "http://minio:9000"} in init["env"]
+    assert {"name": "MGMT_AGENT_ARTIFACTS__MLFLOW_TRACKING_URI",
+            "value": "http://mlflow:5000"} in init["env"]
+    assert init["args"][-2:] == ["--digest", "sha256:" + "a" * 64]
+    assert fetcher_env(ArtifactSettings()) == {}, "defaults are not repeated"
