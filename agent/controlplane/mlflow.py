@@ -355,12 +355,13 @@ class MLflowControlPlane:
         return None
 
     def _write_tags(self, name: str, version: str, result: ActionResult) -> None:
+        # state goes last: whoever waits for it (the UI, a pipeline) then sees the rest too
         tags = {
-            "state": result.state.value,
-            "status": result.status.value,
             "url": result.data.prediction_url or "",
             "message": result.data.message or "",
+            "status": result.status.value,
             "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+            "state": result.state.value,
         }
         for key, value in tags.items():
             self.registry.set_version_tag(name, version, f"{TAG_PREFIX}{key}", value)

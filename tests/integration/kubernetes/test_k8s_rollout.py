@@ -231,7 +231,13 @@ def test_stop_removes_pods_and_route(plugin: KubernetesPlugin, cluster: dict[str
     selector = f"{names.LABEL_INSTANCE}=it-stop"
     assert plugin.client.list("v1", "Pod", label_selector=selector) == []
     assert plugin.status("it-stop").state == DeploymentState.STOPPED
-    response = requests.post(result.data.prediction_url or "", json={}, timeout=5)
+    # the ingress controller drops the route asynchronously, as on a real cluster
+    deadline = time.monotonic() + 30
+    while True:
+        response = requests.post(result.data.prediction_url or "", json={}, timeout=5)
+        if response.status_code in (404, 503) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert response.status_code in (404, 503)
 
 
