@@ -16,7 +16,6 @@ from agent.controlplane import ControlPlane
 from agent.errors import AgentError, InvalidActionError
 from agent.logs import scrub
 from agent.model import (
-    DEPLOYMENT_ID_PATTERN,
     Action,
     ActionResult,
     ActionType,
@@ -61,29 +60,17 @@ class EventReporter:
 
 
 def _require_spec(action: Action) -> DeploymentSpec:
-    if action.deployment is None:
+    """The desired deployment; `Action` checked at parse time that it is there."""
+    if action.deployment is None:  # only an Action built without validation gets here
         raise InvalidActionError(f"{action.type} needs a deployment spec", action.id)
-    if action.deployment_id and action.deployment.id != action.deployment_id:
-        raise InvalidActionError(
-            f"deployment id mismatch: action targets {action.deployment_id!r}, "
-            f"spec describes {action.deployment.id!r}",
-            action.id,
-        )
     return action.deployment
 
 
 def _require_deployment_id(action: Action) -> str:
-    deployment_id = action.deployment_id or (action.deployment.id if action.deployment else None)
-    if not deployment_id:
+    """The deployment the action is about; `Action` checked it at parse time."""
+    if not action.deployment_id:  # only an Action built without validation gets here
         raise InvalidActionError(f"{action.type} needs a deployment_id", action.id)
-    # plugins build paths and label selectors from it: '../x' or '/' must never reach them
-    if not DEPLOYMENT_ID_PATTERN.match(deployment_id):
-        raise InvalidActionError(
-            f"deployment id {deployment_id!r} is not a DNS-1123 label: use at most 63 "
-            "lower-case letters, digits and '-', starting and ending with a letter or digit",
-            action.id,
-        )
-    return deployment_id
+    return action.deployment_id
 
 
 def _status_result(status: DeploymentStatus) -> ActionResult:

@@ -26,12 +26,13 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.errors import BuildError, RegistryError
-from agent.images.naming import BUILDER_RECIPE, ImageRef, content_tag, parse_reference
-from agent.images.settings import ImageSettings, RegistryCredentials
+from agent.images.content import Destination
+from agent.images.fetcher import fetch_model_container
+from agent.images.naming import BUILDER_RECIPE, ImageRef, parse_reference
+from agent.images.settings import ImageSettings, KanikoSettings
+from agent.plugins.kubernetes import names
 
 if TYPE_CHECKING:
-    from agent.config import Settings
-    from agent.images import BuiltImage
     from agent.model import DeploymentSpec
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,8 @@ log = logging.getLogger(__name__)
 WORKSPACE = "/workspace"
 DOCKER_CONFIG_DIR = "/kaniko/.docker"
 CERTS_DIR = "/kaniko/certs"
-MODEL_CREDENTIALS_DIR = "/var/run/secrets/management-agent/model"
 KANIKO_RECIPE = "kaniko-1"
 DEFAULT_FETCHER_IMAGE = "ghcr.io/management-agent/management-agent:latest"
-_LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]+")
 _DNS_LABEL = re.compile(r"[^a-z0-9-]+")
 _SECRETS = re.compile(r"(?i)(authorization|password|token|secret)([\"']?\s*[:=]\s*)\S+")
 
@@ -65,11 +64,6 @@ class KubeLike(Protocol):
 
     def pod_logs(self, name: str, namespace: str | None = None, *,
                  container: str | None = None, tail_lines: int | None = None) -> str: ...
-
-
-def label_value(value: str) -> str:
-    """A valid label value (<= 63 chars of [A-Za-z0-9_.-], alphanumeric at both ends)."""
-    return _LABEL_VALUE.sub("-", value)[:63].strip("-_.") or "none"
 
 
 def job_name(destination: str) -> str:
@@ -107,28 +101,9 @@ def _registry_flags(images: ImageSettings, destination: ImageRef, base: ImageRef
     return args
 
 
-def render_build_job(*, destination: str, base_image: str, model_uri: str, model_path: str,
-                     images: ImageSettings, namespace: str, labels: Mapping[str, str],
-                     fetcher_image: str | None = None,
-                     artifact_env: Mapping[str, str] | None = None,
-                     model_digest: str | None = None,
-                     model_credentials_secret: str | None = None) -> dict[str, Any]:
-    """The batch/v1 Job that builds and pushes `destination` (pure; no I/O).
-
-    `model_credentials_secret`: the deployment's `spec.model.credentials_secret`;
-    without it, `images.kaniko.model_credentials_secret` is mounted (if set).
-    """
-    kaniko = images.kaniko
-    dest = parse_reference(destination)
-    base = parse_reference(base_image)
-    name = job_name(destination)
-    meta_labels = {
-        "app.kubernetes.io/managed-by": "management-agent",
-        "app.kubernetes.io/component": "image-builder",
-        "io.management-agent/image-tag": label_value(dest.tag or "latest"),
-        **{f"io.management-agent/{k}": label_value(v) for k, v in labels.items()
-           if k in ("deployment-id", "model-id")},
-    }
+def _executor_volumes(kaniko: KanikoSettings) -> tuple[list[dict[str, Any]],
+                                                      list[dict[str, Any]]]:
+    """(volumes, executor mounts): the build context, registry credentials and CAs."""
     volumes: list[dict[str, Any]] = [{"name": "workspace", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "workspace", "mountPath": WORKSPACE}]
     if kaniko.config_map:
@@ -145,8 +120,52 @@ def render_build_job(*, destination: str, base_image: str, model_uri: str, model
         volumes.append({"name": "registry-certs",
                         "configMap": {"name": kaniko.registry_certificates_config_map}})
         mounts.append({"name": "registry-certs", "mountPath": CERTS_DIR, "readOnly": True})
-    volumes.extend(kaniko.extra_volumes)
-    mounts.extend(kaniko.extra_volume_mounts)
+    return [*volumes, *kaniko.extra_volumes], [*mounts, *kaniko.extra_volume_mounts]
+
+
+def _fetcher(image: str, model_uri: str, credentials_secret: str | None, digest: str | None,
+             artifact_env: Mapping[str, str] | None,
+             dockerfile_text: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The init container that fetches the model into the build context and writes the
+    Dockerfile next to it (from the environment: nothing is interpolated into the shell)."""
+    fetcher, volumes = fetch_model_container(
+        name="fetch-model", image=image, uri=model_uri, dest=f"{WORKSPACE}/model",
+        mounts=[{"name": "workspace", "mountPath": WORKSPACE}],
+        credentials_secret=credentials_secret, digest=digest, env=artifact_env,
+        security={"allowPrivilegeEscalation": False, "runAsNonRoot": True})
+    fetcher["command"] = ["/bin/sh", "-c", f'printf "%s" "$DOCKERFILE" > {WORKSPACE}/Dockerfile'
+                          ' && exec management-agent "$@"', "fetch-model"]
+    fetcher["env"] = [{"name": "DOCKERFILE", "value": dockerfile_text},
+                      {"name": "MODEL_URI", "value": model_uri}, *fetcher.get("env", [])]
+    fetcher["resources"] = {"requests": {"cpu": "100m", "memory": "256Mi"},
+                            "limits": {"memory": "1Gi"}}
+    return fetcher, volumes
+
+
+def render_build_job(*, destination: str, base_image: str, model_uri: str, model_path: str,
+                     images: ImageSettings, namespace: str, labels: Mapping[str, str],
+                     fetcher_image: str | None = None,
+                     artifact_env: Mapping[str, str] | None = None,
+                     model_digest: str | None = None,
+                     model_credentials_secret: str | None = None,
+                     deployment_id: str | None = None,
+                     model_id: str | None = None) -> dict[str, Any]:
+    """The batch/v1 Job that builds and pushes `destination` (pure; no I/O).
+
+    `labels`: the image's (OCI) labels. `model_credentials_secret`: the
+    deployment's `spec.model.credentials_secret`; without it,
+    `images.kaniko.model_credentials_secret` is mounted (if set).
+    """
+    kaniko = images.kaniko
+    dest = parse_reference(destination)
+    base = parse_reference(base_image)
+    name = job_name(destination)
+    meta_labels = {
+        **names.owner_labels(deployment_id, model_id),
+        names.LABEL_COMPONENT: "image-builder",
+        names.LABEL_IMAGE_TAG: names.label_value(dest.tag or "latest"),
+    }
+    volumes, mounts = _executor_volumes(kaniko)
 
     args = [
         f"--dockerfile={WORKSPACE}/Dockerfile",
@@ -160,36 +179,11 @@ def render_build_job(*, destination: str, base_image: str, model_uri: str, model
         *_registry_flags(images, dest, base),
         *kaniko.extra_args,
     ]
-    fetch_args = ["fetch-model", model_uri, f"{WORKSPACE}/model"]
-    fetch_mounts: list[dict[str, Any]] = [{"name": "workspace", "mountPath": WORKSPACE}]
-    credentials_secret = model_credentials_secret or kaniko.model_credentials_secret
-    if credentials_secret:
-        volumes.append({"name": "model-credentials",
-                        "secret": {"secretName": credentials_secret}})
-        fetch_mounts.append({"name": "model-credentials", "mountPath": MODEL_CREDENTIALS_DIR,
-                             "readOnly": True})
-        fetch_args += ["--credentials-dir", MODEL_CREDENTIALS_DIR]
-    if model_digest:
-        fetch_args += ["--digest", model_digest]
-    fetch_env = [
-        {"name": "DOCKERFILE", "value": dockerfile(base_image, model_path)},
-        {"name": "MODEL_URI", "value": model_uri},
-        *({"name": k, "value": v} for k, v in sorted((artifact_env or {}).items())),
-    ]
-    fetcher = {
-        "name": "fetch-model",
-        "image": fetcher_image or kaniko.fetcher_image or DEFAULT_FETCHER_IMAGE,
-        # The Dockerfile comes from the environment, so nothing is interpolated into the shell.
-        "command": ["/bin/sh", "-c",
-                    f'printf "%s" "$DOCKERFILE" > {WORKSPACE}/Dockerfile && '
-                    'exec management-agent "$@"', "fetch-model"],
-        "args": fetch_args,
-        "env": fetch_env,
-        "volumeMounts": fetch_mounts,
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
-                      "limits": {"memory": "1Gi"}},
-        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
-    }
+    fetcher, fetch_volumes = _fetcher(
+        fetcher_image or kaniko.fetcher_image or DEFAULT_FETCHER_IMAGE, model_uri,
+        model_credentials_secret or kaniko.model_credentials_secret, model_digest,
+        artifact_env, dockerfile(base_image, model_path))
+    volumes.extend(fetch_volumes)
     executor = {
         "name": "kaniko",
         "image": kaniko.image,
@@ -378,79 +372,45 @@ def _pushed_digest(kube: KubeLike, job: Mapping[str, Any], namespace: str) -> st
     return ""
 
 
-def _warn_unchecked(host: str, target: ImageRef, exc: RegistryError, consequence: str) -> None:
-    """The agent cannot use the registry itself: say so, and build anyway (Kaniko pushes)."""
-    log.warning("the agent cannot reach or authenticate to registry %s (%s): %s, and the "
-                "Kaniko build will push %s/%s with the builder's identity "
-                "(images.kaniko.secret_name / config_map / service_account)",
-                host, exc, consequence, target.registry, target.repository)
+class KanikoBuilder:
+    """Builds with a Kaniko Job in the cluster; the Job pushes with the builder's identity.
 
+    The Job fetches the model itself, so the agent only needs the model's
+    digest (for the content address), never its bytes.
+    """
 
-def build_with_kaniko(spec: DeploymentSpec, base_image: str, model_path: str,
-                      settings: Settings, report: Callable[..., None], *, target: ImageRef,
-                      open_source: Callable[[], Any], kube: KubeLike | None) -> BuiltImage:
-    """Content-address, check the registry, then build with a Kaniko Job if needed."""
-    from agent.images import BuiltImage, image_labels
-    from agent.images.auth import provider_for
-    from agent.images.registry import Registry
+    reads_model = False
+    tolerant = True  # the Job may push where the agent itself cannot (IRSA, Workload Identity)
 
-    if kube is None:
-        raise BuildError("images.builder is kaniko but no Kubernetes client was given (kube=)")
-    if not spec.model.uri:
-        raise BuildError(f"deployment {spec.id}: the model has no uri to build from")
-    images = settings.images
-    base = parse_reference(base_image)
-    registry: Registry | None = None
-    checking = target.registry
-    try:
-        registry = Registry(target.registry, images,
-                            provider_for(images.credentials, target.registry))
-        registry.ping()
-        checking = base.registry
-        source_registry = registry if base.registry == target.registry else Registry(
-            base.registry, images, provider_for(images.base_credentials or
-                                                RegistryCredentials(), base.registry))
-        if source_registry is not registry:
-            source_registry.ping()
-        base_digest = source_registry.resolve_image(base.repository, base.reference).digest
-    except RegistryError as exc:
-        _warn_unchecked(checking, target, exc, "the tag is derived from the base reference")
-        registry, base_digest = None, base.digest or str(base)
-    with open_source() as source:
-        model_digest = source.digest
-    tag = content_tag(model_digest, base_digest,
-                      f"{KANIKO_RECIPE}/{BUILDER_RECIPE}/{images.recipe_version}/{model_path}")
-    ref = target.with_tag(tag)
-    if registry is not None:
-        try:
-            existing = registry.manifest_digest(target.repository, tag)
-            if existing:
-                report(f"image reused: {ref}", image=str(ref), digest=existing)
-                return BuiltImage(str(ref), existing, True)
-            registry.provider.ensure_repository(registry.host, target.repository)
-        except RegistryError as exc:
-            _warn_unchecked(target.registry, target, exc, "no existing image is reused")
-            registry = None
-    namespace = images.kaniko.namespace or settings.plugin.kubernetes.namespace
-    artifacts = settings.artifacts
-    artifact_env = {f"MGMT_AGENT_ARTIFACTS__{key.upper()}": str(value)
-                    for key, value in (("s3_endpoint_url", artifacts.s3_endpoint_url),
-                                       ("s3_region", artifacts.s3_region),
-                                       ("mlflow_tracking_uri", artifacts.mlflow_tracking_uri))
-                    if value}
-    labels = {**image_labels(spec), "io.management-agent.model-digest": model_digest}
-    job = render_build_job(destination=str(ref), base_image=base_image, model_uri=spec.model.uri,
-                           model_path=model_path, images=images, namespace=namespace,
-                           labels=labels, artifact_env=artifact_env,
-                           model_digest=spec.model.digest,
-                           model_credentials_secret=spec.model.credentials_secret)
-    digest = run_build_job(kube, job, report, images.kaniko.poll_interval_seconds,
-                           images.kaniko.log_tail_lines)
-    if registry is not None:
-        try:
-            digest = registry.manifest_digest(target.repository, tag) or digest
-        except RegistryError as exc:
-            log.warning("cannot read the digest of %s from %s after the build (%s); using the "
-                        "digest the Kaniko Job reported", ref, target.registry, exc)
-    report(f"image pushed: {ref}", image=str(ref), digest=digest)
-    return BuiltImage(str(ref), digest, False)
+    def __init__(self, images: ImageSettings, kube: KubeLike, namespace: str,
+                 artifact_env: Mapping[str, str]) -> None:
+        self.images = images
+        self.kube = kube
+        self.namespace = images.kaniko.namespace or namespace
+        self.artifact_env = artifact_env
+
+    def recipe(self, model_path: str) -> str:
+        """What, besides model and base digests, goes into the content address."""
+        return f"{KANIKO_RECIPE}/{BUILDER_RECIPE}/{self.images.recipe_version}/{model_path}"
+
+    def build(self, dest: Destination, spec: DeploymentSpec, source: object, model_path: str,
+              labels: Mapping[str, str], report: Callable[..., None]) -> tuple[str, dict[str, Any]]:
+        """Run the Job to completion; (pushed digest, event details). `source` is unused."""
+        if not spec.model.uri:
+            raise BuildError(f"deployment {spec.id}: the model has no uri to build from")
+        job = render_build_job(
+            destination=str(dest.ref), base_image=dest.base_image, model_uri=spec.model.uri,
+            model_path=model_path, images=self.images, namespace=self.namespace,
+            labels=labels, artifact_env=self.artifact_env, model_digest=spec.model.digest,
+            model_credentials_secret=spec.model.credentials_secret,
+            deployment_id=spec.id, model_id=spec.model.id)
+        kaniko = self.images.kaniko
+        digest = run_build_job(self.kube, job, report, kaniko.poll_interval_seconds,
+                               kaniko.log_tail_lines)
+        if dest.registry is not None:
+            try:
+                digest = dest.registry.manifest_digest(dest.ref.repository, dest.tag) or digest
+            except RegistryError as exc:
+                log.warning("cannot read the digest of %s from %s after the build (%s); using "
+                            "the digest the Kaniko Job reported", dest.ref, dest.ref.registry, exc)
+        return digest, {}
