@@ -18,12 +18,8 @@ from pydantic import ValidationError
 from agent.config import Settings
 from agent.errors import BuildError, RegistryError
 from agent.images import build_model_image
-from agent.images.kaniko import (
-    ecr_config_map,
-    job_name,
-    render_build_job,
-    run_build_job,
-)
+from agent.images.build_job import run_build_job
+from agent.images.kaniko import ecr_config_map, job_name, render_build_job
 from agent.images.settings import ImageSettings
 from agent.model import DeploymentSpec, ModelRef
 
