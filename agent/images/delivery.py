@@ -10,8 +10,9 @@
 `images.builder` is `none` (nothing can build an image), image otherwise.
 
 Adding a mode is local: a `DeliveryMode` member, its `Mode` entry in `MODES`,
-its branch in `agent.images.resolve_image` and, when it changes the pod, its
-pod piece in `agent.images.fetcher`.
+the value in `KubernetesSettings.model_delivery`, its branch in
+`agent.images.resolve_image` and, when it changes the pod, its branch in
+`manifests._model_delivery` (see docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -61,18 +61,16 @@ def dockerfile(base_image: str, model_path: str) -> str:
 
 def _registry_flags(images: ImageSettings, destination: ImageRef, base: ImageRef) -> list[str]:
     args: list[str] = []
-    for host in images.insecure_registries:
-        args.append(f"--insecure-registry={host}")
-    if destination.registry in images.insecure_registries:
-        args.append("--insecure")
-    if base.registry in images.insecure_registries:
-        args.append("--insecure-pull")
-    for host in images.skip_tls_verify_registries:
-        args.append(f"--skip-tls-verify-registry={host}")
-    if destination.registry in images.skip_tls_verify_registries:
-        args.append("--skip-tls-verify")
-    if base.registry in images.skip_tls_verify_registries:
-        args.append("--skip-tls-verify-pull")
+    for hosts, each, push, pull in (
+        (images.insecure_registries, "--insecure-registry", "--insecure", "--insecure-pull"),
+        (images.skip_tls_verify_registries, "--skip-tls-verify-registry", "--skip-tls-verify",
+         "--skip-tls-verify-pull"),
+    ):
+        args.extend(f"{each}={host}" for host in hosts)
+        if destination.registry in hosts:
+            args.append(push)
+        if base.registry in hosts:
+            args.append(pull)
     for host, key in sorted(images.kaniko.registry_certificates.items()):
         args.append(f"--registry-certificate={host}={CERTS_DIR}/{key}")
     return args
