@@ -38,7 +38,6 @@ ANNOTATION_LAST_GOOD_IMAGE = "management-agent.io/last-good-image"
 
 MAX_NAME = 63
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
@@ -73,11 +72,6 @@ def label_value(value: str) -> str:
     suffix = short_hash(value)
     head = re.sub(r"[^A-Za-z0-9]+$", "", cleaned[: MAX_NAME - len(suffix) - 1])
     return f"{head}-{suffix}" if head else suffix
-
-
-def is_dns_label(value: str) -> bool:
-    """True for a DNS-1123 label (lower-case alphanumerics and '-', <= 63 chars)."""
-    return len(value) <= MAX_NAME and _DNS1123.match(value) is not None
 
 
 def selector_labels(deployment_id: str) -> dict[str, str]:

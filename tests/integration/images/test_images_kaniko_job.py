@@ -30,8 +30,8 @@ from images_support import Registries
 from agent.config import Settings
 from agent.errors import BuildError
 from agent.images import build_model_image
-from agent.images.layer import DirectorySource
 from agent.images.kaniko import job_name
+from agent.images.layer import DirectorySource
 from agent.model import DeploymentSpec, ModelRef
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
