@@ -39,17 +39,22 @@ class EventReporter:
     """The `Reporter` handed to plugins: logs the event and appends it to the action's history.
 
     A control plane that cannot take an event must not fail the action, so
-    delivery problems are logged and swallowed.
+    delivery problems are logged and swallowed. Every event's details carry
+    the deployment id (the one progress reporter: plugins add no wrapper).
     """
 
-    def __init__(self, control_plane: ControlPlane, action_id: str) -> None:
+    def __init__(self, control_plane: ControlPlane, action_id: str,
+                 deployment_id: str | None = None) -> None:
         self._control_plane = control_plane
         self._action_id = action_id
+        self._deployment_id = deployment_id
 
     def __call__(self, message: str, level: str = "info", **details: Any) -> None:
         message = scrub(message)
         level = level.lower() if level.lower() in EVENT_LEVELS else "info"
         log.log(EVENT_LEVELS[level], "%s", message)
+        if self._deployment_id:
+            details = {"deployment_id": self._deployment_id, **details}
         try:
             details = json.loads(scrub(json.dumps(details, default=str)))
             self._control_plane.event(
@@ -116,7 +121,7 @@ def run_plugin(
 
 def execute(action: Action, plugin: Plugin, control_plane: ControlPlane) -> ActionResult:
     """Run the action; always returns a result, never raises."""
-    report = EventReporter(control_plane, action.id)
+    report = EventReporter(control_plane, action.id, action.deployment_id)
     try:
         if action.attempt > 1:
             report(f"delivery attempt {action.attempt}: re-executing (actions are idempotent)")

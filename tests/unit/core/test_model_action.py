@@ -1,4 +1,4 @@
-"""An action is validated once, when it is parsed: spec present, ids consistent and well formed."""
+"""An action is validated once, when parsed; its events carry its deployment (one reporter)."""
 
 from __future__ import annotations
 
@@ -38,3 +38,24 @@ def test_malformed_actions_are_refused_with_the_reason(fields: dict[str, Any],
 
 def test_environment_status_needs_no_deployment() -> None:
     assert _action(type="environment_status").deployment_id is None
+
+
+class _Recorder:
+    """Records events as a control plane would store them (only `event` is called)."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def event(self, action_id: str, event: Any) -> None:
+        self.events.append((action_id, event))
+
+
+def test_the_one_event_reporter_tags_events_with_the_deployment() -> None:
+    from agent.worker import EventReporter
+
+    recorder = _Recorder()
+    report = EventReporter(recorder, "a1", "dep-a")  # type: ignore[arg-type]
+    report("deploying model m1", image="reg/m1:1")
+    (action_id, event), = recorder.events
+    assert action_id == "a1" and event.message == "deploying model m1"
+    assert event.details == {"deployment_id": "dep-a", "image": "reg/m1:1"}
