@@ -117,6 +117,18 @@ def _fetcher(image: str, model_uri: str, credentials_secret: str | None, digest:
     return fetcher, volumes
 
 
+def _scheduling(kaniko: KanikoSettings) -> dict[str, Any]:
+    """Service account (cloud identity), node selector and tolerations of the build pod."""
+    fields: dict[str, Any] = {}
+    if kaniko.service_account:
+        fields["serviceAccountName"] = kaniko.service_account
+    if kaniko.node_selector:
+        fields["nodeSelector"] = dict(kaniko.node_selector)
+    if kaniko.tolerations:
+        fields["tolerations"] = list(kaniko.tolerations)
+    return fields
+
+
 def render_build_job(*, destination: str, base_image: str, model_uri: str, model_path: str,
                      images: ImageSettings, namespace: str, labels: Mapping[str, str],
                      fetcher_image: str | None = None,
@@ -172,13 +184,8 @@ def render_build_job(*, destination: str, base_image: str, model_uri: str, model
         "initContainers": [fetcher],
         "containers": [executor],
         "volumes": volumes,
+        **_scheduling(kaniko),
     }
-    if kaniko.service_account:
-        pod_spec["serviceAccountName"] = kaniko.service_account
-    if kaniko.node_selector:
-        pod_spec["nodeSelector"] = dict(kaniko.node_selector)
-    if kaniko.tolerations:
-        pod_spec["tolerations"] = list(kaniko.tolerations)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
