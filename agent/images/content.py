@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from agent.errors import RegistryError
 from agent.images.auth import provider_for
 from agent.images.naming import ImageRef, content_tag, parse_reference
-from agent.images.registry import Manifest, Registry
+from agent.images.oci import Manifest
+from agent.images.registry import Registry
 from agent.images.settings import ImageSettings, RegistryCredentials
 
 log = logging.getLogger(__name__)

@@ -24,15 +24,10 @@ from agent.errors import RegistryError
 from agent.images.content import Destination
 from agent.images.layer import LayerProgress, LayerSink, ModelSourceLike, write_model_tar
 from agent.images.naming import BUILDER_RECIPE
-from agent.images.registry import (
-    DOCKER_MANIFEST,
-    OCI_MANIFEST,
-    BlobUpload,
-    Manifest,
-    Registry,
-    sha256_digest,
-)
+from agent.images.oci import DOCKER_MANIFEST, OCI_MANIFEST, Manifest
+from agent.images.registry import Registry, sha256_digest
 from agent.images.settings import ImageSettings
+from agent.images.upload import BlobUpload
 
 log = logging.getLogger(__name__)
 

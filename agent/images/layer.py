@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Protocol
 
 from agent.errors import BuildError
-from agent.images.registry import BlobUpload
+from agent.images.upload import BlobUpload
 
 READ_SIZE = 1024 * 1024
 

@@ -26,7 +26,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urljoin
@@ -41,37 +40,11 @@ from tenacity import (
 
 from agent.errors import RegistryError
 from agent.images.auth import AnonymousProvider, CredentialProvider, fetch_token
+from agent.images.oci import ACCEPT, Manifest
 from agent.images.settings import ImageSettings
 from agent.images.upload import BlobUpload
 
 log = logging.getLogger(__name__)
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
-MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
-ACCEPT = ", ".join((*MANIFEST_TYPES, *INDEX_TYPES))
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A manifest (or index) as the registry served it."""
-
-    raw: bytes
-    media_type: str
-    digest: str
-
-    @property
-    def data(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.raw)
-        return parsed
-
-    @property
-    def is_index(self) -> bool:
-        return self.media_type in INDEX_TYPES
-
 
 class _Transient(Exception):
     """A response worth retrying (429/5xx); carries the response for Retry-After."""
