@@ -79,15 +79,15 @@ def resolve_image(spec: DeploymentSpec, profile: ServerProfile, settings: Settin
         report(f"storage-initializer mode: {profile.image} fetches "
                f"{redact_uri(spec.model.uri)} at start")
         return ModelDelivery(mode, profile.image)
-    builder = settings.images.builder
-    if builder == "none" or (builder == "kaniko" and kube is None):
+    if settings.images.builder == "none":
         raise InvalidActionError(
-            f"deployment {spec.id}: images.builder is {builder} and plugin.kubernetes."
-            "model_delivery is image: " + ("give model.image or use storage-initializer mode"
-                                           if builder == "none" else
-                                           "the filesystem plugin builds model images with "
-                                           "images.builder=direct only; give model.image or "
-                                           "use storage-initializer mode"))
+            f"deployment {spec.id}: images.builder is none and plugin.kubernetes.model_delivery "
+            "is image: give model.image or use storage-initializer mode")
+    if settings.images.builder == "kaniko" and kube is None:
+        raise InvalidActionError(
+            f"deployment {spec.id}: images.builder is kaniko, which needs a cluster; the "
+            "filesystem plugin builds model images with images.builder=direct only: give "
+            "model.image or use storage-initializer mode")
     credentials = None
     if spec.model.credentials_secret and kube is not None:
         credentials = kube.read_secret(spec.model.credentials_secret)

@@ -55,8 +55,11 @@ class Decision:
 
 
 def decide(outcome: Outcome, *, live: dict[str, Any] | None, last_good: Good | None,
-           wanted: Good) -> Decision:
-    """What follows `outcome`, given the live Deployment found before the attempt."""
+           wanted: Good | None) -> Decision:
+    """What follows `outcome`, given the live Deployment found before the attempt.
+
+    `wanted`: the (spec, image) being rolled out; None when no image exists yet.
+    """
     if outcome is Outcome.ROLLED_OUT:
         return Decision(Next.READY)
     if outcome is Outcome.PREPARE_FAILED:

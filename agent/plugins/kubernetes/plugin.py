@@ -207,9 +207,9 @@ class KubernetesPlugin:
                              mode=delivery.mode)
         except AgentError as exc:
             if converge.decide(Outcome.PREPARE_FAILED, live=live, last_good=good,
-                               wanted=(spec, "")).next is Next.FAIL:
+                               wanted=None).next is Next.FAIL:
                 raise
-            assert good is not None
+            assert good is not None  # KEEP_OLD
             result = converge.kept_old_result(spec, good, serving(live),
                                               prediction_url(good[0], self.k8s), exc)
             report(result.data.message or "", level="error")
