@@ -37,7 +37,7 @@ def fetch_model_container(
     *, name: str, image: str, uri: str, dest: str, mounts: list[dict[str, Any]],
     credentials_secret: str | None = None, credentials_dir: str = CREDENTIALS_DIR,
     digest: str | None = None, env: Mapping[str, str] | None = None,
-    security: Mapping[str, Any] | None = None,
+    security: Mapping[str, Any] | None = None, pull_policy: str | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(init container, extra volumes) that fetch `uri` into `dest` before the main container.
 
@@ -57,11 +57,12 @@ def fetch_model_container(
     container: dict[str, Any] = {
         "name": name,
         "image": image,
-        "imagePullPolicy": "IfNotPresent",
         "command": ["management-agent"],
         "args": args,
         "volumeMounts": mounts,
     }
+    if pull_policy:
+        container["imagePullPolicy"] = pull_policy
     if env:
         container["env"] = [{"name": k, "value": v} for k, v in sorted(env.items())]
     if security is not None:

@@ -151,7 +151,8 @@ def _model_delivery(
         name="storage-initializer", image=settings.agent_image or "", uri=uri,
         dest=profile.model_path, mounts=[{"name": MODEL_VOLUME, "mountPath": profile.model_path}],
         credentials_secret=spec.model.credentials_secret,
-        credentials_dir=settings.credentials_dir, digest=spec.model.digest, env=fetcher_env)
+        credentials_dir=settings.credentials_dir, digest=spec.model.digest, env=fetcher_env,
+        pull_policy="IfNotPresent")
     return [init], [{"name": MODEL_VOLUME, "emptyDir": {}}, *volumes], [server_mount]
 
 
