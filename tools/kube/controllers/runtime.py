@@ -250,7 +250,8 @@ def _expand_all(values: list[str], env: dict[str, str]) -> list[str]:
 
 def start_container(podman: Podman, name: str, spec: dict[str, Any], pod: dict[str, Any],
                     env: dict[str, str], mounts: list[tuple[str, str, bool]], log_path: str,
-                    kaniko: bool, state_dir: str, scratch_root: str = "") -> ContainerProcess:
+                    kaniko: bool, state_dir: str, scratch_root: str = "",
+                    security_args: tuple[str, ...] = ()) -> ContainerProcess:
     """Start one container attached, its output appended to ``log_path``."""
     command = _expand_all(spec.get("command") or [], env)
     args = _expand_all(spec.get("args") or [], env)
@@ -287,13 +288,7 @@ def start_container(podman: Podman, name: str, spec: dict[str, Any], pod: dict[s
             run += ["-v", f"{host}:{ctr}" + (":ro" if ro else "")]
         if spec.get("workingDir"):
             run += ["--workdir", spec["workingDir"]]
-        sc = {**((pod.get("spec") or {}).get("securityContext") or {}),
-              **(spec.get("securityContext") or {})}
-        if sc.get("runAsUser") is not None:
-            user = str(sc["runAsUser"])
-            if sc.get("runAsGroup") is not None:
-                user += f":{sc['runAsGroup']}"
-            run += ["--user", user]
+        run += security_args  # user, groups, capabilities: kubelet_security.podman_args
         if command:
             run += ["--entrypoint", json.dumps(command)]
         run += [spec["image"], *args]
