@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -20,7 +19,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -65,14 +63,13 @@ class Podman:
         self.registries = registries or RegistryConfig.from_env()
         for sub in ("root", "runroot", "tmp", "certs"):
             os.makedirs(os.path.join(self.base, sub), exist_ok=True)
-        self.runroot = short_path(os.path.join(self.base, "runroot"))
         self._plain_http: dict[str, bool] = {}
         self._lock = threading.Lock()
         self._image_locks: dict[str, threading.Lock] = {}
 
     def argv(self, *args: str) -> list[str]:
         return ["podman", "--root", os.path.join(self.base, "root"),
-                "--runroot", self.runroot,
+                "--runroot", os.path.join(self.base, "runroot"),
                 "--tmpdir", os.path.join(self.base, "tmp"),
                 "--runtime", "runc", "--cgroup-manager", "cgroupfs",
                 "--events-backend", "file", *args]
@@ -173,23 +170,6 @@ class Podman:
     def list_names(self, prefix: str) -> list[str]:
         res = self.run("ps", "-a", "--format", "{{.Names}}", timeout=60)
         return [n for n in res.stdout.split() if n.startswith(prefix)]
-
-
-def short_path(path: str, limit: int = 50) -> str:
-    """``path``, or a symlink to it in the temp dir when podman would find it too long.
-
-    podman refuses a runroot longer than 50 characters ("the specified runroot is
-    longer than 50 characters"): a checkout at a long path would have no node.
-    """
-    if len(path) <= limit:
-        return path
-    link = os.path.join(tempfile.gettempdir(),
-                        "kube-runroot-" + hashlib.sha256(path.encode()).hexdigest()[:12])
-    if os.path.realpath(link) != os.path.realpath(path):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(link)
-        os.symlink(path, link)
-    return link
 
 
 def write_authfile(path: str, dockerconfigs: list[dict[str, Any]]) -> str | None:
