@@ -17,6 +17,10 @@ from tools.kube.controllers import kubelet_security as ks
 from tools.kube.controllers.podspec import expand
 
 
+def unused_image_user() -> str:
+    raise AssertionError("Must not be called: runAsUser is set or no user is needed")
+
+
 def pod(pod_sc: dict[str, Any] | None = None, **container_sc: Any) -> tuple[dict, dict]:
     container = {"name": "server", "image": "img:1", "securityContext": container_sc}
     p = {"metadata": {"name": "web", "namespace": "team", "uid": "u-1"},
@@ -47,10 +51,10 @@ def test_run_as_non_root_is_decided_like_the_kubelet(image_user: str, pod_sc: di
                                                      error: str | None) -> None:
     p, c = pod(pod_sc, **container_sc)
     if error is None:
-        ks.verify_run_as_non_root(p, c, image_user)
+        ks.check(p, c, image_user, "/nonexistent")
         return
     with pytest.raises(ks.ConfigError) as exc:
-        ks.verify_run_as_non_root(p, c, image_user)
+        ks.check(p, c, image_user, "/nonexistent")
     assert str(exc.value) == error
 
 
@@ -59,7 +63,7 @@ def test_hardened_container_gets_user_groups_and_restrictions(tmp_path: Path) ->
                 "supplementalGroups": [4000], "seccompProfile": {"type": "RuntimeDefault"}},
                readOnlyRootFilesystem=True, allowPrivilegeEscalation=False,
                capabilities={"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]})
-    args = ks.podman_args(p, c, "", str(tmp_path))
+    args = ks.podman_args(p, c, str(tmp_path), unused_image_user)
     assert args == ["--user", "1000:3000", "--group-add", "4000", "--group-add", "2000",
                     "--cap-drop", "all", "--cap-add", "NET_BIND_SERVICE",
                     "--read-only", "--read-only-tmpfs=false",
@@ -68,7 +72,7 @@ def test_hardened_container_gets_user_groups_and_restrictions(tmp_path: Path) ->
 
 def test_plain_container_gets_containerds_defaults_and_no_seccomp(tmp_path: Path) -> None:
     p, c = pod()
-    args = ks.podman_args(p, c, "", str(tmp_path))
+    args = ks.podman_args(p, c, str(tmp_path), unused_image_user)
     assert args[:3] == ["--cap-drop", "all", "--cap-add"]
     assert args[3].split(",") == list(ks.DEFAULT_CAPS)
     assert args[4:] == ["--security-opt", "seccomp=unconfined"]
@@ -85,16 +89,18 @@ def test_capabilities_follow_containerd_add_then_drop() -> None:
 
 def test_run_as_group_alone_keeps_the_image_user(tmp_path: Path) -> None:
     p, c = pod({"runAsGroup": 7, "seccompProfile": {"type": "RuntimeDefault"}})
-    assert ks.podman_args(p, c, "app:app", str(tmp_path))[:2] == ["--user", "app:7"]
+    assert ks.podman_args(p, c, str(tmp_path), lambda: "app:app")[:2] == ["--user", "app:7"]
 
 
 def test_missing_localhost_seccomp_profile_cannot_be_created(tmp_path: Path) -> None:
     p, c = pod(seccompProfile={"type": "Localhost", "localhostProfile": "nope.json"})
     with pytest.raises(ks.CreateError, match="cannot load seccomp profile"):
-        ks.podman_args(p, c, "", str(tmp_path))
+        ks.check(p, c, "", str(tmp_path))
     (tmp_path / "seccomp").mkdir()
     (tmp_path / "seccomp" / "nope.json").write_text("{}")
-    assert f"seccomp={tmp_path}/seccomp/nope.json" in ks.podman_args(p, c, "", str(tmp_path))
+    ks.check(p, c, "", str(tmp_path))
+    assert f"seccomp={tmp_path}/seccomp/nope.json" in ks.podman_args(p, c, str(tmp_path),
+                                                                      unused_image_user)
 
 
 def test_fs_group_owns_writable_and_read_only_volumes(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from typing import Any
 
 Obj = dict[str, Any]
@@ -121,14 +122,30 @@ def capabilities(sc: Obj) -> list[str]:
     return [c for c in have if c not in drop]
 
 
-def podman_args(pod: Obj, container: Obj, config_user: str, state_dir: str) -> list[str]:
-    """podman flags for the container's user, groups, capabilities and hardening."""
+def check(pod: Obj, container: Obj, config_user: str, state_dir: str) -> None:
+    """Raise what the kubelet (``ConfigError``) or the runtime (``CreateError``) refuses."""
+    verify_run_as_non_root(pod, container, config_user)
+    profile = effective(pod, container).get("seccompProfile") or {}
+    if profile.get("type") == "Localhost":
+        path = _localhost_profile(profile, state_dir)
+        if not os.path.isfile(path):
+            raise CreateError(f'failed to create containerd container: cannot load seccomp '
+                              f'profile "{path}": open {path}: no such file or directory')
+
+
+def podman_args(pod: Obj, container: Obj, state_dir: str,
+                config_user: Callable[[], str]) -> list[str]:
+    """podman flags for the container's user, groups, capabilities and hardening.
+
+    ``config_user`` returns the image's ``User``; it is only asked for when
+    ``runAsGroup`` comes without ``runAsUser``.
+    """
     sc = effective(pod, container)
     psc = (pod.get("spec") or {}).get("securityContext") or {}
     args: list[str] = []
     uid, gid = sc.get("runAsUser"), sc.get("runAsGroup")
     if uid is not None or gid is not None:
-        user = str(uid) if uid is not None else (config_user.split(":", 1)[0] or "0")
+        user = str(uid) if uid is not None else (config_user().split(":", 1)[0] or "0")
         args += ["--user", user if gid is None else f"{user}:{gid}"]
     groups = [*(psc.get("supplementalGroups") or []),
               *([psc["fsGroup"]] if psc.get("fsGroup") is not None else [])]
@@ -157,13 +174,13 @@ def _seccomp(profile: Obj, state_dir: str) -> list[str]:
     if kind == "RuntimeDefault":
         return []
     if kind == "Localhost":
-        rel = profile.get("localhostProfile") or ""
-        path = os.path.join(state_dir, "seccomp", rel)
-        if not rel or not os.path.isfile(path):
-            raise CreateError(f'failed to create containerd container: cannot load seccomp '
-                              f'profile "{path}": open {path}: no such file or directory')
-        return ["--security-opt", f"seccomp={path}"]
+        return ["--security-opt", f"seccomp={_localhost_profile(profile, state_dir)}"]
     return ["--security-opt", "seccomp=unconfined"]
+
+
+def _localhost_profile(profile: Obj, state_dir: str) -> str:
+    """Where the kubelet's ``/var/lib/kubelet/seccomp/<localhostProfile>`` is here."""
+    return os.path.join(state_dir, "seccomp", profile.get("localhostProfile") or "")
 
 
 def apply_fs_group(pod: Obj, host_paths: dict[str, str]) -> None:

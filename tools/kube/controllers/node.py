@@ -440,8 +440,7 @@ class PodWorker(threading.Thread):
         try:
             # the Kaniko executor image has no USER: it runs as root
             user = "" if is_kaniko(c.image) else self.node.podman.image_user(c.image)
-            kubelet_security.verify_run_as_non_root(self.pod, c.spec, user)
-            security = kubelet_security.podman_args(self.pod, c.spec, user, self.node.state_dir)
+            kubelet_security.check(self.pod, c.spec, user, self.node.state_dir)
         except (kubelet_security.ConfigError, kubelet_security.CreateError) as exc:
             reason = "CreateContainerConfigError" if isinstance(
                 exc, kubelet_security.ConfigError) else "CreateContainerError"
@@ -463,8 +462,7 @@ class PodWorker(threading.Thread):
         try:
             c.proc = start_container(self.node.podman, name, c.spec, self.pod, env, mounts,
                                      log_path, kaniko=is_kaniko(c.image),
-                                     state_dir=self.node.state_dir, scratch_root=scratch,
-                                     security_args=tuple(security))
+                                     state_dir=self.node.state_dir, scratch_root=scratch)
         except OSError as exc:
             c.state = {"waiting": {"reason": "RunContainerError", "message": str(exc)}}
             c.phase = "backoff"

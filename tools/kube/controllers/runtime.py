@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import kubelet_security
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = str(Path(__file__).resolve().parents[3])
@@ -250,8 +252,7 @@ def _expand_all(values: list[str], env: dict[str, str]) -> list[str]:
 
 def start_container(podman: Podman, name: str, spec: dict[str, Any], pod: dict[str, Any],
                     env: dict[str, str], mounts: list[tuple[str, str, bool]], log_path: str,
-                    kaniko: bool, state_dir: str, scratch_root: str = "",
-                    security_args: tuple[str, ...] = ()) -> ContainerProcess:
+                    kaniko: bool, state_dir: str, scratch_root: str = "") -> ContainerProcess:
     """Start one container attached, its output appended to ``log_path``."""
     command = _expand_all(spec.get("command") or [], env)
     args = _expand_all(spec.get("args") or [], env)
@@ -288,7 +289,9 @@ def start_container(podman: Podman, name: str, spec: dict[str, Any], pod: dict[s
             run += ["-v", f"{host}:{ctr}" + (":ro" if ro else "")]
         if spec.get("workingDir"):
             run += ["--workdir", spec["workingDir"]]
-        run += security_args  # user, groups, capabilities: kubelet_security.podman_args
+        # user, groups, capabilities, read-only root, seccomp: what a kubelet applies
+        run += kubelet_security.podman_args(pod, spec, state_dir,
+                                            lambda: podman.image_user(spec["image"]))
         if command:
             run += ["--entrypoint", json.dumps(command)]
         run += [spec["image"], *args]
