@@ -13,6 +13,10 @@ else may take over. Either way the runtime stops claiming and exits, so
 in-flight work is handed over through action-lease expiry or release and is
 never claimed by two replicas at once (the control plane's action lease is the
 mutual exclusion; leadership only decides who polls).
+
+Every call goes through `KubeClient` (rate limit, error mapping, 403 hints),
+with no retries inside a call and a timeout of one retry period: the loop is
+the retry, and a hung call must not keep a stale leader believing in itself.
 """
 
 from __future__ import annotations
@@ -24,16 +28,49 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.config import Settings
-from agent.errors import ConfigError
+from agent.errors import ConfigError, ConflictError
+from agent.retry import Outage
+
+if TYPE_CHECKING:
+    from agent.plugins.kubernetes.client import KubeClient
 
 log = logging.getLogger(__name__)
 
 
+LEASE_API = "coordination.k8s.io/v1"
+
+
+class Leadership(Protocol):
+    """Who may claim actions: `AlwaysLeader` for one replica, `LeaseLeadership` for more."""
+
+    def is_leader(self) -> bool: ...
+    def start(self, on_lost: Callable[[], None]) -> None: ...
+    def stop(self) -> None: ...
+
+
+class AlwaysLeader:
+    """A single replica is always the leader."""
+
+    def is_leader(self) -> bool:
+        return True
+
+    def start(self, on_lost: Callable[[], None]) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _micro_time(when: datetime) -> str:
+    """A Kubernetes MicroTime ("2026-01-02T03:04:05.000006Z")."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def default_identity() -> str:
@@ -41,33 +78,20 @@ def default_identity() -> str:
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
-def coordination_api(settings: Settings) -> Any:
-    """A CoordinationV1Api for the configured cluster (in-cluster or kubeconfig)."""
-    from kubernetes import client, config
+def lease_client(settings: Settings) -> KubeClient:
+    """The plugin's cluster settings, without retries inside a call and with a timeout of
+    one retry period (the election loop retries every period)."""
+    from agent.plugins.kubernetes.client import KubeClient
 
-    kube = settings.plugin.kubernetes
-    in_cluster = kube.in_cluster
-    if in_cluster is None:
-        in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ and kube.kubeconfig is None
-    api_client = (
-        _in_cluster_client() if in_cluster else config.new_client_from_config(
-            config_file=str(kube.kubeconfig) if kube.kubeconfig else None, context=kube.context)
-    )
-    return client.CoordinationV1Api(api_client)
-
-
-def _in_cluster_client() -> Any:
-    from kubernetes import client, config
-
-    configuration = client.Configuration()
-    config.load_incluster_config(client_configuration=configuration)
-    return client.ApiClient(configuration)
+    retry_period = settings.runtime.leader_election.retry_period_seconds
+    return KubeClient(settings.plugin.kubernetes.model_copy(update={
+        "api_retries": 0, "api_timeout_seconds": float(max(1, retry_period))}))
 
 
 class LeaseLeadership:
     """Holds or waits for the leader Lease in a background thread."""
 
-    def __init__(self, settings: Settings, api: Any | None = None) -> None:
+    def __init__(self, settings: Settings, kube: KubeClient | None = None) -> None:
         election = settings.runtime.leader_election
         self.name = election.lease_name
         self.namespace = election.namespace or settings.plugin.kubernetes.namespace
@@ -83,12 +107,9 @@ class LeaseLeadership:
             raise ConfigError(
                 "runtime.leader_election: retry_period_seconds must be shorter than "
                 "renew_deadline_seconds")
-        self._api = api if api is not None else coordination_api(settings)
+        self._kube = kube if kube is not None else lease_client(settings)
         self._leader = False
         self._last_renew = 0.0
-        # every API call must end before the next retry period: a hung call would otherwise
-        # keep a stale leader believing in itself
-        self._deadline = {"_request_timeout": float(max(1, self.retry_period))}
         # the last lease record seen (holder, renewTime, resourceVersion) and when, by our clock
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
@@ -114,16 +135,18 @@ class LeaseLeadership:
             self._thread.join(timeout=self.retry_period + 5)
         if self._leader:
             self._release()
+        self._kube.close()
 
     def _loop(self) -> None:
         log.info("leader election: candidate %s for lease %s/%s", self.identity,
                  self.namespace, self.name)
+        outage = Outage(f"leader election: updating lease {self.namespace}/{self.name}", log)
         while not self._stop.is_set():
             try:
                 acquired = self._try_acquire_or_renew()
+                outage.succeeded()
             except Exception as exc:  # API trouble: keep trying, step down after the deadline
-                log.warning("leader election: lease %s/%s not updated: %s", self.namespace,
-                            self.name, exc)
+                outage.failed(exc, self.retry_period)
                 acquired = False
             now = time.monotonic()
             if acquired:
@@ -147,75 +170,63 @@ class LeaseLeadership:
         return bool(self._observed and self._observed[0]
                     and self._observed[0] != self.identity and not self._expired())
 
-    def _observe(self, lease: Any) -> None:
-        spec = lease.spec
-        record = (spec.holder_identity, str(spec.renew_time), lease.metadata.resource_version)
+    def _observe(self, lease: dict[str, Any]) -> None:
+        spec = lease.get("spec") or {}
+        record = (spec.get("holderIdentity"), str(spec.get("renewTime")),
+                  lease["metadata"].get("resourceVersion"))
         if record != self._observed:
             self._observed, self._observed_at = record, time.monotonic()
-        self._observed_duration = spec.lease_duration_seconds or self.duration
+        self._observed_duration = spec.get("leaseDurationSeconds") or self.duration
 
     def _expired(self) -> bool:
         """The observed record has not changed for its lease duration (by our clock)."""
         return time.monotonic() - self._observed_at > self._observed_duration
 
-    def _read(self) -> Any:
-        return self._api.read_namespaced_lease(self.name, self.namespace, **self._deadline)
-
-    def _replace(self, lease: Any) -> None:
-        self._api.replace_namespaced_lease(self.name, self.namespace, lease, **self._deadline)
+    def _read(self) -> dict[str, Any] | None:
+        return self._kube.get(LEASE_API, "Lease", self.name, self.namespace)
 
     def _try_acquire_or_renew(self) -> bool:
-        from kubernetes.client import V1Lease, V1LeaseSpec, V1ObjectMeta
-        from kubernetes.client.exceptions import ApiException
-
-        now = _now()
-        try:
-            lease = self._read()
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            body = V1Lease(
-                api_version="coordination.k8s.io/v1", kind="Lease",
-                metadata=V1ObjectMeta(name=self.name, namespace=self.namespace),
-                spec=V1LeaseSpec(holder_identity=self.identity,
-                                 lease_duration_seconds=self.duration,
-                                 acquire_time=now, renew_time=now, lease_transitions=0),
-            )
+        now = _micro_time(_now())
+        lease = self._read()
+        if lease is None:
             try:
-                self._api.create_namespaced_lease(self.namespace, body, **self._deadline)
-            except ApiException as create_exc:
-                if create_exc.status == 409:
-                    return False  # another candidate created it first
-                raise
+                self._kube.create({
+                    "apiVersion": LEASE_API, "kind": "Lease",
+                    "metadata": {"name": self.name, "namespace": self.namespace},
+                    "spec": {"holderIdentity": self.identity,
+                             "leaseDurationSeconds": self.duration, "acquireTime": now,
+                             "renewTime": now, "leaseTransitions": 0},
+                })
+            except ConflictError:
+                return False  # another candidate created it first
             return True
 
         self._observe(lease)
-        spec = lease.spec
-        holder = spec.holder_identity
+        spec = lease.setdefault("spec", {})
+        holder = spec.get("holderIdentity")
         if holder and holder != self.identity and not self._expired():
             return False
         if holder != self.identity:
-            spec.lease_transitions = (spec.lease_transitions or 0) + 1
-            spec.acquire_time = now
-            spec.holder_identity = self.identity
-        spec.renew_time = now
-        spec.lease_duration_seconds = self.duration
-        try:
-            self._replace(lease)
-        except ApiException as exc:
-            if exc.status == 409:
-                return False  # someone else updated it since we read it
-            raise
+            spec["leaseTransitions"] = (spec.get("leaseTransitions") or 0) + 1
+            spec["acquireTime"] = now
+            spec["holderIdentity"] = self.identity
+        spec["renewTime"] = now
+        spec["leaseDurationSeconds"] = self.duration
+        try:  # carries the resourceVersion read: a concurrent update makes this a 409
+            self._kube.replace(lease, namespace=self.namespace)
+        except ConflictError:
+            return False  # someone else updated it since we read it
         return True
 
     def _release(self) -> None:
         """Give the lease up on shutdown so a standby takes over at once."""
         try:
             lease = self._read()
-            if lease.spec.holder_identity == self.identity:
-                lease.spec.holder_identity = None
-                lease.spec.renew_time = _now() - timedelta(seconds=self.duration + 1)
-                self._replace(lease)
+            spec = (lease or {}).get("spec") or {}
+            if lease is not None and spec.get("holderIdentity") == self.identity:
+                spec["holderIdentity"] = None
+                spec["renewTime"] = _micro_time(_now() - timedelta(seconds=self.duration + 1))
+                self._kube.replace(lease, namespace=self.namespace)
                 log.info("leader election: released lease %s/%s", self.namespace, self.name)
         except Exception as exc:
             log.warning("leader election: could not release the lease (%s); it will expire",
