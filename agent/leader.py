@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.config import Settings
-from agent.errors import ConfigError, ConflictError
+from agent.errors import ConflictError
 from agent.retry import Outage
 
 if TYPE_CHECKING:
@@ -91,7 +91,10 @@ def lease_client(settings: Settings) -> KubeClient:
 class LeaseLeadership:
     """Holds or waits for the leader Lease in a background thread."""
 
-    def __init__(self, settings: Settings, kube: KubeClient | None = None) -> None:
+    def __init__(self, settings: Settings, kube: KubeClient | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`settings.runtime.leader_election` has validated timings (retry period < renew
+        deadline < lease duration); `clock` is this process's monotonic clock."""
         election = settings.runtime.leader_election
         self.name = election.lease_name
         self.namespace = election.namespace or settings.plugin.kubernetes.namespace
@@ -99,14 +102,7 @@ class LeaseLeadership:
         self.duration = election.lease_duration_seconds
         self.renew_deadline = election.renew_deadline_seconds
         self.retry_period = election.retry_period_seconds
-        if self.renew_deadline >= self.duration:
-            raise ConfigError(
-                "runtime.leader_election: renew_deadline_seconds must be shorter than "
-                "lease_duration_seconds (a leader must step down before others may take over)")
-        if self.retry_period >= self.renew_deadline:
-            raise ConfigError(
-                "runtime.leader_election: retry_period_seconds must be shorter than "
-                "renew_deadline_seconds")
+        self._clock = clock
         self._kube = kube if kube is not None else lease_client(settings)
         self._leader = False
         self._last_renew = 0.0
@@ -122,7 +118,7 @@ class LeaseLeadership:
     def is_leader(self) -> bool:
         """Leader only while the lease was renewed within the renew deadline: a renewal
         that hangs must not leave this replica claiming after the lease could expire."""
-        return self._leader and time.monotonic() - self._last_renew <= self.renew_deadline
+        return self._leader and self._clock() - self._last_renew <= self.renew_deadline
 
     def start(self, on_lost: Callable[[], None]) -> None:
         self._on_lost = on_lost
@@ -142,28 +138,36 @@ class LeaseLeadership:
                  self.namespace, self.name)
         outage = Outage(f"leader election: updating lease {self.namespace}/{self.name}", log)
         while not self._stop.is_set():
-            try:
-                acquired = self._try_acquire_or_renew()
-                outage.succeeded()
-            except Exception as exc:  # API trouble: keep trying, step down after the deadline
-                outage.failed(exc, self.retry_period)
-                acquired = False
-            now = time.monotonic()
-            if acquired:
-                if not self._leader:
-                    self.transitions += 1
-                    log.info("leader election: %s is now the leader", self.identity)
-                self._leader, self._last_renew = True, now
-            elif self._leader and (self._other_holder()
-                                   or now - self._last_renew > self.renew_deadline):
-                self._leader = False
-                holder = self._observed[0] if self._observed else None
-                log.error("leader election: %s lost the lease%s", self.identity,
-                          f" to {holder}" if self._other_holder() else
-                          f" (not renewed for {self.renew_deadline}s)")
+            if not self.tick(outage):
                 self._on_lost()
                 return  # the runtime is stopping: do not compete again from this process
             self._stop.wait(self.retry_period)
+
+    def tick(self, outage: Outage | None = None) -> bool:
+        """One round: acquire or renew the lease; False when this leader just lost it."""
+        try:
+            acquired = self._try_acquire_or_renew()
+            if outage:
+                outage.succeeded()
+        except Exception as exc:  # API trouble: keep trying, step down after the deadline
+            if outage:
+                outage.failed(exc, self.retry_period)
+            acquired = False
+        now = self._clock()
+        if acquired:
+            if not self._leader:
+                self.transitions += 1
+                log.info("leader election: %s is now the leader", self.identity)
+            self._leader, self._last_renew = True, now
+        elif self._leader and (self._other_holder()
+                               or now - self._last_renew > self.renew_deadline):
+            self._leader = False
+            holder = self._observed[0] if self._observed else None
+            log.error("leader election: %s lost the lease%s", self.identity,
+                      f" to {holder}" if self._other_holder() else
+                      f" (not renewed for {self.renew_deadline}s)")
+            return False
+        return True
 
     def _other_holder(self) -> bool:
         """True when the last record seen names another, live holder."""
@@ -175,12 +179,12 @@ class LeaseLeadership:
         record = (spec.get("holderIdentity"), str(spec.get("renewTime")),
                   lease["metadata"].get("resourceVersion"))
         if record != self._observed:
-            self._observed, self._observed_at = record, time.monotonic()
+            self._observed, self._observed_at = record, self._clock()
         self._observed_duration = spec.get("leaseDurationSeconds") or self.duration
 
     def _expired(self) -> bool:
         """The observed record has not changed for its lease duration (by our clock)."""
-        return time.monotonic() - self._observed_at > self._observed_duration
+        return self._clock() - self._observed_at > self._observed_duration
 
     def _read(self) -> dict[str, Any] | None:
         return self._kube.get(LEASE_API, "Lease", self.name, self.namespace)

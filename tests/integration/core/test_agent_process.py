@@ -340,3 +340,33 @@ def test_sigterm_releases_an_action_that_outlives_the_grace_period(
     stored = control_plane.admin.get_action(env_id, action["id"])
     assert stored["state"] == "pending", "released, so another agent can take it at once"
     assert any("released" in e["message"] for e in control_plane.admin.events(env_id, "slow"))
+
+
+def test_a_second_sigterm_forces_the_exit_without_waiting_for_in_flight_work(
+        control_plane: ControlPlaneServer, environment: tuple[str, str],
+        agents: list[AgentProcess], tmp_path: Path) -> None:
+    env_id = environment[0]
+    agent = new_agent(agents, tmp_path, control_plane.url, environment,
+                      plugin__filesystem__git={"enabled": True},
+                      runtime__shutdown_grace_seconds=600)
+    agent.output.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(agent.output)], check=True)
+    marker, release = tmp_path / "in-hook", tmp_path / "release"
+    hook = agent.output / ".git" / "hooks" / "pre-commit"
+    hook.write_text(f"#!/bin/sh\ntouch {marker}\n"
+                    f"while [ ! -e {release} ]; do sleep 0.1; done\nexit 1\n")
+    hook.chmod(0o755)
+    action = control_plane.deploy(env_id, "stuck", "m1")
+    try:
+        agent.start()
+        wait_for(marker.exists, what="the action to reach the commit")
+        assert agent.process is not None
+        agent.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "in-flight action(s)" in agent.log(), what="the graceful wait")
+        assert agent.process.poll() is None, "the first SIGTERM waits for the action"
+        assert agent.signal(signal.SIGTERM) == 0  # well within the 600 s grace period
+    finally:
+        release.touch()
+    assert "forced exit: 1 in-flight action(s) abandoned" in agent.log()
+    stored = control_plane.admin.get_action(env_id, action["id"])
+    assert stored["state"] != "completed", "abandoned: its lease expires, it is not released"
