@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -211,18 +212,24 @@ def test_service_loop_gives_up_after_the_consecutive_failure_limit() -> None:
     assert len(calls) == 4 and len(stop.waits) == 3
 
 
-def test_a_success_resets_the_failure_count() -> None:
-    script = ["fail", "fail", "ok", "fail", "fail", "ok", "stop"]
-    stop = RecordingEvent()
+def scripted(script: list[str], stop: threading.Event) -> Callable[[], None]:
+    """Work that fails, succeeds or sets `stop`, step by step as `script` says."""
 
     def work() -> None:
         step = script.pop(0)
         if step == "stop":
             stop.set()
         elif step == "fail":
-            raise _transient()
+            raise _transient("connection refused")
 
-    assert service_loop(work, 1.0, stop=stop, max_consecutive_failures=3) is None
+    return work
+
+
+def test_a_success_resets_the_failure_count() -> None:
+    script = ["fail", "fail", "ok", "fail", "fail", "ok", "stop"]
+    stop = RecordingEvent()
+    assert service_loop(scripted(script, stop), 1.0, stop=stop,
+                        max_consecutive_failures=3) is None
     assert script == []
 
 
@@ -257,16 +264,8 @@ def test_work_sets_its_own_next_delay_and_jitter_spreads_the_interval() -> None:
 
 
 def test_an_outage_is_logged_once_as_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    script = ["fail", "fail", "fail", "ok", "stop"]
     stop = RecordingEvent()
-
-    def work() -> None:
-        step = script.pop(0)
-        if step == "stop":
-            stop.set()
-        elif step == "fail":
-            raise _transient("connection refused")
-
+    work = scripted(["fail", "fail", "fail", "ok", "stop"], stop)
     with caplog.at_level(logging.DEBUG, logger="agent.retry"):
         service_loop(work, 0.0, stop=stop, outage=Outage("polling"))
     about = [r for r in caplog.records if "polling" in r.getMessage()]
