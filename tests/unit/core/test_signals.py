@@ -111,7 +111,7 @@ def test_a_forced_stop_abandons_in_flight_work_instead_of_waiting(tmp_path: Path
         "runtime": {"shutdown_grace_seconds": 600},
         "plugin": {"filesystem": {"output_dir": str(tmp_path)}}})
     cp, plugin = OneActionControlPlane(), BlockingPlugin(settings)
-    runtime = Runtime(settings, cp, plugin)  # type: ignore[arg-type]
+    runtime = Runtime(settings, cp, plugin)
     thread = threading.Thread(target=runtime.run, daemon=True)
     thread.start()
     try:
