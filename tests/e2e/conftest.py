@@ -10,18 +10,13 @@ import pytest
 
 from agent.plugins.kubernetes.client import KubeClient
 from agent.plugins.kubernetes.settings import KubernetesSettings
-from tests.e2e.test_e2e_kubernetes import harness_env
+from tests.fixtures.harness import harness_vars, require
 
 
 @pytest.fixture
 def cluster() -> Iterator[dict[str, str]]:
-    env = harness_env()
-    needed = ("HARNESS_KUBECONFIG", "HARNESS_INGRESS_URL", "HARNESS_BASE_IMAGE",
-              "HARNESS_REGISTRY")
-    missing = [k for k in needed if k not in env]
-    if missing:
-        pytest.skip(f"harness cluster not running ({', '.join(missing)} missing): "
-                    "run tools/harness up")
+    env = require(harness_vars(), "HARNESS_KUBECONFIG", "HARNESS_INGRESS_URL",
+                  "HARNESS_BASE_IMAGE", "HARNESS_REGISTRY")
     namespace = f"e2e-k8s-{secrets.token_hex(3)}"
     admin = KubeClient(KubernetesSettings(kubeconfig=Path(env["HARNESS_KUBECONFIG"]),
                                           namespace=namespace))
