@@ -32,30 +32,25 @@ def test_edited_readme_counts_as_stale(chart_copy: Path) -> None:
     assert stale(chart_copy) == [readme]
 
 
-def test_setting_without_a_value_is_named_with_the_fix(chart_copy: Path) -> None:
+LEASE_DOC = "  # -- Lease taken on a claimed action, seconds (renewed while the action runs).\n"
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    (LEASE_DOC + "  leaseSeconds: 120\n", "",  # a setting without its value
+     r"control_plane\.lease_seconds: no value 'controlPlane\.leaseSeconds' in values\.yaml: "
+     r"add it with a `# --` comment"),
+    ("  # -- Seconds between two polls for new actions.\n", "",  # a value without its doc
+     r"values without a `# --` comment:\n  - controlPlane\.pollIntervalSeconds"),
+    ("  workers: 4\n", "  workers: 4\n  # -- A typo.\n  wokers: 4\n",  # no setting, no schema
+     r"agent\.wokers: neither an agent setting"),
+], ids=["setting-without-value", "value-without-doc", "value-without-setting"])
+def test_generator_names_what_is_missing_and_the_fix(chart_copy: Path, old: str, new: str,
+                                                     message: str) -> None:
     values = chart_copy / "values.yaml"
     text = values.read_text()
-    doc = "  # -- Lease taken on a claimed action, seconds (renewed while the action runs).\n"
-    assert doc + "  leaseSeconds: 120\n" in text
-    values.write_text(text.replace(doc + "  leaseSeconds: 120\n", ""))
-    with pytest.raises(ValueError, match=r"control_plane\.lease_seconds: no value "
-                                         r"'controlPlane\.leaseSeconds' in values\.yaml"):
-        generate(chart_copy)
-
-
-def test_value_without_a_doc_comment_is_refused(chart_copy: Path) -> None:
-    values = chart_copy / "values.yaml"
-    values.write_text(values.read_text().replace(
-        "  # -- Seconds between two polls for new actions.\n", ""))
-    with pytest.raises(ValueError, match=r"controlPlane\.pollIntervalSeconds"):
-        generate(chart_copy)
-
-
-def test_value_that_is_no_setting_needs_a_chart_schema(chart_copy: Path) -> None:
-    values = chart_copy / "values.yaml"
-    values.write_text(values.read_text().replace(
-        "  workers: 4\n", "  workers: 4\n  # -- A typo'd setting.\n  wokers: 4\n"))
-    with pytest.raises(ValueError, match=r"agent\.wokers: neither an agent setting"):
+    assert old in text
+    values.write_text(text.replace(old, new))
+    with pytest.raises(ValueError, match=message):
         generate(chart_copy)
 
 

@@ -39,7 +39,9 @@ class ServerProfile(_Section):
         default="/predict",
         description="Prediction path, appended to the reported prediction URL.",
     )
-    metrics_port: int | None = Field(default=None, ge=1, le=65535, description="None: port.")
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port of the metrics endpoint; None: port."
+    )
     metrics_path: str = Field(
         default="/metrics",
         description="Path of the server's Prometheus metrics.",
