@@ -80,9 +80,10 @@ def render(chart: dict[str, Any], values: dict[str, Any], docs: list[Doc],
     ]
     for doc in docs:
         _, value = lookup(values, doc.path)
-        default = json.dumps(value, sort_keys=False)
+        default = json.dumps(value, sort_keys=False).replace("|", "\\|")  # in a code span
         setting = by_values.get(doc.path)
         lines.append(
             f"| `{doc.path}` | {_type(value, _schema_node(schema, doc.path))} | "
-            f"`{_cell(default)}` | {f'`{setting}`' if setting else ''} | {_cell(doc.text)} |")
+            f"`{default}` | {f'`{setting}`' if setting else ''} | "
+            f"{_cell(doc.text)} |")
     return "\n".join(lines) + "\n"
