@@ -155,7 +155,7 @@ def test_helm_test_runs_doctor_in_the_cluster(
         ["skopeo", "inspect", "--tls-verify=false", f"docker://{image}:{_version()}"],
         capture_output=True, timeout=60,
     ).returncode != 0:
-        harness_down("agent image not in the harness registry (tools/build-agent-image)")
+        harness_down("agent image not in the harness registry", "tools/build-agent-image")
     env_id, token = control_plane.create_environment()
     namespace = kube.namespace("chart")
     subprocess.run([_kubectl(), "--namespace", namespace, "create", "secret", "generic",
