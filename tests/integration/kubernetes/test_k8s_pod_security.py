@@ -15,16 +15,15 @@ import pytest
 from agent.model import Status
 from agent.plugins.kubernetes.client import KubeClient
 from agent.plugins.kubernetes.plugin import KubernetesPlugin
-from tests.integration.kubernetes.test_k8s_rollout import _settings, events, harness_env, spec
+from tests.fixtures.harness import harness_vars, require
+from tests.integration.kubernetes.test_k8s_rollout import _settings, events, spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def restricted() -> Iterator[dict[str, str]]:
-    env = harness_env()
-    if "HARNESS_KUBECONFIG" not in env or "HARNESS_BASE_IMAGE" not in env:
-        pytest.skip("harness cluster with controllers not running: run tools/harness up")
+    env = require(harness_vars(), "HARNESS_KUBECONFIG", "HARNESS_BASE_IMAGE")
     namespace = f"k8s-psa-{secrets.token_hex(3)}"
     admin = KubeClient(_settings(env, namespace).plugin.kubernetes)
     admin.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
