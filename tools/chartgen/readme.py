@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tools.chartgen import mapping
 from tools.chartgen.settings_map import Setting, lookup
 from tools.chartgen.values_doc import Doc
 
@@ -48,7 +49,12 @@ def _schema_node(schema: dict[str, Any], dotted: str) -> dict[str, Any] | None:
 
 def render(chart: dict[str, Any], values: dict[str, Any], docs: list[Doc],
            settings: list[Setting], schema: dict[str, Any]) -> str:
-    by_values = {s.values: s.path for s in settings if s.values}
+    by_values = {s.values: f"`{s.path}`" for s in settings if s.values}
+    wired: dict[str, list[str]] = {}  # values key named first in a WIRED reason -> settings
+    for path, reason in mapping.WIRED.items():
+        key = reason.split(",")[0].split(" ")[0]
+        if lookup(values, key)[0]:
+            wired.setdefault(key, []).append(path)
     lines = [
         f"# {chart['name']}",
         "",
@@ -73,7 +79,8 @@ def render(chart: dict[str, Any], values: dict[str, Any], docs: list[Doc],
         "## Values",
         "",
         "The *agent setting* column names the key of the agent's config file a value sets "
-        "(`management-agent config show`).",
+        "(`management-agent config show`); *(wired)*: the chart's templates derive it from the "
+        "value (a mounted file, a default, a second consumer).",
         "",
         "| Key | Type | Default | Agent setting | Description |",
         "|-----|------|---------|---------------|-------------|",
@@ -81,9 +88,11 @@ def render(chart: dict[str, Any], values: dict[str, Any], docs: list[Doc],
     for doc in docs:
         _, value = lookup(values, doc.path)
         default = json.dumps(value, sort_keys=False).replace("|", "\\|")  # in a code span
-        setting = by_values.get(doc.path)
+        setting = by_values.get(doc.path) or ", ".join(
+            f"`{path}` (wired)" for key, paths in wired.items()
+            if doc.path == key or doc.path.startswith(key + ".") for path in paths)
         lines.append(
             f"| `{doc.path}` | {_type(value, _schema_node(schema, doc.path))} | "
-            f"`{default}` | {f'`{setting}`' if setting else ''} | "
+            f"`{default}` | {setting} | "
             f"{_cell(doc.text)} |")
     return "\n".join(lines) + "\n"
