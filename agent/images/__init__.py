@@ -148,8 +148,8 @@ def _builder(settings: Settings, kube: Any) -> Builder:
         from agent.images.fetcher import fetcher_env
         from agent.images.kaniko import KanikoBuilder
 
-        return KanikoBuilder(settings.images, kube, kube.namespace,
-                             fetcher_env(settings.artifacts))
+        namespace = settings.images.kaniko.namespace or kube.namespace  # the agent's own
+        return KanikoBuilder(settings.images, kube, namespace, fetcher_env(settings.artifacts))
     from agent.images.direct import DirectBuilder
 
     return DirectBuilder(settings.images)

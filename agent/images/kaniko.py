@@ -229,7 +229,7 @@ class KanikoBuilder:
                  artifact_env: Mapping[str, str]) -> None:
         self.images = images
         self.kube = kube
-        self.namespace = images.kaniko.namespace or namespace
+        self.namespace = namespace
         self.artifact_env = artifact_env
 
     def recipe(self, model_path: str) -> str:
