@@ -44,7 +44,7 @@ Delivery is at-least-once with leases; see docs/control-plane-protocol.md.
 class ServerConfig:
     """What `control-plane serve` configures."""
 
-    db_path: Path
+    db_path: Path | str  # a SQLite file, or a sqlite:/// or postgresql:// URL
     admin_token: str
     lease_seconds: int = 120
     long_poll_interval: float = 0.25
@@ -127,7 +127,7 @@ def require_agent(request: Request, env_id: str, credentials: Credentials) -> st
 
 
 def create_app(config: ServerConfig) -> FastAPI:
-    """The ASGI application over the SQLite file `config.db_path`."""
+    """The ASGI application over the database `config.db_path` (SQLite file or URL)."""
     from agent.controlplane.server import admin_api, agent_api
 
     app = FastAPI(
