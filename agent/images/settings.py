@@ -18,7 +18,7 @@ class _Section(BaseModel):
 class RegistryCredentials(_Section):
     """How to authenticate to the registry that receives generated images."""
 
-    provider: Literal["auto", "anonymous", "basic", "dockerconfig", "ecr", "gcp"] = "auto"
+    provider: Literal["auto", "anonymous", "basic", "dockerconfig", "ecr", "acr", "gcp"] = "auto"
     username: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None
@@ -44,7 +44,7 @@ class KanikoSettings(_Section):
     """The Kaniko builder: one batch/v1 Job per build in the agent's namespace."""
 
     image: str = Field(
-        default="ghcr.io/chainguard-dev/kaniko/executor:v1.25.2",
+        default="ghcr.io/osscontainertools/kaniko:v1.28.3",
         description="Kaniko executor image (upstream was archived in 2025: use a maintained fork).",
     )
     fetcher_image: str | None = Field(

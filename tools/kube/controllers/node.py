@@ -49,14 +49,10 @@ ENFORCE_NON_ROOT = os.environ.get("KUBE_STANDIN_ENFORCE_NON_ROOT", "") not in ("
 
 
 def is_kaniko(image: str) -> bool:
-    """Kaniko executor images (gcr.io/kaniko-project/executor, forks like .../kaniko)."""
-    repo = image.split("@")[0]
-    last = repo.rsplit("/", 1)[-1]
-    if ":" in last:
-        repo = repo[: -len(last)] + last.split(":")[0]
-    parts = repo.split("/")[1:] if "/" in repo else [repo]
-    name = parts[-1]
-    return "kaniko" in name or (name == "executor" and any("kaniko" in p for p in parts[:-1]))
+    """Kaniko executor images the shim stands in for (known executors and their mirrors)."""
+    from .kaniko import is_executor
+
+    return is_executor(image)
 
 
 def parse_cpu(q: Any) -> float:
