@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     serve = commands.add_parser("serve", help="run the reference control plane")
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("MGMT_AGENT_CP_PORT", 8080)),
+                       help="listen port (default 8080, or env MGMT_AGENT_CP_PORT)")
     serve.add_argument("--db", type=Path, default=Path(os.environ.get(
         "MGMT_AGENT_CP_DB", "control-plane.db")), help="SQLite file (default ./control-plane.db)")
     serve.add_argument("--database-url", default=os.environ.get(ENV_DATABASE_URL),
