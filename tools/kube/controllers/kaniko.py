@@ -23,7 +23,7 @@ from typing import Any
 
 import requests
 
-from .runtime import ULIMITS, registry_host, write_authfile
+from .runtime import ULIMITS, registry_host, short_runroot, write_authfile
 
 PUSH_ERROR = ("error checking push permissions -- make sure you entered the correct tag name, "
               "and that you are authenticated correctly, and try again")
@@ -281,7 +281,7 @@ def check_push(ref: str, auths: dict[str, Any], verify: bool | str, plain: bool)
 # -- build ---------------------------------------------------------------------------------
 def _buildah(state: str, *args: str) -> list[str]:
     return ["buildah", "--root", os.path.join(state, "buildah", "root"),
-            "--runroot", os.path.join(state, "buildah", "runroot"), *args]
+            "--runroot", short_runroot(os.path.join(state, "buildah")), *args]
 
 
 def _stream(cmd: list[str]) -> int:
