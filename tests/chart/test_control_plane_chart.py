@@ -81,7 +81,7 @@ def test_tls_serves_https_from_the_secret_and_probes_over_https() -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MGMT_AGENT_CP_TLS_CERT"] == "/var/run/control-plane/tls/tls.crt"
     assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
-    test = [o for o in objects if o["kind"] == "Pod"][0]["spec"]["containers"][0]["args"]
+    test = next(o for o in objects if o["kind"] == "Pod")["spec"]["containers"][0]["args"]
     assert test[test.index("--url") + 1].startswith("https://cp-control-plane.mlops.svc:443")
     assert test[test.index("--ca-bundle") + 1] == "/var/run/control-plane/tls/ca.crt"
 
