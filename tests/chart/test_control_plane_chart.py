@@ -1,9 +1,10 @@
-"""charts/control-plane: rendering, strict values, and an install with PostgreSQL on the harness.
+"""charts/control-plane: rendering, strict values, and installs on the harness cluster.
 
-The install test runs two control-plane replicas on the harness's PostgreSQL in
-the harness cluster (pods in podman on the host network), then `helm test`,
-then an agent-side round trip through both replicas. It needs the agent image
-in the harness registry (tools/build-agent-image) and is skipped without it.
+The install tests run the chart in the harness cluster (pods in podman on the
+host network): two replicas on the harness's PostgreSQL, and one replica on
+SQLite serving HTTPS; then `helm test`, then admin calls through every replica.
+They need the agent image in the harness registry (tools/build-agent-image)
+and are skipped without it.
 """
 
 from __future__ import annotations
@@ -131,9 +132,13 @@ def _ready_ports(env: dict[str, str], namespace: str, count: int) -> list[int]:
     raise AssertionError(_kubectl(env, "-n", namespace, "get", "pods", "-o", "yaml").stdout)
 
 
-def test_two_replicas_on_postgresql_pass_helm_test_and_share_state(
-    kube: Any, harness_env: dict[str, str], tmp_path: Path
+@pytest.mark.parametrize("storage", ["postgresql", "sqlite-tls"])
+def test_install_passes_helm_test_and_replicas_share_state(
+    storage: str, kube: Any, harness_env: dict[str, str], tmp_path: Path
 ) -> None:
+    """postgresql: two replicas on the harness PostgreSQL, plain HTTP. sqlite-tls: one
+    replica on a PVC serving HTTPS with a certificate Secret (the harness's server
+    certificate, valid for 127.0.0.1), `helm test` trusting its CA."""
     from tests.integration.controlplane.conftest import drop_database, fresh_database
 
     registry = harness_env.get("HARNESS_REGISTRY")
@@ -146,48 +151,67 @@ def test_two_replicas_on_postgresql_pass_helm_test_and_share_state(
         pytest.skip("agent image not in the harness registry: run tools/build-agent-image")
     if not harness_env.get("HARNESS_POSTGRES_URL"):
         pytest.fail("HARNESS_POSTGRES_URL missing: run tools/harness up", pytrace=False)
-    database = fresh_database(harness_env["HARNESS_POSTGRES_URL"])
     namespace = kube.namespace("cp")
     env = kube.env()
     admin_token = secrets.token_hex(16)
-    for name, literal in (("cp-admin", f"token={admin_token}"), ("cp-db", f"url={database}")):
-        assert _kubectl(env, "-n", namespace, "create", "secret", "generic", name,
-                        f"--from-literal={literal}").returncode == 0
+    assert _kubectl(env, "-n", namespace, "create", "secret", "generic", "cp-admin",
+                    f"--from-literal=token={admin_token}").returncode == 0
+    sets = [f"image.repository={image}", "image.pullPolicy=Always",
+            "adminToken.secretName=cp-admin"]
+    database = ""
+    scheme, replicas = "http", 1
+    verify: bool | str = True
+    if storage == "postgresql":
+        database = fresh_database(harness_env["HARNESS_POSTGRES_URL"])
+        assert _kubectl(env, "-n", namespace, "create", "secret", "generic", "cp-db",
+                        f"--from-literal=url={database}").returncode == 0
+        sets += ["storage.type=postgresql", "storage.postgresql.urlSecret=cp-db", "replicas=2"]
+        replicas = 2
+    else:
+        tls = Path(harness_env["HARNESS_DIR"]) / "tls"
+        assert _kubectl(env, "-n", namespace, "create", "secret", "generic", "cp-tls",
+                        f"--from-file=tls.crt={tls / 'server.crt'}",
+                        f"--from-file=tls.key={tls / 'server.key'}",
+                        f"--from-file=ca.crt={tls / 'ca.crt'}").returncode == 0
+        sets += ["tls.enabled=true", "tls.secretName=cp-tls"]
+        scheme, verify = "https", str(tls / "ca.crt")
     overlay = tmp_path / "standin.yaml"
     overlay.write_text(yaml.safe_dump({"extraEnv": [
         {"name": "MGMT_AGENT_CP_PORT", "value": "$(PORT)"}]}))
-    sets = [f"image.repository={image}", "image.pullPolicy=Always",
-            "adminToken.secretName=cp-admin", "storage.type=postgresql",
-            "storage.postgresql.urlSecret=cp-db", "replicas=2"]
     helm_args = [arg for s in sets for arg in ("--set", s)] + ["--values", str(overlay)]
     try:
+        # the stand-in has no volume provisioner: a claim stays Pending (its pods still get a
+        # directory), so `helm --wait`, which waits for claims to be Bound, is for PostgreSQL
+        wait = ["--wait", "--timeout", "4m"] if storage == "postgresql" else []
         proc = subprocess.run([find_helm(), "install", "cp", str(CHART), "-n", namespace,
-                               "--wait", "--timeout", "4m", *helm_args],
+                               *wait, *helm_args],
                               capture_output=True, text=True, timeout=400, env=env)
         assert proc.returncode == 0, proc.stderr + _kubectl(
             env, "-n", namespace, "get", "pods", "-o", "yaml").stdout
-        ports = _ready_ports(env, namespace, 2)
-        assert len(set(ports)) == 2
+        ports = _ready_ports(env, namespace, replicas)
+        assert len(set(ports)) == replicas
         # the stand-in gives pods no cluster DNS: the test pod calls one replica directly
         subprocess.run([find_helm(), "upgrade", "cp", str(CHART), "-n", namespace,
-                        "--reuse-values", "--set", f"tests.url=http://127.0.0.1:{ports[0]}"],
+                        "--reuse-values", "--set",
+                        f"tests.url={scheme}://127.0.0.1:{ports[0]}"],
                        capture_output=True, text=True, timeout=400, env=env, check=True)
-        ports = _ready_ports(env, namespace, 2)
+        ports = _ready_ports(env, namespace, replicas)
         test = subprocess.run([find_helm(), "test", "cp", "-n", namespace, "--logs",
                                "--timeout", "3m"],
                               capture_output=True, text=True, timeout=300, env=env)
         assert test.returncode == 0, test.stdout + test.stderr
-        # what one replica writes, the other serves
-        first = AdminClient(f"http://127.0.0.1:{ports[0]}", admin_token, timeout=10)
-        second = AdminClient(f"http://127.0.0.1:{ports[1]}", admin_token, timeout=10)
-        first.create_environment("models")
-        assert [e["id"] for e in second.list_environments()] == ["models"]
-        assert requests.get(f"http://127.0.0.1:{ports[1]}/api/v1/healthz",
-                            timeout=10).status_code == 200
-        first.close()
-        second.close()
+        # what one replica writes, every replica serves
+        clients = [AdminClient(f"{scheme}://127.0.0.1:{port}", admin_token, timeout=10,
+                               verify=verify) for port in ports]
+        clients[0].create_environment("models")
+        for client in clients:
+            assert [e["id"] for e in client.list_environments()] == ["models"]
+            client.close()
+        assert requests.get(f"{scheme}://127.0.0.1:{ports[-1]}/api/v1/healthz",
+                            timeout=10, verify=verify).status_code == 200
     finally:
         subprocess.run([find_helm(), "uninstall", "cp", "-n", namespace], capture_output=True,
                        timeout=120, env=env)
         _kubectl(env, "delete", "namespace", namespace, "--wait=false")
-        drop_database(database)
+        if database:
+            drop_database(database)

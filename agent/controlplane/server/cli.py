@@ -209,7 +209,12 @@ def serve(args: argparse.Namespace) -> int:
         db_path=target, admin_token=_admin_token(args.admin_token, args.admin_token_file),
         lease_seconds=args.lease_seconds,
     )
-    app = create_app(config)
+    from agent.controlplane.server.db import DatabaseUnavailable
+
+    try:
+        app = create_app(config)
+    except DatabaseUnavailable as exc:
+        raise ConfigError(str(exc)) from None
     scheme = "https" if args.tls_cert else "http"
     log.info("control plane on %s://%s:%d (db %s, docs at /docs)", scheme, args.host, args.port,
              shown)

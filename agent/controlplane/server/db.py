@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from agent.controlplane.server.engine import (
     Record,
     Tx,
@@ -32,6 +34,10 @@ from agent.controlplane.server.engine import (
     open_engine,
     transaction,
 )
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be opened or reached at start (the message says what to check)."""
 
 
 class StoreError(Exception):
@@ -95,7 +101,16 @@ class Database:
         self.url = database_url(target)
         self.clock = clock
         self.engine = open_engine(self.url)
-        migrate(self.engine)
+        try:
+            migrate(self.engine)
+        except OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            hint = ("check that its directory exists and is writable by the server's user "
+                    "(in a pod: a volume with the pod's fsGroup)" if self.backend == "sqlite"
+                    else "check host, port, user, password and that the database exists")
+            where = self.url.render_as_string(hide_password=True)
+            raise DatabaseUnavailable(f"cannot open the database {where}: {reason}; {hint}"
+                                      ) from None
 
     @property
     def backend(self) -> str:

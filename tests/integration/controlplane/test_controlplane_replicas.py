@@ -193,3 +193,27 @@ def test_a_database_from_before_migrations_is_adopted_with_its_data(tmp_path: Pa
     assert [d["id"] for d in store.list_deployments("prod")] == ["d1"]
     assert store.create_deployment("prod", {"id": "d2", "model": {"id": "m"}})["id"] == "a-2"
     store.close()
+
+
+def test_a_wrong_database_password_stops_the_server_with_a_clear_message(
+    harness_env: dict[str, str], tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.integration.controlplane.conftest import _postgres_server
+
+    server = _postgres_server(harness_env)
+    user_host = server.split("://", 1)[1].split("@", 1)[1]
+    wrong = f"postgresql://postgres:not-the-password-42@{user_host}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "control-plane", "serve", "--port", "0"],
+        env={**os.environ, "MGMT_AGENT_CP_DATABASE_URL": wrong,
+             "MGMT_AGENT_CP_ADMIN_TOKEN": "x" * 20},
+        capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "cannot open the database postgresql+psycopg://postgres:***@" in output
+    assert "password authentication failed" in output
+    assert "not-the-password-42" not in output

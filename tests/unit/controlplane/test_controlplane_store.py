@@ -109,3 +109,10 @@ def test_reopening_a_database_keeps_its_state_and_schema_version(tmp_path: Path)
     first.close()
     again = Store(tmp_path / "cp.db")  # migrate() is idempotent
     assert [env["id"] for env in again.list_environments()] == ["prod"]
+
+
+def test_an_unwritable_sqlite_location_says_what_to_check(tmp_path: Path) -> None:
+    from agent.controlplane.server.db import DatabaseUnavailable
+
+    with pytest.raises(DatabaseUnavailable, match="directory exists and is writable"):
+        Store(tmp_path / "missing-dir" / "cp.db")

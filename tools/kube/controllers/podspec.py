@@ -175,6 +175,8 @@ def prepare_volumes(client: KubeClient, pod: Obj, pod_dir: str, state_dir: str) 
         elif "persistentVolumeClaim" in vol:
             target = os.path.join(state_dir, "pvc", ns, vol["persistentVolumeClaim"]["claimName"])
             os.makedirs(target, exist_ok=True)
+            _apply_fs_group(target, ((pod.get("spec") or {}).get("securityContext") or {})
+                            .get("fsGroup"))
         elif "hostPath" in vol:
             target = vol["hostPath"]["path"]
             htype = vol["hostPath"].get("type", "")
@@ -186,6 +188,21 @@ def prepare_volumes(client: KubeClient, pod: Obj, pod_dir: str, state_dir: str) 
             os.makedirs(target, exist_ok=True)  # unsupported kinds: an empty dir
         out[name] = target
     return out
+
+
+def _apply_fs_group(target: str, fs_group: int | None) -> None:
+    """What a kubelet does to a volume that supports ownership management (a block-backed
+    PV): group fsGroup, group-writable, setgid directories. Without fsGroup the volume
+    stays root-owned 0755, so a non-root container cannot write it, as on a real node."""
+    if fs_group is None:
+        return
+    for root, dirs, files in os.walk(target):
+        for path in [root, *(os.path.join(root, f) for f in files)]:
+            os.chown(path, -1, int(fs_group), follow_symlinks=False)
+            mode = os.stat(path).st_mode
+            extra = 0o2070 if path == root or os.path.isdir(path) else 0o060
+            os.chmod(path, (mode | extra) & 0o7777)
+        dirs.sort()
 
 
 def _write_downward(target: str, pod: Obj, items: list[Obj]) -> None:
