@@ -193,7 +193,7 @@ def _database(args: argparse.Namespace) -> tuple[Path | str, str]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Run uvicorn until SIGINT/SIGTERM."""
+    """Run uvicorn until SIGINT/SIGTERM; a second one forces the exit."""
     import uvicorn
 
     from agent.controlplane.server.app import ServerConfig, create_app
@@ -218,7 +218,7 @@ def serve(args: argparse.Namespace) -> int:
     scheme = "https" if args.tls_cert else "http"
     log.info("control plane on %s://%s:%d (db %s, docs at /docs)", scheme, args.host, args.port,
              shown)
-    server = uvicorn.Server(uvicorn.Config(
+    server = _server_class(uvicorn.Server)(uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level.lower(),
         timeout_graceful_shutdown=3, log_config=None,
         ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
@@ -226,6 +226,19 @@ def serve(args: argparse.Namespace) -> int:
     ))
     server.run()
     return 0
+
+
+def _server_class(base: type[Any]) -> type[Any]:
+    """uvicorn's Server, but a second SIGTERM forces the exit too (uvicorn itself forces
+    it on a second SIGINT only): what Kubernetes and process managers send is SIGTERM."""
+
+    class Server(base):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.should_exit:
+                self.force_exit = True
+            super().handle_exit(sig, frame)
+
+    return Server
 
 
 def openapi_document() -> dict[str, Any]:

@@ -10,6 +10,7 @@ chroot`` (storage under ``KANIKO_SHIM_STATE_DIR/buildah``) and pushes to every
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from typing import Any
 
 import requests
 
-from .runtime import ULIMITS, registry_host, short_runroot, write_authfile
+from .runtime import ULIMITS, registry_host, write_authfile
 
 PUSH_ERROR = ("error checking push permissions -- make sure you entered the correct tag name, "
               "and that you are authenticated correctly, and try again")
@@ -280,8 +281,10 @@ def check_push(ref: str, auths: dict[str, Any], verify: bool | str, plain: bool)
 
 # -- build ---------------------------------------------------------------------------------
 def _buildah(state: str, *args: str) -> list[str]:
+    # containers/storage refuses runroots longer than 50 characters: a short one under /tmp
+    digest = hashlib.sha256(os.path.abspath(state).encode()).hexdigest()[:12]
     return ["buildah", "--root", os.path.join(state, "buildah", "root"),
-            "--runroot", short_runroot(os.path.join(state, "buildah")), *args]
+            "--runroot", f"/tmp/kaniko-shim-{digest}", *args]
 
 
 def _stream(cmd: list[str]) -> int:
