@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.harness import env_file, read_env
+from tests.fixtures.harness import harness_vars, require
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -28,9 +28,7 @@ TIMEOUT = 900
 @pytest.mark.timeout(TIMEOUT + 60)
 @pytest.mark.parametrize("control_plane", ["process", "chart"])
 def test_try_local_installs_the_chart_deploys_and_predicts(control_plane: str) -> None:
-    path = env_file()
-    if not path.exists() or not read_env(path).get("HARNESS_KUBECONFIG"):
-        pytest.skip(f"HARNESS_KUBECONFIG not in {path}: run tools/harness up")
+    require(harness_vars(), "HARNESS_KUBECONFIG")
     proc = subprocess.run([str(ROOT / "tools" / "try-local")], cwd=ROOT, capture_output=True,
                           text=True, timeout=TIMEOUT,
                           env={**os.environ, "TRY_LOCAL_CONTROL_PLANE": control_plane})
