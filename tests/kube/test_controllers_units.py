@@ -55,11 +55,25 @@ def test_kaniko_path_map_and_from_lines(tmp_path: Path) -> None:
     ("gcr.io/kaniko-project/executor@sha256:0123", True),
     ("cgr.dev/chainguard/kaniko:latest", True),
     ("127.0.0.1:5000/mirror/kaniko-project/executor:debug", True),
+    ("ghcr.io/osscontainertools/kaniko:v1.28.3", True),
+    ("123456789012.dkr.ecr.eu-west-1.amazonaws.com/ghcr/osscontainertools/kaniko:v1.28.3", True),
+    ("docker.io/martizih/kaniko:v1.28.3-debug", True),
+    # look-alikes are pulled like any image (and fail when no registry has them)
+    ("ghcr.io/chainguard-dev/kaniko/executor:v1.25.2", False),  # never published
+    ("127.0.0.1:5000/evil/kaniko:latest", False),
+    ("127.0.0.1:5000/tools/my-kaniko-builder:1", False),
     ("127.0.0.1:5000/kaniko-test/app:v1", False),
     ("127.0.0.1:5000/base/python:bookworm", False),
 ])
 def test_is_kaniko(image: str, expected: bool) -> None:
     assert is_kaniko(image) is expected
+
+
+def test_a_renamed_mirror_is_known_once_declared(monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror = "registry.corp:5000/build/executor:v1.28.3"
+    assert not is_kaniko(mirror)
+    monkeypatch.setenv("KUBE_STANDIN_KANIKO_IMAGES", "other/x, registry.corp:5000/build/executor")
+    assert is_kaniko(mirror)
 
 
 def test_quantities_and_percentages() -> None:

@@ -16,13 +16,14 @@ from .kube import Kube
 from .layout import Layout, State
 from .mlflow import Mlflow
 from .moto import Moto
+from .postgres import Postgres
 from .procs import Proc, wait_until
 from .registry import PlainRegistry, TlsRegistry, TokenRegistry, TokenService
 from .s3 import SeaweedS3
 
 # Order of preparation and of the readiness waits.
 SERVERS: tuple[type[Server], ...] = (PlainRegistry, TlsRegistry, TokenService, TokenRegistry,
-                                     SeaweedS3, Moto, FakeGcs, Mlflow, Kube)
+                                     SeaweedS3, Moto, FakeGcs, Mlflow, Postgres, Kube)
 NEEDS = {"registry-token": ("token-service",), "mlflow": ("s3",)}
 GROUPS = {"registries": ("registry", "registry-tls", "token-service", "registry-token")}
 VENV_SERVERS = {"s3", "moto", "gcs", "mlflow"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -52,6 +53,14 @@ class RegistryConfig:
         return cls(ca_cert=ca if ca and os.path.exists(ca) else None, insecure=insecure)
 
 
+def short_runroot(base: str) -> str:
+    """A runroot for `base` under /tmp: containers/storage refuses runroots longer than 50
+    characters, which a state dir inside a deep checkout (/work/wt/<name>/.harness/...)
+    exceeds. One per state dir (hash of its path), so parallel harnesses don't share."""
+    digest = hashlib.sha256(os.path.abspath(base).encode()).hexdigest()[:12]
+    return os.path.join("/tmp", f"kube-standin-{digest}")
+
+
 def registry_host(image: str) -> str:
     first = image.split("/", 1)[0]
     if "/" in image and ("." in first or ":" in first or first == "localhost"):
@@ -63,7 +72,9 @@ class Podman:
     def __init__(self, state_dir: str, registries: RegistryConfig | None = None) -> None:
         self.base = os.path.join(state_dir, "podman")
         self.registries = registries or RegistryConfig.from_env()
-        for sub in ("root", "runroot", "tmp", "certs"):
+        self.runroot = short_runroot(self.base)
+        os.makedirs(self.runroot, mode=0o700, exist_ok=True)
+        for sub in ("root", "tmp", "certs"):
             os.makedirs(os.path.join(self.base, sub), exist_ok=True)
         self._plain_http: dict[str, bool] = {}
         self._lock = threading.Lock()
@@ -71,7 +82,7 @@ class Podman:
 
     def argv(self, *args: str) -> list[str]:
         return ["podman", "--root", os.path.join(self.base, "root"),
-                "--runroot", os.path.join(self.base, "runroot"),
+                "--runroot", self.runroot,
                 "--tmpdir", os.path.join(self.base, "tmp"),
                 "--runtime", "runc", "--cgroup-manager", "cgroupfs",
                 "--events-backend", "file", *args]

@@ -126,9 +126,9 @@ class StandinCluster:
 
     def podman_ps(self, fmt: str = "{{.Names}}") -> list[str]:
         """Containers (running or not) in the node's podman storage."""
-        base = os.path.join(self.state_dir, "podman")
-        res = subprocess.run(["podman", "--root", f"{base}/root", "--runroot", f"{base}/runroot",
-                              "--tmpdir", f"{base}/tmp", "ps", "-a", "--format", fmt],
+        from .runtime import Podman
+
+        res = subprocess.run(Podman(self.state_dir).argv("ps", "-a", "--format", fmt),
                              capture_output=True, text=True, check=False)
         return res.stdout.split()
 
