@@ -275,6 +275,8 @@ def start_container(podman: Podman, name: str, spec: dict[str, Any], pod: dict[s
                 child_env["KANIKO_SHIM_ROOT"] = scratch_root
             child_env["PYTHONPATH"] = REPO_ROOT
             child_env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            if netns:  # in the pod's network, as the real executor: registries, not 127.0.0.1
+                argv = ["ip", "netns", "exec", os.path.basename(netns), *argv]
             proc = subprocess.Popen(argv, stdout=logfh, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=child_env,
                                     start_new_session=True)
