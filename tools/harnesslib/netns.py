@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # 10.128.0.0/10 minus nothing we use elsewhere (the stand-in's Services are 10.96.0.0/16)
-_POOL = ipaddress.ip_network("10.128.0.0/10")
+_POOL = ipaddress.IPv4Network("10.128.0.0/10")
 
 
 class NetError(RuntimeError):
@@ -53,11 +53,11 @@ def used_networks(skip_device: str = "") -> list[ipaddress.IPv4Network]:
         if entry.get("ifname") == skip_device:
             continue
         for a in entry.get("addr_info") or []:
-            nets.append(ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False))
+            nets.append(ipaddress.IPv4Network(f"{a['local']}/{a['prefixlen']}", strict=False))
     for route in json.loads(_ip("-j", "-4", "route").stdout or "[]"):
         dst = route.get("dst", "")
         if dst and dst != "default" and route.get("dev") != skip_device:
-            nets.append(ipaddress.ip_network(dst if "/" in dst else f"{dst}/32", strict=False))
+            nets.append(ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False))
     return nets
 
 
@@ -68,7 +68,7 @@ def choose_subnet(key: str, skip_device: str = "") -> ipaddress.IPv4Network:
     taken = used_networks(skip_device)
     for step in range(subnets):
         base = int(_POOL.network_address) + ((start + step) % subnets) * 256
-        candidate = ipaddress.ip_network(f"{ipaddress.ip_address(base)}/24")
+        candidate = ipaddress.IPv4Network(f"{ipaddress.IPv4Address(base)}/24")
         if not any(candidate.overlaps(n) for n in taken):
             return candidate
     raise NetError(f"no free /24 left in {_POOL}")
