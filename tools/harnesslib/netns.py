@@ -7,8 +7,13 @@ from its Service. The harness gives every pod that (see docs/kube-standin.md):
 * a bridge ``hkb<id>`` on the host with the **harness address** ``<subnet>.1``;
   the harness servers listen on it, so the host and the pods reach them at the
   same address;
-* per pod a namespace ``hkn<id>-<n>`` with ``eth0`` = ``<subnet>.<n>``, the peer
-  ``hkv<id><n>`` on the bridge, and a default route via the harness address.
+* per pod a namespace ``hkn<id>-<n>`` with ``eth0`` = ``<subnet>.<n>`` and the peer
+  ``hkv<id><n>`` on the bridge. No default route, only one to the harness pool
+  (10.128.0.0/10) via the harness address: a pod reaches its harness and the
+  other pods (and a stand-in started by a test reaches the harness's servers);
+  anything else fails at once with "Network is unreachable" instead of hanging
+  (the machine's DNS server included, so a reverse lookup such as http.server's
+  ``getfqdn`` does not stall startup).
 
 ``<id>`` comes from a hash of the harness root, the /24 subnet from the same hash
 (stepping past any range this machine already uses), so several harnesses on
@@ -162,7 +167,7 @@ class PodNetwork:
             _ip("-n", ns, "addr", "add", f"{self.pod_ip(index)}/{self.prefixlen}", "dev", "eth0")
             _ip("-n", ns, "link", "set", "lo", "up")
             _ip("-n", ns, "link", "set", "eth0", "up")
-            _ip("-n", ns, "route", "add", "default", "via", self.gateway)
+            _ip("-n", ns, "route", "add", str(_POOL), "via", self.gateway)
         except NetError:
             self.del_pod(index)
             raise

@@ -884,4 +884,6 @@ class Node:
         self.cleanup_leftovers()
         if self.owns_net:
             self.net.remove()
+        if not self.podman.runroot.startswith(self.podman.base):  # the short one under /tmp
+            shutil.rmtree(self.podman.runroot, ignore_errors=True)
 
