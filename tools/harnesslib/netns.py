@@ -17,8 +17,8 @@ from its Service. The harness gives every pod that (see docs/kube-standin.md):
 
 ``<id>`` comes from a hash of the harness root, the /24 subnet from the same hash
 (stepping past any range this machine already uses), so several harnesses on
-one machine never collide. IP forwarding stays off and no firewall rule is
-added: a pod reaches the harness address and other pods, nothing else.
+one machine never collide. IP forwarding stays off and no NAT or firewall rule
+is added: traffic never leaves the machine.
 Standard library only (``ip`` from iproute2), like the rest of the harness.
 """
 
@@ -31,7 +31,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-# 10.128.0.0/10 minus nothing we use elsewhere (the stand-in's Services are 10.96.0.0/16)
+# the private range every harness takes its /24 from (Service IPs, 10.96.0.0/16, lie outside)
 _POOL = ipaddress.IPv4Network("10.128.0.0/10")
 
 
