@@ -9,7 +9,6 @@ with controllers (pods run in podman); `helm test` needs it and the agent image
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -141,14 +140,9 @@ def pod_reachable_control_plane(tmp_path: Path) -> Iterator[Any]:
     """The reference control plane on the harness address: the agent pod has a network
     namespace of its own, so 127.0.0.1 there would be the pod itself."""
     from tests.fixtures.controlplane import ControlPlaneServer
-    from tests.fixtures.harness import harness_dir, read_env
+    from tests.fixtures.harness import harness_vars, require
 
-    host = read_env(harness_dir() / "env").get("HARNESS_HOST") if (
-        harness_dir() / "env").exists() else None
-    if not host:
-        if os.environ.get("CI") == "true":
-            pytest.fail("HARNESS_HOST not in the harness env (CI): tools/harness up failed?")
-        pytest.skip("HARNESS_HOST not in the harness env: run tools/harness up")
+    host = require(harness_vars(), "HARNESS_HOST")["HARNESS_HOST"]
     (tmp_path / "cp").mkdir()
     server = ControlPlaneServer(tmp_path / "cp", host=host)
     server.start()
@@ -169,17 +163,17 @@ def test_helm_test_runs_doctor_in_the_cluster(
     speaks plain HTTP, so the agent reaches it through a kubeconfig mounted with the
     chart's own escape hatches (agent.extraVolumes + agent.extraConfig). Each pod has its
     own network: the control plane listens on the harness address, which pods reach."""
-    from tests.fixtures.harness import harness_dir, read_env
+    from tests.fixtures.harness import harness_down, harness_vars
 
     control_plane = pod_reachable_control_plane
-    env = read_env(harness_dir() / "env")
+    env = harness_vars()
     registry = env.get("HARNESS_REGISTRY")
     image = f"{registry}/management-agent"
     if not registry or subprocess.run(
         ["skopeo", "inspect", "--tls-verify=false", f"docker://{image}:{_version()}"],
         capture_output=True, timeout=60,
     ).returncode != 0:
-        pytest.skip("agent image not in the harness registry: run tools/build-agent-image")
+        harness_down("agent image not in the harness registry", "tools/build-agent-image")
     env_id, token = control_plane.create_environment()
     namespace = kube.namespace("chart")
     # the agent and its helm test pod must be admitted where Pod Security is restricted

@@ -22,23 +22,20 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.harness import harness_vars, require
 from tests.fixtures.kube import KubeAPI
 from tools.harnesslib.layout import ROOT, Layout
 from tools.harnesslib.netns import PodNetwork, leftovers
 from tools.kube.controllers.client import KubeClient
-from tools.kube.controllers.testing import harness_env, wait_for
+from tools.kube.controllers.testing import wait_for
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def env() -> dict[str, str]:
-    values = harness_env() or {}
-    if not values.get("HARNESS_BASE_IMAGE") or not values.get("HARNESS_INGRESS_URL"):
-        if os.environ.get("CI") == "true":
-            pytest.fail("the harness cluster is not up (CI): tools/harness up")
-        pytest.skip("the harness cluster is not up: run tools/harness up")
-    return values
+    """The harness cluster's variables (fails under CI=true when it is down, else skips)."""
+    return require(harness_vars(), "HARNESS_BASE_IMAGE", "HARNESS_INGRESS_URL", "HARNESS_HOST")
 
 
 @pytest.fixture()
