@@ -100,10 +100,14 @@ def test_unmodified_server_on_a_fixed_port_serves_through_its_ingress_route(
     assert len(set(ips)) == 2 and "127.0.0.1" not in ips, ips
     assert all(c["type"] != "Ready" or c["status"] == "True"
                for p in pods for c in p["status"]["conditions"])
-    ep = client.get("endpoints", ns, "web") or {}
-    addresses = sorted(f"{a['ip']}:{s['ports'][0]['port']}" for s in ep.get("subsets") or []
-                       for a in s.get("addresses") or [])
-    assert addresses == [f"{ip}:8080" for ip in ips]
+    def addresses() -> list[str]:
+        ep = client.get("endpoints", ns, "web") or {}
+        return sorted(f"{a['ip']}:{s['ports'][0]['port']}" for s in ep.get("subsets") or []
+                      for a in s.get("addresses") or [])
+
+    # the Endpoints controller follows the pods on its own: await it, don't sample it
+    wait_for(lambda: addresses() == [f"{ip}:8080" for ip in ips], 30,
+             what=f"endpoints {[f'{ip}:8080' for ip in ips]}, have {addresses()}")
     url = f"{env['HARNESS_INGRESS_URL']}/passwd"
     wait_for(lambda: http_get(url, host)[0] == 200, 30, what="an answer through the ingress")
     status, body = http_get(url, host)
