@@ -1,7 +1,8 @@
 """PostgreSQL (Debian's `postgresql` package) for the control plane's database tests.
 
 Its own cluster under .harness/data/postgres, owned by the `postgres` user the
-package creates, listening on 127.0.0.1 only (and a socket in that directory),
+package creates, listening on the harness address only (and a socket in that directory), so the host
+and pods reach it at the same address (`samenet` in pg_hba.conf: the harness bridge),
 password authentication (scram-sha-256) for the `postgres` role. Nothing is
 installed or started as a system service: `postgres` runs in the foreground
 under `runuser`, as a harness process like the others.
@@ -16,7 +17,6 @@ import subprocess
 from pathlib import Path
 
 from .base import Server
-from .layout import HOST
 from .procs import run
 
 USER = "postgres"
@@ -81,19 +81,22 @@ class Postgres(Server):
                      "--encoding=UTF8", "--locale=C.UTF-8"])
             finally:
                 pwfile.unlink(missing_ok=True)
+            # initdb trusts only 127.0.0.1; the harness address and the pods are on the bridge
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write("host all all samenet scram-sha-256\n")
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         postgres = bindir() / "postgres"  # type: ignore[operator]
         return ["runuser", "-u", USER, "--", str(postgres), "-D", str(self.data),
-                "-h", HOST, "-p", str(self.port), "-k", str(self.socket_dir),
+                "-h", self.host, "-p", str(self.port), "-k", str(self.socket_dir),
                 "-c", "max_connections=200", "-c", "fsync=off",
-                "-c", "listen_addresses=" + HOST], {}
+                "-c", "listen_addresses=" + self.host], {}
 
     def ready(self) -> bool:
         tool = bindir()
         if tool is None:
             return False
-        result = subprocess.run([str(tool / "pg_isready"), "-q", "-h", HOST, "-p",
+        result = subprocess.run([str(tool / "pg_isready"), "-q", "-h", self.host, "-p",
                                  str(self.port)], capture_output=True)
         return result.returncode == 0
 
