@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import baseimage, install, procs, tlsgen
+from . import baseimage, install, procs, serverimages, tlsgen
 from .base import Context, Server
 from .gcs import FakeGcs
 from .kube import Kube
@@ -116,6 +116,8 @@ def _install(layout: Layout, selected: list[str]) -> None:
     with ThreadPoolExecutor(len(jobs)) as pool:
         for future in [pool.submit(job, layout) for job in jobs]:
             future.result()
+    if {"registry", "kube"} <= set(selected):  # real prediction servers for the cluster
+        serverimages.ensure_built(layout)
 
 
 def _start(server: Server) -> None:
@@ -133,6 +135,8 @@ def _push_base(layout: Layout, registries: list[Server]) -> None:
         wait_until(registry.ready, registry.proc, registry.timeout)
         if registry.name == "registry":
             baseimage.push(layout, registry.hostport)
+            if serverimages.built(layout):
+                serverimages.push(layout, registry.hostport)
         else:
             creds = f"harness:{registry.state.secret('registry-tls-password')}"
             baseimage.push(layout, registry.hostport, layout.tls / "certs.d", creds)
@@ -152,6 +156,8 @@ def environment(ctx: Context) -> dict[str, str]:
     ref = f"{baseimage.REPOSITORY}:{baseimage.TAG}"
     if "HARNESS_REGISTRY" in values:
         values["HARNESS_BASE_IMAGE"] = f"{values['HARNESS_REGISTRY']}/{ref}"
+        if serverimages.built(layout):
+            values.update(serverimages.references(values["HARNESS_REGISTRY"]))
     if "HARNESS_REGISTRY_TLS" in values:
         values["HARNESS_BASE_IMAGE_TLS"] = f"{values['HARNESS_REGISTRY_TLS']}/{ref}"
     return values

@@ -226,6 +226,7 @@ class KubernetesPlugin:
         # earlier (interrupted) delivery of this start created it
         created = live is None or previous is None
         try:
+            spec = self._configure_server(spec, events)
             image = self._image(spec, profile, events)
             objects = render(spec, self.k8s, image, self.environment_id,
                              restarted_at=restarted_at, fetcher_env=self.fetcher_env)
@@ -371,6 +372,18 @@ class KubernetesPlugin:
             return spec
         model = spec.model.model_copy(update={"credentials_secret": default})
         return spec.model_copy(update={"model": model})
+
+    def _configure_server(self, spec: DeploymentSpec, events: _Events) -> DeploymentSpec:
+        """Built-in profiles: recognise the model and set the server's runtime (agent.serving)."""
+        from agent.serving import configure_for_model
+
+        credentials = None
+        if spec.model.credentials_secret and spec.model.uri and not spec.model.image:
+            credentials = self.client.read_secret(spec.model.credentials_secret)
+        spec, found = configure_for_model(spec, self.k8s, self.settings.artifacts, credentials)
+        if found:
+            events(found)
+        return spec
 
     def _image(self, spec: DeploymentSpec, profile: ServerProfile, events: _Events) -> str:
         if spec.model.image:
