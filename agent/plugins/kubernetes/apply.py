@@ -191,8 +191,11 @@ def diagnose(client: KubeClient, deployment: dict[str, Any], *, log_lines: int =
             if phase == "Pending":
                 reasons.append(f"pod {pod_name} is Pending")
             elif phase == "Running":
-                reasons.append(f"pod {pod_name} is running but not ready (readiness probe "
-                               "failing?)")
+                # e.g. a server that is up but never loaded its model: its log says why
+                text = f"pod {pod_name} is running but not ready (readiness probe failing?)"
+                containers = (pod.get("spec") or {}).get("containers") or [{}]
+                logs = _tail(client, pod, containers[0].get("name", ""), log_lines)
+                reasons.append(text + (f"; last log lines:\n{logs}" if logs else ""))
         if problems:
             continue  # the container states said it; events would repeat it
         warnings = [e for e in _events(client, pod) if e.get("type") == "Warning"]
