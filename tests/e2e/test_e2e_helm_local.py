@@ -35,4 +35,5 @@ def test_try_local_installs_the_chart_deploys_and_predicts() -> None:
     match = re.search(r"^prediction: (\{.*\})$", proc.stdout, re.MULTILINE)
     assert match, output
     # model.json answers 2.0 * sum(row); the script sends [[1, 2, 3]]
-    assert json.loads(match.group(1)) == {"predictions": [12.0], "model": "iris-v1"}
+    assert json.loads(match.group(1)) == {"predictions": [12.0], "model": "iris-v1",
+                                          "path": "/predict"}
