@@ -78,7 +78,9 @@ def save_joblib(model: Any, directory: Path) -> Path:
 def save_mlflow(model: Any, directory: Path) -> Path:
     import mlflow.sklearn
 
-    mlflow.sklearn.save_model(model, str(directory))
+    # MLflow 3 saves with skops, which asks to name the tree type a DecisionTree holds
+    mlflow.sklearn.save_model(model, str(directory),
+                              skops_trusted_types=["sklearn.tree._tree.Tree"])
     return directory
 
 
@@ -94,8 +96,13 @@ def upload(s3: S3, directory: Path) -> str:
 # ---- protocols ---------------------------------------------------------------------------
 
 def ask_v2(url: str, batch: list[list[float]]) -> list[int]:
-    """Open Inference Protocol (V2): one FP64 tensor in, the first output tensor out."""
-    body = {"inputs": [{"name": "input-0", "shape": [len(batch), len(batch[0])],
+    """Open Inference Protocol (V2): one FP64 tensor in, the first output tensor out.
+
+    The request says it is a NumPy array (`content_type: np`): MLServer's MLflow runtime
+    needs that for a model logged without a signature; the other runtimes accept it.
+    """
+    body = {"parameters": {"content_type": "np"},
+            "inputs": [{"name": "input-0", "shape": [len(batch), len(batch[0])],
                         "datatype": "FP64", "data": [x for row in batch for x in row]}]}
     response = requests.post(url, json=body, timeout=10)
     response.raise_for_status()
@@ -254,6 +261,27 @@ def test_real_server_answers_like_the_local_model_and_replacement_switches_witho
     assert client.failures == [], client.failures
     assert {tuple(a) for a in client.answers} <= {tuple(expected_v1), tuple(expected_v2)}
     assert tuple(expected_v2) in {tuple(a) for a in client.answers}
+
+
+def test_server_that_cannot_load_the_model_ends_errored_with_its_log(
+        control_plane: Any, serving_agent: tuple[str, Agent], s3: S3, tmp_path: Path) -> None:
+    """A `model.joblib` that is not a pickle: MLServer starts, fails to load it and exits.
+
+    It exits with status 0 and restarts in a loop, so the rollout ends at its deadline
+    (120 s here), with the server's last log lines in the message.
+    """
+    env_id, agent = serving_agent
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.joblib").write_bytes(b"this is not a pickle" * 20)
+    result = finish(control_plane, env_id, control_plane.deploy(
+        env_id, "broken", "broken-v1", uri=upload(s3, broken), server_profile="mlserver",
+        config={"rollout_timeout_seconds": 120}), agent, timeout=300)
+    assert result["status"] == "failing", result
+    assert result["state"] == "errored", result
+    message = result["data"]["message"]
+    # the server's own words: the unpickling error ends its log
+    assert "last log lines" in message and "pickle" in message, message
 
 
 def test_model_the_profile_cannot_serve_is_refused_before_anything_is_applied(

@@ -55,7 +55,9 @@ def log_and_register(mlflow_server: Mlflow, flavour: str, model: Any, name: str)
     mlflow.set_tracking_uri(mlflow_server.uri)
     with mlflow.start_run():
         module = mlflow.xgboost if flavour == "xgboost" else mlflow.sklearn
-        info = module.log_model(model, name="model", registered_model_name=name)
+        features, _ = iris()  # the input example gives the model its signature
+        info = module.log_model(model, name="model", registered_model_name=name,
+                                input_example=features[:2])
     return str(info.registered_model_version)
 
 
