@@ -306,3 +306,19 @@ def test_model_the_profile_cannot_serve_is_refused_before_anything_is_applied(
         assert kube.list("apps/v1", "Deployment") == []
     finally:
         kube.close()
+
+
+@pytest.mark.parametrize("profile", list(SERVER_IMAGES))
+def test_server_images_run_as_a_numeric_non_root_user(profile: str,
+                                                      cluster: dict[str, str]) -> None:
+    """What a kubelet checks for runAsNonRoot (the stand-in checks it only on request)."""
+    import json
+    import subprocess
+
+    image = cluster[SERVER_IMAGES[profile]]
+    inspected = subprocess.run(["skopeo", "inspect", "--config", "--tls-verify=false",
+                                f"docker://{image}"], capture_output=True, text=True,
+                               check=True)
+    user = json.loads(inspected.stdout)["config"].get("User", "")
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, user

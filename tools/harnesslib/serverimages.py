@@ -206,10 +206,7 @@ def ensure_built(layout: Layout) -> Path:
     if built(layout):
         return target
     started = time.monotonic()
-    say("building the prediction-server images (MLServer, MLflow, KServe): pip on the host "
-        "into cached layers; a few minutes the first time")
-    python = _pip_python(layout)
-    tars = {name: _ensure_layer(layout, python, name) for name in LAYERS}
+    tars = build_layers(layout)
     tmp = layout.cache / "servers-oci.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     run(["skopeo", "copy", "--quiet", f"oci:{baseimage.oci_dir(layout)}:{baseimage.TAG}",
@@ -222,6 +219,22 @@ def ensure_built(layout: Layout) -> Path:
     tmp.replace(target)
     say(f"prediction-server images built in {time.monotonic() - started:.0f}s")
     return target
+
+
+def build_layers(layout: Layout) -> dict[str, Path]:
+    """The layers' tars (pip on the host; no base image needed, so it can run early)."""
+    if all(_layer_current(layout, name) for name in LAYERS):
+        return {name: _layers_dir(layout) / f"{name}.tar" for name in LAYERS}
+    say("building the prediction-server layers (MLServer, MLflow, KServe): pip on the host; "
+        "a few minutes the first time, cached in .harness/cache/server-layers")
+    python = _pip_python(layout)
+    return {name: _ensure_layer(layout, python, name) for name in LAYERS}
+
+
+def _layer_current(layout: Layout, name: str) -> bool:
+    root = _layers_dir(layout)
+    key = root / f"{name}.key"
+    return (root / f"{name}.tar").exists() and key.exists() and key.read_text() == layer_key(name)
 
 
 def _pip_python(layout: Layout) -> str:
@@ -271,7 +284,7 @@ def _ensure_layer(layout: Layout, python: str, name: str) -> Path:
     root = _layers_dir(layout)
     tar_path = root / f"{name}.tar"
     key_path = root / f"{name}.key"
-    if tar_path.exists() and key_path.exists() and key_path.read_text() == layer_key(name):
+    if _layer_current(layout, name):
         return tar_path
     for below in layer.below:
         _ensure_layer(layout, python, below)

@@ -116,10 +116,13 @@ def _install(layout: Layout, selected: list[str]) -> None:
         jobs.append(install.venv)
     if "registry" in selected:
         jobs.append(baseimage.ensure_built)
+    server_images = {"registry", "kube"} <= set(selected)  # real prediction servers
+    if server_images:
+        jobs.append(serverimages.build_layers)  # pip: in parallel with the base image
     with ThreadPoolExecutor(len(jobs)) as pool:
         for future in [pool.submit(job, layout) for job in jobs]:
             future.result()
-    if {"registry", "kube"} <= set(selected):  # real prediction servers for the cluster
+    if server_images:
         serverimages.ensure_built(layout)
 
 
