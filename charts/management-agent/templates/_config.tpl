@@ -48,7 +48,7 @@ newer than the chart). Paths refer to the mounts of "management-agent.volumeMoun
 {{- range $name, $p := $ps.serverProfiles }}
 {{- if $p }}
 {{- $profile := dict }}
-{{- range $from, $to := dict "image" "image" "modelPath" "model_path" "port" "port" "healthPath" "health_path" "predictPath" "predict_path" "metricsPort" "metrics_port" "metricsPath" "metrics_path" "command" "command" "args" "args" "env" "env" "runAsNonRoot" "run_as_non_root" }}
+{{- range $from, $to := dict "image" "image" "modelPath" "model_path" "port" "port" "healthPath" "health_path" "predictPath" "predict_path" "metricsPort" "metrics_port" "metricsPath" "metrics_path" "command" "command" "args" "args" "env" "env" "runAsNonRoot" "run_as_non_root" "runAsUser" "run_as_user" }}
 {{- if hasKey $p $from }}{{ $_ := set $profile $to (get $p $from) }}{{ end }}
 {{- end }}
 {{- $_ := set $profiles $name $profile }}
