@@ -239,6 +239,7 @@ def test_real_server_answers_like_the_local_model_and_replacement_switches_witho
     result = finish(control_plane, env_id, control_plane.deploy(
         env_id, deployment, f"{profile}-v1", uri=uri, server_profile=profile), agent)
     assert result["state"] == "ready", (result, agent.log()[-4000:])
+    assert result["status"] == "passing", result  # incl. the model's health through the ingress
     url = result["data"]["predictionUrl"]
     ingress = cluster["HARNESS_INGRESS_URL"].rstrip("/")
     assert url == f"{ingress}/{deployment}{case.predict_path.format(name=deployment)}"
