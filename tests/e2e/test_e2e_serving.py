@@ -2,7 +2,8 @@
 
 A scikit-learn model is trained here on iris (bundled with scikit-learn: no download),
 uploaded to the harness S3 as the raw artifact a data scientist has (`model.joblib`, or
-an MLflow model directory for `mlflow-pyfunc`), deployed through the reference control
+an MLflow model directory for `mlflow-pyfunc`; plus an XGBoost `model.json` for
+MLServer's XGBoost runtime), deployed through the reference control
 plane to the harness cluster with the built-in profile, whose image is the harness build
 of the real server (`server_profiles` override: only the image changes). The agent
 recognises the artifact and configures the server; the answers through the ingress URL,
@@ -56,6 +57,15 @@ def train(version: str) -> Any:
     return model.fit(features, target)
 
 
+def train_xgboost(version: str) -> Any:
+    """v1 and v2 disagree on some rows of ROWS (asserted by the tests)."""
+    import xgboost
+
+    features, target = iris()
+    size = {"v1": (20, 3), "v2": (1, 1)}[version]
+    return xgboost.XGBClassifier(n_estimators=size[0], max_depth=size[1]).fit(features, target)
+
+
 def rows() -> list[list[float]]:
     features, _ = iris()
     return [[float(x) for x in row] for row in features[::7]]
@@ -72,6 +82,12 @@ def save_joblib(model: Any, directory: Path) -> Path:
 
     directory.mkdir(parents=True)
     joblib.dump(model, directory / "model.joblib")
+    return directory
+
+
+def save_xgboost(model: Any, directory: Path) -> Path:
+    directory.mkdir(parents=True)
+    model.save_model(directory / "model.json")  # XGBoost's own JSON format
     return directory
 
 
@@ -129,12 +145,15 @@ class Case:
     save: Callable[[Any, Path], Path]
     ask: Callable[[str, list[list[float]]], list[int]]
     predict_path: str  # with {name} = the deployment id
+    train: Callable[[str], Any] = train
 
 
 CASES = {
     "mlserver": Case("mlserver", save_joblib, ask_v2, "/v2/models/{name}/infer"),
     "kserve": Case("kserve", save_joblib, ask_v1, "/v1/models/{name}:predict"),
     "mlflow-pyfunc": Case("mlflow-pyfunc", save_mlflow, ask_mlflow, "/invocations"),
+    "mlserver-xgboost": Case("mlserver", save_xgboost, ask_v2, "/v2/models/{name}/infer",
+                             train_xgboost),
 }
 
 
@@ -230,14 +249,14 @@ def test_real_server_answers_like_the_local_model_and_replacement_switches_witho
         cluster: dict[str, str], s3: S3, tmp_path: Path) -> None:
     case = CASES[profile]
     env_id, agent = serving_agent
-    v1, v2 = train("v1"), train("v2")
+    v1, v2 = case.train("v1"), case.train("v2")
     expected_v1, expected_v2 = local_predictions(v1), local_predictions(v2)
     assert expected_v1 != expected_v2  # otherwise the replacement proves nothing
 
-    deployment = f"serve-{profile.split('-')[0]}"
+    deployment = f"serve-{profile}"
     uri = upload(s3, case.save(v1, tmp_path / "v1"))
     result = finish(control_plane, env_id, control_plane.deploy(
-        env_id, deployment, f"{profile}-v1", uri=uri, server_profile=profile), agent)
+        env_id, deployment, f"{profile}-v1", uri=uri, server_profile=case.profile), agent)
     assert result["state"] == "ready", (result, agent.log()[-4000:])
     assert result["status"] == "passing", result  # incl. the model's health through the ingress
     url = result["data"]["predictionUrl"]

@@ -378,6 +378,7 @@ def _write_tar(root: Path, layer: Layer, tar_path: Path) -> None:
         for directory in ("opt", f"opt/{layer.name}"):
             info = tarfile.TarInfo(directory)
             info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+            info.uname = info.gname = "root"
             tar.addfile(info)
 
         def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
