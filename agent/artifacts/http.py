@@ -29,6 +29,7 @@ from agent.artifacts.source import (
     buffered,
 )
 from agent.errors import ArtifactError
+from agent.retry import is_transient_status
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
@@ -70,7 +71,7 @@ def status_error(status: int, uri: str, what: str = "server") -> ArtifactError:
         )
     if status == 416:
         return ArtifactError(f"{uri}: the server refused the byte range (HTTP 416)")
-    if status == 429 or status >= 500:
+    if is_transient_status(status):
         return TransientArtifactError(f"{uri}: {what} error HTTP {status} (transient)")
     return ArtifactError(f"{uri}: unexpected HTTP {status} from the {what}")
 
