@@ -172,6 +172,9 @@ def serving_config(path: Path, cluster: dict[str, str], s3: S3, cp_url: str, env
     kube["server_profiles"] = {profile: {"image": cluster[variable]}
                                for profile, variable in SERVER_IMAGES.items()}
     kube["default_server_profile"] = "mlserver"
+    # the server images' own user (1000) must pass the kubelet's runAsNonRoot check and the
+    # namespace's Pod Security "restricted": no UID forced for them
+    kube.pop("security", None)
     kube["rollout_timeout_seconds"] = 300
     config["artifacts"] = {"s3_endpoint_url": s3.endpoint}
     path.write_text(yaml.safe_dump(config))
