@@ -331,10 +331,35 @@ def test_model_the_profile_cannot_serve_is_refused_before_anything_is_applied(
         kube.close()
 
 
+def test_replacement_the_profile_cannot_serve_leaves_the_old_model_serving(
+        control_plane: Any, serving_agent: tuple[str, Agent], s3: S3, tmp_path: Path) -> None:
+    env_id, agent = serving_agent
+    case = CASES["mlserver"]
+    model = train("v1")
+    result = finish(control_plane, env_id, control_plane.deploy(
+        env_id, "kept", "kept-v1", uri=upload(s3, save_joblib(model, tmp_path / "v1")),
+        server_profile="mlserver"), agent)
+    assert result["state"] == "ready", (result, agent.log()[-4000:])
+    url = result["data"]["predictionUrl"]
+    assert answers(case, url) == local_predictions(model)
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "README.md").write_text("the model is on its way\n")
+    result = finish(control_plane, env_id, control_plane.admin.replace(
+        env_id, "kept", {"model": {"id": "kept-v2", "uri": upload(s3, notes)}}), agent)
+    assert result["status"] == "failing", result
+    assert result["data"]["oldModelInUse"] is True, result
+    assert result["data"]["currentModelId"] == "kept-v1", result
+    assert "found no model file a built-in server loads (files: README.md)" in \
+        result["data"]["message"], result
+    assert answers(case, url) == local_predictions(model)
+
+
 @pytest.mark.parametrize("profile", list(SERVER_IMAGES))
 def test_server_images_run_as_a_numeric_non_root_user(profile: str,
                                                       cluster: dict[str, str]) -> None:
-    """What a kubelet checks for runAsNonRoot (the stand-in checks it only on request)."""
+    """What a kubelet checks for runAsNonRoot, read from the images' configuration."""
     import json
     import subprocess
 
