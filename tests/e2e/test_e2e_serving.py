@@ -290,8 +290,9 @@ def test_server_that_cannot_load_the_model_ends_errored_with_its_log(
         control_plane: Any, serving_agent: tuple[str, Agent], s3: S3, tmp_path: Path) -> None:
     """A `model.joblib` that is not a pickle: MLServer starts, fails to load it and exits.
 
-    It exits with status 0 and restarts in a loop, so the rollout ends at its deadline
-    (120 s here), with the server's last log lines in the message.
+    It exits with status 0 and restarts in a loop; the rollout is given up after
+    `fail_fast_seconds` of restarts (30 s here; at the latest at the 120 s deadline), with
+    the server's last log lines in the message.
     """
     env_id, agent = serving_agent
     broken = tmp_path / "broken"

@@ -280,6 +280,11 @@ def _stuck(client: KubeClient, deployment: dict[str, Any], settings: KubernetesS
     seen = set()
     for pod in client.list("v1", "Pod", deployment["metadata"].get("namespace"),
                            label_selector=selector):
+        # a container that keeps restarting (e.g. a server that exits 0 when its model does
+        # not load) is Running between back-offs: its clock keeps going
+        seen.update(f"{pod['metadata']['name']}/{cs.get('name', '?')}"
+                    for cs in (pod.get("status") or {}).get("containerStatuses") or []
+                    if cs.get("restartCount", 0) > 0 and not cs.get("ready"))
         for reason, container, _ in pod_problems(pod):
             if reason == "FailedScheduling":
                 continue  # the cluster autoscaler may add a node; wait for the deadline
