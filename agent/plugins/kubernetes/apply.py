@@ -277,7 +277,7 @@ def _stuck(client: KubeClient, deployment: dict[str, Any], settings: KubernetesS
     if not selector:
         return None
     now = time.monotonic()
-    seen = set()
+    seen: set[str] = set()
     for pod in client.list("v1", "Pod", deployment["metadata"].get("namespace"),
                            label_selector=selector):
         # a container that keeps restarting (e.g. a server that exits 0 when its model does
