@@ -3,7 +3,7 @@
 A scikit-learn model is trained here on iris (bundled with scikit-learn: no download),
 uploaded to the harness S3 as the raw artifact a data scientist has (`model.joblib`, or
 an MLflow model directory for `mlflow-pyfunc`; plus an XGBoost `model.json` for
-MLServer's XGBoost runtime), deployed through the reference control
+MLServer's XGBoost runtime, and MLServer's own `model-settings.json` layout), deployed through the reference control
 plane to the harness cluster with the built-in profile, whose image is the harness build
 of the real server (`server_profiles` override: only the image changes). The agent
 recognises the artifact and configures the server; the answers through the ingress URL,
@@ -85,6 +85,17 @@ def save_joblib(model: Any, directory: Path) -> Path:
     return directory
 
 
+def save_model_settings(model: Any, directory: Path) -> Path:
+    """MLServer's own layout: model-settings.json names the model and its runtime."""
+    import json
+
+    save_joblib(model, directory)
+    (directory / "model-settings.json").write_text(json.dumps({
+        "name": "flowers", "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib"}}))
+    return directory
+
+
 def save_xgboost(model: Any, directory: Path) -> Path:
     directory.mkdir(parents=True)
     model.save_model(directory / "model.json")  # XGBoost's own JSON format
@@ -154,6 +165,9 @@ CASES = {
     "mlflow-pyfunc": Case("mlflow-pyfunc", save_mlflow, ask_mlflow, "/invocations"),
     "mlserver-xgboost": Case("mlserver", save_xgboost, ask_v2, "/v2/models/{name}/infer",
                              train_xgboost),
+    # served under the name it declares, not the deployment id
+    "mlserver-settings": Case("mlserver", save_model_settings, ask_v2,
+                              "/v2/models/flowers/infer"),
 }
 
 
