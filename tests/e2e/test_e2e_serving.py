@@ -3,9 +3,10 @@
 A scikit-learn model is trained here on iris (bundled with scikit-learn: no download),
 uploaded to the harness S3 as the raw artifact a data scientist has (`model.joblib`, or
 an MLflow model directory for `mlflow-pyfunc`; plus an XGBoost `model.json` for
-MLServer's XGBoost runtime, and MLServer's own `model-settings.json` layout), deployed through the reference control
-plane to the harness cluster with the built-in profile, whose image is the harness build
-of the real server (`server_profiles` override: only the image changes). The agent
+MLServer's XGBoost runtime and MLServer's own `model-settings.json` layout), deployed
+through the reference control plane to the harness cluster with the built-in profile,
+whose image is the harness build of the real server (`server_profiles` override: only
+the image changes). The agent
 recognises the artifact and configures the server; the answers through the ingress URL,
 in the profile's protocol, must equal the local `predict` on the same rows. Then v1 is
 replaced by v2 (a different model): the answers change to v2's, and a client that keeps
