@@ -6,12 +6,13 @@ an MLflow model directory for `mlflow-pyfunc`; plus an XGBoost `model.json` for
 MLServer's XGBoost runtime and MLServer's own `model-settings.json` layout), deployed
 through the reference control plane to the harness cluster with the built-in profile,
 whose image is the harness build of the real server (`server_profiles` override: only
-the image changes). The agent
-recognises the artifact and configures the server; the answers through the ingress URL,
-in the profile's protocol, must equal the local `predict` on the same rows. Then v1 is
-replaced by v2 (a different model): the answers change to v2's, and a client that keeps
-asking during the rollout sees no failed request. Finally a model the profile cannot
-serve is refused before anything is applied.
+the image changes). The agent recognises the artifact and configures the server; the
+answers through the ingress URL, in the profile's protocol, must equal the local
+`predict` on the same rows. Then v1 is replaced by v2 (a different model): the answers
+change to v2's, and a client that keeps asking during the rollout sees no failed
+request. A model the profile cannot serve is refused before anything is applied (a
+refused replacement leaves the old model serving), and a server that cannot load its
+model ends `errored` with its log.
 """
 
 from __future__ import annotations
