@@ -28,7 +28,6 @@ import requests
 import yaml
 
 from tests.fixtures import model_server
-from tests.fixtures.harness import env_file, read_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -37,12 +36,6 @@ MODEL_PATH = "/opt/model"
 ACTION_TIMEOUT = 420.0
 
 SERVER = model_server.SOURCE  # copied into the model directory as server.py
-
-
-def harness_env() -> dict[str, str]:
-    """The harness env file, or another one ($HARNESS_ENV_FILE, e.g. tools/kind-up's)."""
-    path = env_file()
-    return read_env(path) if path.exists() else {}
 
 
 def write_model(directory: Path, name: str, answer: float) -> str:
