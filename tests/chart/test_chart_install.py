@@ -9,7 +9,6 @@ with controllers (pods run in podman); `helm test` needs it and the agent image
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -141,14 +140,9 @@ def pod_reachable_control_plane(tmp_path: Path) -> Iterator[Any]:
     """The reference control plane on the harness address: the agent pod has a network
     namespace of its own, so 127.0.0.1 there would be the pod itself."""
     from tests.fixtures.controlplane import ControlPlaneServer
-    from tests.fixtures.harness import harness_dir, read_env
+    from tests.fixtures.harness import harness_vars, require
 
-    host = read_env(harness_dir() / "env").get("HARNESS_HOST") if (
-        harness_dir() / "env").exists() else None
-    if not host:
-        if os.environ.get("CI") == "true":
-            pytest.fail("HARNESS_HOST not in the harness env (CI): tools/harness up failed?")
-        pytest.skip("HARNESS_HOST not in the harness env: run tools/harness up")
+    host = require(harness_vars(), "HARNESS_HOST")["HARNESS_HOST"]
     (tmp_path / "cp").mkdir()
     server = ControlPlaneServer(tmp_path / "cp", host=host)
     server.start()

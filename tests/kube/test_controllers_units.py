@@ -150,6 +150,7 @@ def test_prefix_regex() -> None:
 def test_rendered_nginx_conf_is_valid(tmp_path: Path) -> None:
     ctl = IngressController.__new__(IngressController)
     ctl.dir = str(tmp_path)
+    ctl.host = "127.0.0.1"
     ctl.port = 18080
     os.makedirs(tmp_path / "logs")
     os.makedirs(tmp_path / "tmp")

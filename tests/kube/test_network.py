@@ -22,23 +22,20 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.harness import harness_vars, require
 from tests.fixtures.kube import KubeAPI
 from tools.harnesslib.layout import ROOT, Layout
 from tools.harnesslib.netns import PodNetwork, leftovers
 from tools.kube.controllers.client import KubeClient
-from tools.kube.controllers.testing import harness_env, wait_for
+from tools.kube.controllers.testing import wait_for
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def env() -> dict[str, str]:
-    values = harness_env() or {}
-    if not values.get("HARNESS_BASE_IMAGE") or not values.get("HARNESS_INGRESS_URL"):
-        if os.environ.get("CI") == "true":
-            pytest.fail("the harness cluster is not up (CI): tools/harness up")
-        pytest.skip("the harness cluster is not up: run tools/harness up")
-    return values
+    """The harness cluster's variables (fails under CI=true when it is down, else skips)."""
+    return require(harness_vars(), "HARNESS_BASE_IMAGE", "HARNESS_INGRESS_URL", "HARNESS_HOST")
 
 
 @pytest.fixture()
@@ -107,9 +104,9 @@ def test_unmodified_server_on_a_fixed_port_serves_through_its_ingress_route(
     addresses = sorted(f"{a['ip']}:{s['ports'][0]['port']}" for s in ep.get("subsets") or []
                        for a in s.get("addresses") or [])
     assert addresses == [f"{ip}:8080" for ip in ips]
-    status, body = wait_for(lambda: (r := http_get(f"{env['HARNESS_INGRESS_URL']}/passwd",
-                                                   host))[0] == 200 and r, 30,
-                            what="an answer through the ingress route")
+    url = f"{env['HARNESS_INGRESS_URL']}/passwd"
+    wait_for(lambda: http_get(url, host)[0] == 200, 30, what="an answer through the ingress")
+    status, body = http_get(url, host)
     assert status == 200 and "root:" in body  # /etc/passwd served by http.server
 
 
@@ -127,9 +124,11 @@ def test_pods_reach_the_harness_servers_at_the_harness_address(
                "command": ["python3", "-c", script, *urls]}]}}
     kubectl(kube, "apply", "-n", ns, "-f", "-", stdin=json.dumps(pod))
     client = KubeClient(str(kube.kubeconfig))
-    done = wait_for(lambda: (p := client.get("pods", ns, "probe")) and
-                    p["status"].get("phase") in ("Succeeded", "Failed") and p, 120,
-                    what="the probe pod to finish")
+    def finished() -> dict[str, Any] | None:
+        pod = client.get("pods", ns, "probe") or {}
+        return pod if pod.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
+
+    done = wait_for(finished, 120, what="the probe pod to finish") or {}
     logs = kubectl(kube, "logs", "-n", ns, "probe")
     assert done["status"]["phase"] == "Succeeded", logs
     assert logs.split("\n")[:2] == [f"{u} 200" for u in urls]
@@ -163,8 +162,11 @@ def test_harness_down_leaves_no_interface_namespace_or_rule(
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
             "spec": {"containers": [{"name": "c", "image": env["HARNESS_BASE_IMAGE"],
                                      "command": ["sleep", "600"]}]}})
-        pod = wait_for(lambda: (p := client.get("pods", "default", "p")) and
-                       p["status"].get("phase") == "Running" and p, 120, what="pod running")
+        def running() -> dict[str, Any] | None:
+            pod = client.get("pods", "default", "p") or {}
+            return pod if pod.get("status", {}).get("phase") == "Running" else None
+
+        pod = wait_for(running, 120, what="pod running") or {}
         assert pod["status"]["podIP"].rsplit(".", 1)[0] == net.subnet.rsplit(".", 1)[0]
         assert net.exists() and net.namespaces() and len(net.links()) >= 2
         output = run("down")

@@ -48,6 +48,8 @@ class Kube(Server):
                "PYTHONPATH": str(ROOT), "HARNESS_DIR": str(self.layout.dir),
                "KUBE_STANDIN_INGRESS_PORT": str(self.state.port("kube:ingress")),
                "KUBE_STANDIN_POD_NETWORK": self.layout.network().env(),
+               # the ingress on the harness address too: the same URL on the host and in pods
+               "KUBE_STANDIN_INGRESS_HOST": self.host,
                "PATH": f"{self.layout.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
         if "HARNESS_REGISTRY" in env:
             env["KUBE_STANDIN_INSECURE_REGISTRIES"] = env["HARNESS_REGISTRY"]

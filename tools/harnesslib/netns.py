@@ -7,13 +7,18 @@ from its Service. The harness gives every pod that (see docs/kube-standin.md):
 * a bridge ``hkb<id>`` on the host with the **harness address** ``<subnet>.1``;
   the harness servers listen on it, so the host and the pods reach them at the
   same address;
-* per pod a namespace ``hkn<id>-<n>`` with ``eth0`` = ``<subnet>.<n>``, the peer
-  ``hkv<id><n>`` on the bridge, and a default route via the harness address.
+* per pod a namespace ``hkn<id>-<n>`` with ``eth0`` = ``<subnet>.<n>`` and the peer
+  ``hkv<id><n>`` on the bridge. No default route, only one to the harness pool
+  (10.128.0.0/10) via the harness address: a pod reaches its harness and the
+  other pods (and a stand-in started by a test reaches the harness's servers);
+  anything else fails at once with "Network is unreachable" instead of hanging
+  (the machine's DNS server included, so a reverse lookup such as http.server's
+  ``getfqdn`` does not stall startup).
 
 ``<id>`` comes from a hash of the harness root, the /24 subnet from the same hash
 (stepping past any range this machine already uses), so several harnesses on
-one machine never collide. IP forwarding stays off and no firewall rule is
-added: a pod reaches the harness address and other pods, nothing else.
+one machine never collide. IP forwarding stays off and no NAT or firewall rule
+is added: traffic never leaves the machine.
 Standard library only (``ip`` from iproute2), like the rest of the harness.
 """
 
@@ -26,8 +31,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-# 10.128.0.0/10 minus nothing we use elsewhere (the stand-in's Services are 10.96.0.0/16)
-_POOL = ipaddress.ip_network("10.128.0.0/10")
+# the private range every harness takes its /24 from (Service IPs, 10.96.0.0/16, lie outside)
+_POOL = ipaddress.IPv4Network("10.128.0.0/10")
 
 
 class NetError(RuntimeError):
@@ -53,11 +58,11 @@ def used_networks(skip_device: str = "") -> list[ipaddress.IPv4Network]:
         if entry.get("ifname") == skip_device:
             continue
         for a in entry.get("addr_info") or []:
-            nets.append(ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False))
+            nets.append(ipaddress.IPv4Network(f"{a['local']}/{a['prefixlen']}", strict=False))
     for route in json.loads(_ip("-j", "-4", "route").stdout or "[]"):
         dst = route.get("dst", "")
         if dst and dst != "default" and route.get("dev") != skip_device:
-            nets.append(ipaddress.ip_network(dst if "/" in dst else f"{dst}/32", strict=False))
+            nets.append(ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False))
     return nets
 
 
@@ -68,7 +73,7 @@ def choose_subnet(key: str, skip_device: str = "") -> ipaddress.IPv4Network:
     taken = used_networks(skip_device)
     for step in range(subnets):
         base = int(_POOL.network_address) + ((start + step) % subnets) * 256
-        candidate = ipaddress.ip_network(f"{ipaddress.ip_address(base)}/24")
+        candidate = ipaddress.IPv4Network(f"{ipaddress.IPv4Address(base)}/24")
         if not any(candidate.overlaps(n) for n in taken):
             return candidate
     raise NetError(f"no free /24 left in {_POOL}")
@@ -162,7 +167,7 @@ class PodNetwork:
             _ip("-n", ns, "addr", "add", f"{self.pod_ip(index)}/{self.prefixlen}", "dev", "eth0")
             _ip("-n", ns, "link", "set", "lo", "up")
             _ip("-n", ns, "link", "set", "eth0", "up")
-            _ip("-n", ns, "route", "add", "default", "via", self.gateway)
+            _ip("-n", ns, "route", "add", str(_POOL), "via", self.gateway)
         except NetError:
             self.del_pod(index)
             raise

@@ -198,11 +198,13 @@ class PodWorker(threading.Thread):
     def _create_sandbox(self) -> bool:
         """The pod's network namespace and address (the CNI ADD of a real kubelet)."""
         with self.node.net_lock:
+            # round robin like host-local IPAM: a just-freed address is not reused at once
             free = [i for i in POD_INDEXES if i not in self.node.used_indexes]
             if not free:
                 self._sandbox_failed("no free pod address left on the harness bridge")
                 return False
-            self.net_index = free[0]
+            self.net_index = next((i for i in free if i > self.node.last_index), free[0])
+            self.node.last_index = self.net_index
             self.node.used_indexes.add(self.net_index)
         try:
             self.netns_path = self.node.net.add_pod(self.net_index)
@@ -680,6 +682,7 @@ class Node:
             PodNetwork.for_key(os.path.abspath(state_dir))
         self.owns_net = not configured
         self.used_indexes: set[int] = set()
+        self.last_index = 0
         self.net_lock = threading.Lock()
         self.cpu = parse_cpu(os.environ.get("KUBE_STANDIN_NODE_CPU", "8"))
         self.memory = parse_mem(os.environ.get("KUBE_STANDIN_NODE_MEMORY", "32Gi"))
@@ -869,4 +872,6 @@ class Node:
         self.cleanup_leftovers()
         if self.owns_net:
             self.net.remove()
+        if not self.podman.runroot.startswith(self.podman.base):  # the short one under /tmp
+            shutil.rmtree(self.podman.runroot, ignore_errors=True)
 
