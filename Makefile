@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration venv harness-up harness-down clean
+.PHONY: demo demo-gitops test lint unit integration venv harness-up harness-down clean
 
 venv: $(STAMP)
 
@@ -19,9 +19,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
-## demo: start the reference control plane, deploy a model, run the agent, show the result.
+## demo: a real MLServer on the harness cluster serves a model trained on the spot, then its replacement.
 demo: venv
 	tools/demo
+
+## demo-gitops: the same control plane + agent writing manifests to git (no cluster needed).
+demo-gitops: venv
+	tools/demo-gitops
 
 ## test: lint, type-check, start the harness, run every test, stop the harness.
 test: venv lint

@@ -6,9 +6,13 @@ model's aliases, tags and latest versions, so the cost grows with the number
 of watched models, never with the number of versions. The desired
 deployments derived from it are diffed against what the plugin reports as
 deployed (labels on the target, not memory), which makes the adapter
-restart-safe. Results are written back as tags on the model version
-(`management-agent.state`, `.url`, `.message`, `.updated`) so they show in
-the MLflow UI.
+restart-safe. Override tags (`management-agent.replicas`, `.cpu`, `.memory`,
+`.server-profile`, `.image`) are read on every poll: a change on a running version
+converges the deployment (a `deployment_start` of the same model, which is
+idempotent), and so does the first sight of each deployment after the agent
+starts, so that a change made while it was down is applied too. Results are
+written back as tags on the model version (`management-agent.state`, `.url`,
+`.message`, `.updated`) so they show in the MLflow UI.
 
 When MLflow cannot be reached the poll fails and nothing is derived: a
 registry outage never stops a deployment.
@@ -66,6 +70,11 @@ def deployment_id_for(model_name: str, selector: str) -> str:
 
 def model_id_for(model_name: str, version: str) -> str:
     return f"{model_name}/{version}"
+
+
+def fingerprint(spec: DeploymentSpec) -> str:
+    """Short hash of everything the registry decides about a deployment (model + overrides)."""
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -192,8 +201,9 @@ class MLflowControlPlane:
         self._lock = threading.Lock()
         self._offered: dict[str, Action] = {}
         self._claimed: set[str] = set()
-        self._failed: dict[str, str] = {}  # deployment id -> model id that failed to deploy
-        self._versions: dict[tuple[str, str], dict[str, str]] = {}  # version tags cache
+        self._failed: dict[str, str] = {}  # deployment id -> spec fingerprint that failed
+        # deployment id -> fingerprint of the spec this process last converged it to
+        self._applied: dict[str, str] = {}
         self._desired: dict[str, Desired] | None = None
         self._deployed_versions: dict[str, tuple[str, str]] = {}
 
@@ -233,10 +243,8 @@ class MLflowControlPlane:
         return found
 
     def _version_tags(self, name: str, version: str) -> dict[str, str]:
-        key = (name, version)
-        if key not in self._versions:  # versions are immutable enough: fetch once per version
-            self._versions[key] = _tags(self.registry.version(name, version))
-        return self._versions[key]
+        # read on every poll (one call per watched alias): override tags change on a version
+        return _tags(self.registry.version(name, version))
 
     def _spec(self, deployment_id: str, name: str, version: str,
               model_tags: dict[str, str]) -> DeploymentSpec:
@@ -270,15 +278,18 @@ class MLflowControlPlane:
         for deployment_id, want in desired.items():
             have = current.get(deployment_id)
             model_id = want.spec.model.id
-            if self._failed.get(deployment_id) == model_id:
+            wanted = fingerprint(want.spec)
+            if self._failed.get(deployment_id) == wanted:
                 continue  # already tried and reported on the version's tags
             if have is None or have.state == DeploymentState.STOPPED:
                 kind = ActionType.DEPLOYMENT_START
             elif have.model_id != model_id:
                 kind = ActionType.DEPLOYMENT_REPLACE_MODEL
+            elif self._applied.get(deployment_id) != wanted:
+                kind = ActionType.DEPLOYMENT_START  # same model, other overrides: converge
             else:
                 continue
-            action = self._action(kind, deployment_id, want.spec, want.version)
+            action = self._action(kind, deployment_id, want.spec, f"{want.version}:{wanted}")
             offered[action.id] = action
         for deployment_id, have in current.items():
             if deployment_id not in desired and have.state != DeploymentState.STOPPED:
@@ -328,10 +339,13 @@ class MLflowControlPlane:
             return
         target = self._target_version(action)
         if action.deployment_id:
-            if result.status == Status.FAILING and action.deployment is not None:
-                self._failed[action.deployment_id] = action.deployment.model.id
+            if action.deployment is None:
+                self._applied.pop(action.deployment_id, None)
+            elif result.status == Status.FAILING:
+                self._failed[action.deployment_id] = fingerprint(action.deployment)
             else:
                 self._failed.pop(action.deployment_id, None)
+                self._applied[action.deployment_id] = fingerprint(action.deployment)
         try:
             if target is not None:
                 self._write_tags(*target, result)

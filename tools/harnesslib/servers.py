@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import baseimage, install, netns, procs, tlsgen
+from . import baseimage, install, netns, procs, serverimages, tlsgen
 from .base import Context, Server
 from .gcs import FakeGcs
 from .kube import Kube
@@ -117,9 +117,14 @@ def _install(layout: Layout, selected: list[str]) -> None:
         jobs.append(install.venv)
     if "registry" in selected:
         jobs.append(baseimage.ensure_built)
+    server_images = {"registry", "kube"} <= set(selected)  # real prediction servers
+    if server_images:
+        jobs.append(serverimages.build_layers)  # pip: in parallel with the base image
     with ThreadPoolExecutor(len(jobs)) as pool:
         for future in [pool.submit(job, layout) for job in jobs]:
             future.result()
+    if server_images:
+        serverimages.ensure_built(layout)
 
 
 def _start(server: Server) -> None:
@@ -137,6 +142,8 @@ def _push_base(layout: Layout, registries: list[Server]) -> None:
         wait_until(registry.ready, registry.proc, registry.timeout)
         if registry.name == "registry":
             baseimage.push(layout, registry.hostport)
+            if serverimages.built(layout):
+                serverimages.push(layout, registry.hostport)
         else:
             creds = f"harness:{registry.state.secret('registry-tls-password')}"
             baseimage.push(layout, registry.hostport, layout.tls / "certs.d", creds)
@@ -158,6 +165,8 @@ def environment(ctx: Context) -> dict[str, str]:
     ref = f"{baseimage.REPOSITORY}:{baseimage.TAG}"
     if "HARNESS_REGISTRY" in values:
         values["HARNESS_BASE_IMAGE"] = f"{values['HARNESS_REGISTRY']}/{ref}"
+        if serverimages.built(layout):
+            values.update(serverimages.references(values["HARNESS_REGISTRY"]))
     if "HARNESS_REGISTRY_TLS" in values:
         values["HARNESS_BASE_IMAGE_TLS"] = f"{values['HARNESS_REGISTRY_TLS']}/{ref}"
     return values

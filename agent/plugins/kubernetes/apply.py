@@ -125,8 +125,11 @@ def diagnose(client: KubeClient, deployment: dict[str, Any], *, log_lines: int =
             if phase == "Pending":
                 reasons.append(f"pod {pod_name} is Pending")
             elif phase == "Running":
-                reasons.append(f"pod {pod_name} is running but not ready (readiness probe "
-                               "failing?)")
+                # e.g. a server that is up but never loaded its model: its log says why
+                text = f"pod {pod_name} is running but not ready (readiness probe failing?)"
+                containers = (pod.get("spec") or {}).get("containers") or [{}]
+                logs = _tail(client, pod, containers[0].get("name", ""), log_lines)
+                reasons.append(text + (f"; last log lines:\n{logs}" if logs else ""))
         if problems:
             continue  # the container states said it; events would repeat it
         warnings = [e for e in _events(client, pod) if e.get("type") == "Warning"]
@@ -202,9 +205,14 @@ def _stuck(client: KubeClient, deployment: dict[str, Any], settings: KubernetesS
     if not selector:
         return None
     now = time.monotonic()
-    seen = set()
+    seen: set[str] = set()
     for pod in client.list("v1", "Pod", deployment["metadata"].get("namespace"),
                            label_selector=selector):
+        # a container that keeps restarting (e.g. a server that exits 0 when its model does
+        # not load) is Running between back-offs: its clock keeps going
+        seen.update(f"{pod['metadata']['name']}/{cs.get('name', '?')}"
+                    for cs in (pod.get("status") or {}).get("containerStatuses") or []
+                    if cs.get("restartCount", 0) > 0 and not cs.get("ready"))
         for reason, container, _ in pod_problems(pod):
             if reason == "FailedScheduling":
                 continue  # the cluster autoscaler may add a node; wait for the deadline

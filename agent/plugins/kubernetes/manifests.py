@@ -58,7 +58,8 @@ def _security(
     if non_root is None:
         non_root = sec.run_as_non_root
     pod: dict[str, Any] = {"runAsNonRoot": bool(non_root)}
-    for key, value in (("runAsUser", sec.run_as_user), ("runAsGroup", sec.run_as_group),
+    run_as_user = sec.run_as_user if sec.run_as_user is not None else profile.run_as_user
+    for key, value in (("runAsUser", run_as_user), ("runAsGroup", sec.run_as_group),
                        ("fsGroup", sec.fs_group)):
         if value is not None:
             pod[key] = value

@@ -201,6 +201,7 @@ class KubernetesPlugin:
             restarted_at = (live["spec"]["template"]["metadata"].get("annotations") or {}).get(
                 names.ANNOTATION_RESTARTED_AT)
         try:
+            spec = self._configure_server(spec, report)
             delivery = resolve_image(spec, profile, self.settings, report, kube=self.client)
             objects = render(spec, self.k8s, delivery.image, self.environment_id,
                              restarted_at=restarted_at, fetcher_env=self.fetcher_env,
@@ -316,6 +317,18 @@ class KubernetesPlugin:
             return spec
         model = spec.model.model_copy(update={"credentials_secret": default})
         return spec.model_copy(update={"model": model})
+
+    def _configure_server(self, spec: DeploymentSpec, report: Reporter) -> DeploymentSpec:
+        """Built-in profiles: recognise the model and set the server's runtime (agent.serving)."""
+        from agent.serving import configure_for_model
+
+        credentials = None
+        if spec.model.credentials_secret and spec.model.uri and not spec.model.image:
+            credentials = self.client.read_secret(spec.model.credentials_secret)
+        spec, found = configure_for_model(spec, self.k8s, self.settings.artifacts, credentials)
+        if found:
+            report(found)
+        return spec
 
     def _probe(self, result: DeploymentStatus, deployment: dict[str, Any]) -> DeploymentStatus:
         good = last_good(deployment)

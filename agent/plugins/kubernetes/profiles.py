@@ -24,12 +24,17 @@ from agent.plugins.kubernetes.settings import KubernetesSettings, ServerProfile
 DEFAULT_PROFILE = "mlserver"
 
 BUILTIN_PROFILES: dict[str, ServerProfile] = {
-    # MLServer (Seldon): V2 inference protocol; metrics on their own port.
+    # The built-in servers are general-purpose: after fetching, the agent recognises the
+    # model (MLmodel, model-settings.json, *.joblib, XGBoost, LightGBM) and sets the runtime,
+    # the served name and the model-level health path (agent.serving). Every one runs as a
+    # non-root user, as Pod Security `restricted` demands.
+    # MLServer (Seldon): V2 inference protocol; metrics on their own port; the image's user
+    # is 1000.
     "mlserver": ServerProfile(
-        image="docker.io/seldonio/mlserver:1.6.1",
+        image="docker.io/seldonio/mlserver:1.7.1",
         model_path="/mnt/models",
         port=8080,
-        health_path="/v2/health/ready",
+        health_path="/v2/models/{name}/ready",
         predict_path="/v2/models/{name}/infer",
         metrics_port=8082,
         env={
@@ -39,20 +44,24 @@ BUILTIN_PROFILES: dict[str, ServerProfile] = {
             "MLSERVER_MODEL_URI": "{model_path}",
         },
     ),
-    # MLflow's scoring server (`mlflow models serve`): /ping and /invocations.
+    # MLflow's scoring server (`mlflow models serve`): /ping answers once the model is
+    # loaded (it is loaded before the port is bound), /invocations predicts. The official
+    # image runs as root: run it as 1000.
     "mlflow-pyfunc": ServerProfile(
-        image="ghcr.io/mlflow/mlflow:v2.22.0",
+        image="ghcr.io/mlflow/mlflow:v3.18.0",
         model_path="/mnt/models",
         port=8080,
         health_path="/ping",
         predict_path="/invocations",
         command=["mlflow", "models", "serve"],
         args=["-m", "{model_path}", "-h", "0.0.0.0", "-p", "{port}", "--env-manager", "local"],
-        run_as_non_root=False,  # the official image runs as root
+        env={"HOME": "/tmp"},
+        run_as_user=1000,
     ),
-    # KServe model servers (sklearnserver, xgbserver, ...): V1 protocol.
+    # KServe's sklearnserver: V1 protocol, /v1/models/<name> answers once the model is
+    # loaded; the image's user is 1000.
     "kserve": ServerProfile(
-        image="docker.io/kserve/sklearnserver:v0.15.0",
+        image="docker.io/kserve/sklearnserver:v0.21.0",
         model_path="/mnt/models",
         port=8080,
         health_path="/v1/models/{name}",
@@ -81,8 +90,17 @@ _OVERRIDE_KEYS = {
 
 
 def profiles(settings: KubernetesSettings) -> dict[str, ServerProfile]:
-    """Every known profile: built-ins, replaced or extended by the settings."""
-    return {**BUILTIN_PROFILES, **settings.server_profiles}
+    """Every known profile: built-ins, extended by the settings.
+
+    A settings profile named like a built-in changes only the fields it sets (e.g. the
+    image: `server_profiles: {mlserver: {image: registry.example/mlserver:1.7.1}}`).
+    """
+    merged = dict(BUILTIN_PROFILES)
+    for name, profile in settings.server_profiles.items():
+        builtin = BUILTIN_PROFILES.get(name)
+        merged[name] = profile if builtin is None else builtin.model_copy(update={
+            field: getattr(profile, field) for field in profile.model_fields_set})
+    return merged
 
 
 def profile_name(spec: DeploymentSpec, settings: KubernetesSettings) -> str:

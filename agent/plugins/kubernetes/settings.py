@@ -61,6 +61,10 @@ class ServerProfile(_Section):
     run_as_non_root: bool | None = Field(
         default=None, description="Override of security.run_as_non_root for this server."
     )
+    run_as_user: int | None = Field(
+        default=None, ge=0, description="User id for images whose own user is root "
+        "(security.run_as_user wins)."
+    )
 
 
 class RollingUpdate(_Section):

@@ -201,3 +201,31 @@ def test_deployment_ids_are_dns_labels() -> None:
     assert len(long) <= 63 and long != deployment_id_for("m" * 81, "production")
     assert deployment_id_for("Iris", "production") != deployment_id_for("iris", "production")
     assert deployment_id_for("iris", "Production") != deployment_id_for("iris", "production")
+
+
+def test_override_tag_change_on_a_running_version_converges_without_a_restart(
+        tmp_path: Path, mlflow: Mlflow, registry: Registry, model_name: str) -> None:
+    settings = agent_settings(tmp_path, mlflow.uri, model_name)
+    registry.model(model_name)
+    version = registry.version(model_name)
+    registry.alias(model_name, "production", version)
+    dep = deployment_id_for(model_name, "production")
+    control_plane = MLflowControlPlane(settings)  # one process: one adapter throughout
+    plugin = FilesystemPlugin(settings)
+    control_plane.attach_plugin(plugin)
+
+    def replicas() -> int:
+        objects = yaml.safe_load_all((tmp_path / "out" / dep / "manifests.yaml").read_text())
+        return int(next(o for o in objects if o["kind"] == "Deployment")["spec"]["replicas"])
+
+    assert Runtime(settings, control_plane, plugin).run(once=True) == 0
+    assert replicas() == 1
+    assert control_plane.pending() == [], "converged: nothing to do"
+
+    registry.call("POST", "model-versions/set-tag", name=model_name, version=version,
+                  key="management-agent.replicas", value="3")
+    assert [(str(a.type), a.deployment_id) for a in control_plane.pending()] == [
+        ("deployment_start", dep)]
+    assert Runtime(settings, control_plane, plugin).run(once=True) == 0
+    assert replicas() == 3
+    assert control_plane.pending() == []

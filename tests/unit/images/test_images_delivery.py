@@ -49,7 +49,7 @@ def test_ready_image_is_used_as_named_in_every_mode() -> None:
 def test_storage_initializer_runs_the_base_image_without_building() -> None:
     delivery, events = _resolve(_spec(uri="s3://user:pw@b/k?sig=x"), _settings("none"))
     assert delivery.mode is DeliveryMode.STORAGE_INITIALIZER
-    assert delivery.image == "docker.io/seldonio/mlserver:1.6.1"
+    assert delivery.image == "docker.io/seldonio/mlserver:1.7.1"
     assert events and "pw" not in events[0] and "sig=x" not in events[0]
 
 

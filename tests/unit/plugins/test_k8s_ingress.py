@@ -47,7 +47,7 @@ def test_nginx_ingress_regex_rewrite_and_host() -> None:
     assert ingress["spec"]["ingressClassName"] == "nginx"
     assert "tls" not in ingress["spec"]
     assert prediction_url(spec(), s) == "http://models.example.com/pred/dep-1/v2/models/dep-1/infer"
-    assert health_url(spec(), s) == "http://models.example.com/pred/dep-1/v2/health/ready"
+    assert health_url(spec(), s) == "http://models.example.com/pred/dep-1/v2/models/dep-1/ready"
 
 
 def test_https_root_gets_tls_and_ssl_redirect() -> None:
@@ -131,7 +131,7 @@ def test_bad_root_is_rejected() -> None:
 
 
 @pytest.mark.parametrize(("profile", "health", "predict"), [
-    ("mlserver", "/v2/health/ready", "/v2/models/dep-1/infer"),
+    ("mlserver", "/v2/models/dep-1/ready", "/v2/models/dep-1/infer"),
     ("mlflow-pyfunc", "/ping", "/invocations"),
     ("kserve", "/v1/models/dep-1", "/v1/models/dep-1:predict"),
     ("custom", "/health", "/predict"),
@@ -148,13 +148,15 @@ def test_builtin_profiles(profile: str, health: str, predict: str) -> None:
     assert server["readinessProbe"]["httpGet"]["path"] == health
 
 
-def test_mlflow_profile_command_and_root() -> None:
+def test_mlflow_profile_command_and_non_root_user() -> None:
     s = KubernetesSettings(default_server_profile="mlflow-pyfunc")
     pod = render(spec(), s, "i", "e")[0]["spec"]["template"]["spec"]
     server = pod["containers"][0]
     assert server["command"] == ["mlflow", "models", "serve"]
     assert server["args"][:2] == ["-m", "/mnt/models"] and "8080" in server["args"]
-    assert pod["securityContext"]["runAsNonRoot"] is False
+    # the official image's user is root: Pod Security `restricted` needs a numeric non-root one
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 1000
 
 
 def test_settings_profiles_and_per_deployment_overrides() -> None:

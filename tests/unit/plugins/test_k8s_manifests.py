@@ -59,7 +59,7 @@ def test_minimal_render_deployment_service_ingress() -> None:
     assert server["image"] == "reg/img:1"
     assert server["ports"][0] == {"name": "http", "containerPort": 8080, "protocol": "TCP"}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert server[probe]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+        assert server[probe]["httpGet"] == {"path": "/v2/models/dep-1/ready", "port": "http"}
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert server["securityContext"]["allowPrivilegeEscalation"] is False
     assert pod["automountServiceAccountToken"] is False
