@@ -135,6 +135,13 @@ class ActionRef(BaseModel):
     deployment_id: str | None = None
 
 
+class InvalidActionRef(ActionRef):
+    """A listed entry that did not validate, kept (with the reason) instead of failing the
+    whole list, so that the runtime reports it as failing and still runs the others."""
+
+    reason: str
+
+
 class Action(_Strict):
     """One order from the control plane, as claimed by the agent."""
 

@@ -127,6 +127,17 @@ def run_plugin(
     raise InvalidActionError(f"unsupported action type {action.type!r}", action.id)
 
 
+def attempts_exhausted(action: Action, limit: int) -> ActionResult:
+    """The result of an action not run again because its earlier deliveries never ended."""
+    return ActionResult.failing(
+        f"{action.type} not run again: this is delivery attempt {action.attempt} and "
+        f"runtime.max_delivery_attempts is {limit}. The earlier attempts never reported a "
+        "result, which usually means the agent was killed while running it (out of memory, "
+        "disk full, node lost): check the agent's restarts and resources, then retry the "
+        "action"
+    )
+
+
 def execute(action: Action, plugin: Plugin, control_plane: ControlPlane) -> ActionResult:
     """Run the action; always returns a result, never raises."""
     report = EventReporter(control_plane, action.id)
