@@ -39,6 +39,7 @@ newer than the chart). Paths refer to the mounts of "management-agent.volumeMoun
 {{- $runtime := dict
   "workers" $v.agent.workers
   "action_timeout_seconds" $v.agent.actionTimeoutSeconds
+  "max_delivery_attempts" $v.agent.maxDeliveryAttempts
   "shutdown_grace_seconds" $v.agent.shutdownGraceSeconds
   "stall_seconds" $v.agent.stallSeconds
   "leader_election" $leader }}
