@@ -31,7 +31,7 @@ from agent.errors import AgentError, InvalidActionError, LeaseConflictError
 from agent.health import HealthState, Metrics, stall_seconds
 from agent.leader import AlwaysLeader, Leadership
 from agent.logs import action_context
-from agent.model import Action, ActionRef, ActionResult, InvalidActionRef, Status
+from agent.model import Action, ActionRef, ActionResult, InvalidActionRef, Status, bounded
 from agent.plugins import Plugin
 from agent.retry import Outage, retrying, service_loop
 from agent.worker import attempts_exhausted, execute
@@ -243,7 +243,7 @@ class Runtime:
         with action_context(ref.id, ref.deployment_id):
             log.warning("malformed action completed as failing: %s", exc)
             self.metrics.actions.labels(ref.type, "invalid").inc()
-            self._complete(ref.id, ActionResult.failing(f"invalid action: {exc}"))
+            self._complete(ref.id, ActionResult.failing(bounded(f"invalid action: {exc}")))
 
     def _reject_listed(self, ref: InvalidActionRef) -> None:
         """Report a malformed pending entry as failing: claim it (the lease is what lets us
@@ -258,7 +258,8 @@ class Runtime:
                     self.control_plane.claim(ref.id, self.settings.control_plane.lease_seconds)
                 self.metrics.actions.labels(ref.type, "invalid").inc()
                 log.warning("malformed pending entry completed as failing: %s", ref.reason)
-                self._complete(ref.id, ActionResult.failing(f"invalid action: {ref.reason}"))
+                self._complete(ref.id, ActionResult.failing(bounded(f"invalid action: "
+                                                                    f"{ref.reason}")))
             except LeaseConflictError:
                 log.debug("malformed pending entry %s is leased by another agent", ref.id)
             except AgentError as exc:

@@ -26,6 +26,7 @@ from agent.model import (
     Event,
     ResultData,
     Status,
+    bounded,
 )
 from agent.plugins import Plugin
 
@@ -150,7 +151,7 @@ def execute(action: Action, plugin: Plugin, control_plane: ControlPlane) -> Acti
         return result
     except InvalidActionError as exc:
         log.warning("invalid action: %s", exc)
-        return ActionResult.failing(f"invalid action: {scrub(str(exc))}")
+        return ActionResult.failing(bounded(f"invalid action: {scrub(str(exc))}"))
     except AgentError as exc:
         log.error("action failed: %s", exc)
         return ActionResult.failing(scrub(str(exc)))

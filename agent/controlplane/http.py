@@ -31,6 +31,7 @@ from agent.model import (
     EnvironmentStatus,
     Event,
     InvalidActionRef,
+    bounded,
 )
 from agent.retry import error_for_status, retry_after_of, retrying
 
@@ -54,12 +55,12 @@ def _transient(message: str) -> ControlPlaneError:
 
 
 def readable_validation_error(exc: ValidationError) -> str:
-    """'deployment.replicas: Input should be ...; ...' from a pydantic error."""
+    """'deployment.replicas: Input should be ...; ...' from a pydantic error, `bounded`."""
     parts = []
     for error in exc.errors():
         loc = ".".join(str(part) for part in error["loc"])
         parts.append(f"{loc}: {error['msg']}" if loc else error["msg"])
-    return "; ".join(parts)
+    return bounded("; ".join(parts))
 
 
 def parse_action_ref(entry: object) -> ActionRef:
@@ -68,7 +69,7 @@ def parse_action_ref(entry: object) -> ActionRef:
     try:
         return ActionRef.model_validate(entry)
     except ValidationError as exc:
-        reason = _short(f"listed entry does not validate: {readable_validation_error(exc)}")
+        reason = bounded(f"listed entry does not validate: {readable_validation_error(exc)}")
     fields = entry if isinstance(entry, dict) else {}
     raw_id = fields.get("id")
     # an id the server could have meant (7 for "7"); anything else leaves it unreportable
@@ -130,13 +131,14 @@ class NativeControlPlane:
         )
         if not isinstance(body, dict):
             raise InvalidActionError(
-                f"action {action_id}: payload is not a JSON object", action_id=action_id
+                bounded(f"action {action_id}: payload is not a JSON object"), action_id=action_id
             )
         try:
             return Action.model_validate(body)
         except ValidationError as exc:
             raise InvalidActionError(
-                f"action {action_id}: {readable_validation_error(exc)}", action_id=action_id
+                bounded(f"action {action_id}: {readable_validation_error(exc)}"),
+                action_id=action_id,
             ) from exc
 
     def renew(self, action_id: str, lease_seconds: int) -> None:

@@ -177,3 +177,20 @@ def test_a_worker_stuck_past_the_action_timeout_fails_healthz_and_shows_in_metri
     release.touch()  # the call returns: the worker is free again
     wait_for(lambda: agent.health("/healthz") == 200, what="/healthz to recover")
     assert _metric(agent, "management_agent_stuck_workers") == 0
+
+
+def test_a_huge_malformed_action_is_reported_with_a_bounded_message(
+        control_plane: ControlPlaneServer, env: tuple[str, str],
+        started: list[AgentProcess], tmp_path: Path) -> None:
+    """Before: every error of a payload with thousands of unknown fields went into the
+    result message and the log line (megabytes from one crafted action)."""
+    env_id = env[0]
+    crafted = {"type": "deployment_stop", "deployment_id": "x1",
+               **{f"field_{i}_{'x' * 200}": i for i in range(5000)}}
+    action = control_plane.admin.enqueue_raw(env_id, crafted)["id"]
+    agent = _agent(started, tmp_path / "agent", control_plane.url, env)
+    assert agent.run_once() == 0
+    message = control_plane.admin.get_action(env_id, action)["result"]["data"]["message"]
+    assert message.startswith(f"invalid action: action {action}: field_0_xxx")
+    assert len(message) <= 1000 and message.endswith(" more characters)")
+    assert len(agent.log()) < 20_000

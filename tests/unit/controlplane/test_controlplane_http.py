@@ -45,4 +45,15 @@ def test_an_entry_without_a_usable_id_has_none_and_reasons_are_bounded() -> None
             "deployment_id": "d1"}
     ref = parse_action_ref(huge)
     assert isinstance(ref, InvalidActionRef)
-    assert len(ref.id) == 256 and len(ref.reason) <= 300 and ref.deployment_id == "d1"
+    assert len(ref.id) == 256 and ref.deployment_id == "d1"
+    assert ref.reason == "listed entry does not validate: type: Input should be a valid string"
+
+
+def test_validation_errors_of_a_huge_payload_are_bounded() -> None:
+    payload = {"id": "a-1", "type": "deployment_stop", "environment_id": "e",
+               **{f"field_{i}_{'x' * 40}": i for i in range(5000)}}
+    with pytest.raises(ValidationError) as info:
+        Action.model_validate(payload)
+    message = readable_validation_error(info.value)
+    assert len(message) == 1000 and message.endswith(" more characters)")
+    assert message.startswith("field_0_xxxx")
