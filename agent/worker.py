@@ -150,8 +150,9 @@ def execute(action: Action, plugin: Plugin, control_plane: ControlPlane) -> Acti
             result.data.message = scrub(result.data.message)
         return result
     except InvalidActionError as exc:
-        log.warning("invalid action: %s", exc)
-        return ActionResult.failing(bounded(f"invalid action: {scrub(str(exc))}"))
+        message = bounded(f"invalid action: {scrub(str(exc))}")
+        log.warning("%s", message)
+        return ActionResult.failing(message)
     except AgentError as exc:
         log.error("action failed: %s", exc)
         return ActionResult.failing(scrub(str(exc)))

@@ -259,7 +259,7 @@ def _error_body(response: requests.Response) -> tuple[str, str]:
     return "", str(body)[:200]
 
 
-def _short(exc: object) -> str:
+def _short(exc: BaseException) -> str:
     text = str(exc)
     return text if len(text) <= 300 else text[:297] + "..."
 
