@@ -26,7 +26,10 @@ class ArtifactSettings(BaseModel):
     s3_endpoint_url: str | None = Field(
         default=None, description="S3-compatible endpoint (MinIO, Ceph, SeaweedFS...)."
     )
-    s3_region: str | None = None
+    s3_region: str | None = Field(
+        default=None,
+        description="S3 region; None: the SDK's default chain.",
+    )
     s3_addressing_style: str | None = Field(
         default=None,
         description="'path' or 'virtual'; default: path for custom endpoints, auto for AWS.",
@@ -44,8 +47,14 @@ class ArtifactSettings(BaseModel):
     unpack_archives: bool = Field(
         default=True, description="fetch_model unpacks a model that is a single .tar/.tgz/.zip."
     )
-    max_archive_bytes: int = Field(default=64 * 1024**3, gt=0)
-    max_archive_files: int = Field(default=100_000, gt=0)
+    max_archive_bytes: int = Field(
+        default=64 * 1024**3, gt=0,
+        description="Largest model archive unpacked, bytes (64 GiB).",
+    )
+    max_archive_files: int = Field(
+        default=100_000, gt=0,
+        description="Most files a model archive may hold.",
+    )
     oci_insecure_registries: list[str] = Field(
         default_factory=list,
         description="host:port of registries reached over plain http (oci:// URIs).",
@@ -57,9 +66,13 @@ class ArtifactSettings(BaseModel):
         default=1000, ge=1, le=1000, description="Objects per listing page (S3, GCS)."
     )
     retries: int = Field(
-        default=5, ge=0, description="Attempts after the first on transient errors."
+        default=5, ge=0,
+        description="Retries (attempts after the first) of transient download errors.",
     )
-    timeout_seconds: float = Field(default=60.0, gt=0, description="Connect/read timeout.")
+    timeout_seconds: float = Field(
+        default=60.0, gt=0,
+        description="Connect/read timeout of downloads, seconds.",
+    )
     cache_dir: Path | None = Field(
         default=None, description="Where temporary downloads go (default: the system temp dir)."
     )
