@@ -184,6 +184,11 @@ class RuntimeSettings(Section):
         default=1620.0, gt=0,
         description="Upper bound for one action, seconds (27 min).",
     )
+    max_delivery_attempts: int = Field(
+        default=5, ge=1, le=1000, description="An action delivered more often than this (its "
+        "earlier deliveries never finished, e.g. the agent was killed running it) is completed "
+        "as failing instead of being run again.",
+    )
     shutdown_grace_seconds: float = Field(
         default=25.0, ge=0,
         description="Time for in-flight actions after SIGTERM, seconds.",

@@ -1,10 +1,14 @@
 """`/healthz`, `/readyz` and `/metrics` on one small HTTP server thread.
 
-Liveness means "I am still polling": `/healthz` answers 503 when the poll
-loop has not finished an attempt (successful or not) for the stall period, so
-Kubernetes restarts a wedged agent but not one that is merely waiting out a
-control-plane outage with backoff (that case ends in a deliberate non-zero
-exit after N consecutive failures instead). Readiness means
+Liveness means "I can still make progress": `/healthz` answers 503 when the
+poll loop has not finished an attempt (successful or not) for the stall
+period, or when every worker slot is held by an action running past
+`runtime.action_timeout_seconds` (a plugin call that hangs: nothing else can
+run until the process restarts; fewer stuck workers only show in the
+`management_agent_stuck_workers` gauge). So Kubernetes restarts a wedged
+agent but not one that is merely waiting out a control-plane outage with
+backoff (that case ends in a deliberate non-zero exit after N consecutive
+failures instead). Readiness means
 "this replica takes work": polled at least once and, with leader election,
 holds the lease.
 """
@@ -72,6 +76,11 @@ class Metrics:
             "management_agent_last_successful_poll_timestamp_seconds",
             "Unix time of the last successful poll.", registry=self.registry,
         )
+        self.stuck_workers = Gauge(
+            "management_agent_stuck_workers",
+            "Workers running an action past runtime.action_timeout_seconds; /healthz fails "
+            "when all are.", registry=self.registry,
+        )
         self.leader = Gauge(
             "management_agent_leader", "1 when this replica holds the leader lease.",
             registry=self.registry,
@@ -81,9 +90,12 @@ class Metrics:
 class HealthState:
     """What the probes look at; updated by the runtime's loops."""
 
-    def __init__(self, stall_seconds: float, is_leader: Callable[[], bool]) -> None:
+    def __init__(self, stall_seconds: float, is_leader: Callable[[], bool], workers: int = 1,
+                 stuck: Callable[[], list[str]] = list) -> None:
         self.stall_seconds = stall_seconds
         self.is_leader = is_leader
+        self.workers = workers
+        self.stuck = stuck  # one description per worker stuck past the action timeout
         self.started = time.monotonic()
         self.last_poll_ok: float | None = None
         self.last_poll_attempt: float | None = None
@@ -101,6 +113,11 @@ class HealthState:
         if silent > self.stall_seconds:
             return False, f"poll loop stalled: no poll for {silent:.0f}s " \
                           f"(limit {self.stall_seconds:.0f}s)"
+        stuck = self.stuck()
+        if len(stuck) >= self.workers:
+            shown = "; ".join(stuck[:5]) + ("; ..." if len(stuck) > 5 else "")
+            return False, f"all {self.workers} worker(s) stuck past " \
+                          f"runtime.action_timeout_seconds: {shown}"
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:

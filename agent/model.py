@@ -20,6 +20,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 # room for the prefixes and suffixes the plugins add.
 DEPLOYMENT_ID_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
+#: longest validation error reported for a malformed action: a payload with thousands of
+#: bad fields must not become a result (and a log line) of megabytes
+MAX_REASON_LENGTH = 1000
+
+
+def bounded(text: str, limit: int = MAX_REASON_LENGTH) -> str:
+    """`text`, cut to `limit` characters with a note saying so."""
+    if len(text) <= limit:
+        return text
+    note = f"... ({len(text) - limit} more characters)"
+    return text[:limit - len(note)] + note
+
 
 class ActionType(StrEnum):
     """The action vocabulary of control-plane protocol v1."""
@@ -133,6 +145,13 @@ class ActionRef(BaseModel):
     id: str
     type: str
     deployment_id: str | None = None
+
+
+class InvalidActionRef(ActionRef):
+    """A listed entry that did not validate, kept (with the reason) instead of failing the
+    whole list, so that the runtime reports it as failing and still runs the others."""
+
+    reason: str
 
 
 class Action(_Strict):

@@ -16,6 +16,7 @@ replica can pick them up at once; a second SIGTERM/SIGINT skips the wait.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -30,10 +31,10 @@ from agent.errors import AgentError, InvalidActionError, LeaseConflictError
 from agent.health import HealthState, Metrics, stall_seconds
 from agent.leader import AlwaysLeader, Leadership
 from agent.logs import action_context
-from agent.model import Action, ActionRef, ActionResult, Status
+from agent.model import Action, ActionRef, ActionResult, InvalidActionRef, Status, bounded
 from agent.plugins import Plugin
 from agent.retry import Outage, retrying, service_loop
-from agent.worker import execute
+from agent.worker import attempts_exhausted, execute
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,9 @@ class Runtime:
         self.plugin = plugin
         self.leadership = leadership or AlwaysLeader()
         self.metrics = metrics or Metrics()
-        self.health = HealthState(stall_seconds(settings), self.leadership.is_leader)
+        self.health = HealthState(stall_seconds(settings), self.leadership.is_leader,
+                                  workers=settings.runtime.workers, stuck=self.stuck_workers)
+        self.metrics.stuck_workers.set_function(lambda: len(self.stuck_workers()))
         self.exit_code = EXIT_OK
         self._claimed_in_poll = 0
         self._stop = threading.Event()
@@ -85,8 +88,19 @@ class Runtime:
         # is not executed a second time, so the run ends
         self._once_claimed: set[str] | None = None
         self._threads: list[threading.Thread] = []
+        self._unreportable: set[str] = set()  # malformed entries already logged as such
         self._poll_outage = Outage("polling the control plane", log)
         self._heartbeat_outage = Outage("heartbeat to the control plane", log)
+
+    def stuck_workers(self) -> list[str]:
+        """The actions running past `runtime.action_timeout_seconds`, one line each; a worker
+        that holds one can take nothing else until the plugin call returns."""
+        limit = self.settings.runtime.action_timeout_seconds
+        now = time.monotonic()
+        with self._lock:
+            items = list(self._in_flight.values())
+        return [f"{item.action.type} {item.action.id} running for {now - item.started:.0f}s "
+                f"(limit {limit:.0f}s)" for item in items if now - item.started > limit]
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -192,6 +206,9 @@ class Runtime:
 
     def _dispatch(self, ref: ActionRef) -> bool:
         """Claim and queue one action; False when the pool is full (stop looking)."""
+        if isinstance(ref, InvalidActionRef):
+            self._reject_listed(ref)
+            return True
         key = ref.deployment_id or f"action:{ref.id}"
         with self._lock:
             if ref.id in self._in_flight or key in self._busy_deployments:
@@ -208,6 +225,9 @@ class Runtime:
         except InvalidActionError as exc:
             self._complete_invalid(ref, exc)
             return True
+        if action.attempt > self.settings.runtime.max_delivery_attempts:
+            self._complete_exhausted(action)
+            return True
         item = _InFlight(action, key)
         with self._lock:
             self._in_flight[action.id] = item
@@ -223,7 +243,41 @@ class Runtime:
         with action_context(ref.id, ref.deployment_id):
             log.warning("malformed action completed as failing: %s", exc)
             self.metrics.actions.labels(ref.type, "invalid").inc()
-            self._complete(ref.id, ActionResult.failing(f"invalid action: {exc}"))
+            self._complete(ref.id, ActionResult.failing(bounded(f"invalid action: {exc}")))
+
+    def _reject_listed(self, ref: InvalidActionRef) -> None:
+        """Report a malformed pending entry as failing: claim it (the lease is what lets us
+        complete it), then complete it with the validation error. An entry the control plane
+        cannot claim or complete is logged once and skipped; the poll goes on either way."""
+        with action_context(ref.id or "-", ref.deployment_id):
+            try:
+                if not ref.id:
+                    raise InvalidActionError("it has no usable id")
+                # a malformed payload raises InvalidActionError, but the lease is ours all the same
+                with contextlib.suppress(InvalidActionError):
+                    self.control_plane.claim(ref.id, self.settings.control_plane.lease_seconds)
+                self.metrics.actions.labels(ref.type, "invalid").inc()
+                log.warning("malformed pending entry completed as failing: %s", ref.reason)
+                self._complete(ref.id, ActionResult.failing(bounded(f"invalid action: "
+                                                                    f"{ref.reason}")))
+            except LeaseConflictError:
+                log.debug("malformed pending entry %s is leased by another agent", ref.id)
+            except AgentError as exc:
+                if ref.id not in self._unreportable:
+                    if len(self._unreportable) < 1000:
+                        self._unreportable.add(ref.id)
+                    log.error("malformed pending entry skipped (%s), not reportable to the "
+                              "control plane: %s", ref.reason, exc)
+
+    def _complete_exhausted(self, action: Action) -> None:
+        """Fail an action delivered more often than allowed, without running it again: the
+        earlier deliveries never finished, most likely because running it killed the agent."""
+        with action_context(action.id, action.deployment_id):
+            limit = self.settings.runtime.max_delivery_attempts
+            log.error("delivery attempt %d exceeds runtime.max_delivery_attempts=%d: "
+                      "completing it as failing without running it", action.attempt, limit)
+            self.metrics.actions.labels(action.type, "attempts_exhausted").inc()
+            self._complete(action.id, attempts_exhausted(action, limit))
 
     def _run_once(self) -> None:
         """Claim what is pending, wait for it, repeat until nothing is claimable; heartbeat."""

@@ -25,6 +25,7 @@ from agent.model import (
     Event,
     ResultData,
     Status,
+    bounded,
 )
 from agent.plugins import Plugin
 
@@ -119,6 +120,17 @@ def run_plugin(
     raise InvalidActionError(f"unsupported action type {action.type!r}", action.id)
 
 
+def attempts_exhausted(action: Action, limit: int) -> ActionResult:
+    """The result of an action not run again because its earlier deliveries never ended."""
+    return ActionResult.failing(
+        f"{action.type} not run again: this is delivery attempt {action.attempt} and "
+        f"runtime.max_delivery_attempts is {limit}. The earlier attempts never reported a "
+        "result, which usually means the agent was killed while running it (out of memory, "
+        "disk full, node lost): check the agent's restarts and resources, then retry the "
+        "action"
+    )
+
+
 def execute(action: Action, plugin: Plugin, control_plane: ControlPlane) -> ActionResult:
     """Run the action; always returns a result, never raises."""
     report = EventReporter(control_plane, action.id, action.deployment_id)
@@ -130,8 +142,9 @@ def execute(action: Action, plugin: Plugin, control_plane: ControlPlane) -> Acti
             result.data.message = scrub(result.data.message)
         return result
     except InvalidActionError as exc:
-        log.warning("invalid action: %s", exc)
-        return ActionResult.failing(f"invalid action: {scrub(str(exc))}")
+        message = bounded(f"invalid action: {scrub(str(exc))}")
+        log.warning("%s", message)
+        return ActionResult.failing(message)
     except AgentError as exc:
         log.error("action failed: %s", exc)
         return ActionResult.failing(scrub(str(exc)))

@@ -23,7 +23,16 @@ from pydantic import ValidationError
 
 from agent import __version__
 from agent.errors import ControlPlaneError, InvalidActionError, LeaseConflictError
-from agent.model import Action, ActionRef, ActionResult, EnvironmentStatus, Event
+from agent.model import (
+    Action,
+    ActionRef,
+    ActionResult,
+    ActionType,
+    EnvironmentStatus,
+    Event,
+    InvalidActionRef,
+    bounded,
+)
 from agent.retry import error_for_status, retry_after_of, retrying
 
 if TYPE_CHECKING:
@@ -35,6 +44,8 @@ API_PREFIX = "/api/v1"
 #: attempts of one idempotent call; their sleeps stay within the request timeout, so that
 #: long outages are the runtime's (its service loop backs off and counts failures)
 MAX_ATTEMPTS = 3
+#: longest action id the agent reports back about (ids go into URLs and logs)
+MAX_ID_LENGTH = 256
 
 
 def _transient(message: str) -> ControlPlaneError:
@@ -44,12 +55,33 @@ def _transient(message: str) -> ControlPlaneError:
 
 
 def readable_validation_error(exc: ValidationError) -> str:
-    """'deployment.replicas: Input should be ...; ...' from a pydantic error."""
+    """'deployment.replicas: Input should be ...; ...' from a pydantic error, `bounded`."""
     parts = []
     for error in exc.errors():
         loc = ".".join(str(part) for part in error["loc"])
         parts.append(f"{loc}: {error['msg']}" if loc else error["msg"])
-    return "; ".join(parts)
+    return bounded("; ".join(parts))
+
+
+def parse_action_ref(entry: object) -> ActionRef:
+    """One entry of the pending list; an `InvalidActionRef` (with the reason, bounded) when it
+    does not validate, so that the runtime can report it as failing."""
+    try:
+        return ActionRef.model_validate(entry)
+    except ValidationError as exc:
+        reason = bounded(f"listed entry does not validate: {readable_validation_error(exc)}")
+    fields = entry if isinstance(entry, dict) else {}
+    raw_id = fields.get("id")
+    # an id the server could have meant (7 for "7"); anything else leaves it unreportable
+    usable = isinstance(raw_id, str | int) and not isinstance(raw_id, bool)
+    deployment_id = fields.get("deployment_id")
+    kind = fields.get("type")
+    return InvalidActionRef(
+        id=str(raw_id)[:MAX_ID_LENGTH] if usable else "",
+        type=kind if isinstance(kind, str) and kind in set(ActionType) else "invalid",
+        deployment_id=deployment_id if isinstance(deployment_id, str) else None,
+        reason=reason,
+    )
 
 
 def default_agent_id(settings: Settings) -> str:
@@ -85,12 +117,12 @@ class NativeControlPlane:
         wait = max(0.0, min(wait_seconds, 60.0))
         params = {"wait": f"{wait:g}"} if wait else None
         body = self._call("GET", "/actions", params=params, extra_timeout=wait)
-        try:
-            return [ActionRef.model_validate(item) for item in body["actions"]]
-        except (KeyError, TypeError, ValidationError) as exc:
-            raise ControlPlaneError(
-                f"control plane sent an unusable action list: {_short(exc)}"
-            ) from exc
+        entries = body.get("actions") if isinstance(body, dict) else None
+        if not isinstance(entries, list):
+            raise ControlPlaneError("control plane sent an unusable action list: "
+                                    "expected an object with an 'actions' array")
+        # one entry at a time: a malformed one must not keep the valid ones from running
+        return [parse_action_ref(entry) for entry in entries]
 
     def claim(self, action_id: str, lease_seconds: int) -> Action:
         body = self._call(
@@ -99,13 +131,14 @@ class NativeControlPlane:
         )
         if not isinstance(body, dict):
             raise InvalidActionError(
-                f"action {action_id}: payload is not a JSON object", action_id=action_id
+                bounded(f"action {action_id}: payload is not a JSON object"), action_id=action_id
             )
         try:
             return Action.model_validate(body)
         except ValidationError as exc:
             raise InvalidActionError(
-                f"action {action_id}: {readable_validation_error(exc)}", action_id=action_id
+                bounded(f"action {action_id}: {readable_validation_error(exc)}"),
+                action_id=action_id,
             ) from exc
 
     def renew(self, action_id: str, lease_seconds: int) -> None:

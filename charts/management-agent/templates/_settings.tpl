@@ -25,6 +25,7 @@ entries:
   - {values: controlPlane.mlflow.stages, settings: control_plane.mlflow.stages, type: any, unset: keep}
   - {values: agent.workers, settings: runtime.workers, type: integer, unset: keep}
   - {values: agent.actionTimeoutSeconds, settings: runtime.action_timeout_seconds, type: any, unset: keep}
+  - {values: agent.maxDeliveryAttempts, settings: runtime.max_delivery_attempts, type: integer, unset: keep}
   - {values: agent.shutdownGraceSeconds, settings: runtime.shutdown_grace_seconds, type: any, unset: keep}
   - {values: agent.stallSeconds, settings: runtime.stall_seconds, type: any, unset: keep}
   - {values: agent.leaderElection.enabled, settings: runtime.leader_election.enabled, type: any, unset: keep}

@@ -1,4 +1,5 @@
-"""A small HTTP proxy that can break on purpose: 500s, 503 with Retry-After, garbage, hangs.
+"""A small HTTP proxy that can break on purpose: 500s, 503 with Retry-After, garbage, hangs,
+or answers rewritten in transit.
 
 It sits between a real agent process and the real reference control plane,
 so the agent's error handling is exercised over real sockets.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
@@ -21,6 +23,8 @@ class FaultyProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.mode = "pass"
+        #: in "pass" mode, rewrites an upstream answer: (method, path, body) -> body
+        self.rewrite: Callable[[str, str, bytes], bytes] | None = None
         self.requests_seen = 0
         self.faults_served = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -70,7 +74,10 @@ class FaultyProxy:
                            if k.lower() not in ("host", "content-length", "connection")}
                 upstream = requests.request(self.command, proxy.upstream + self.path,
                                             data=body, headers=headers, timeout=60)
-                return self._reply(upstream.status_code, upstream.content,
+                content = upstream.content
+                if proxy.rewrite is not None:
+                    content = proxy.rewrite(self.command, self.path, content)
+                return self._reply(upstream.status_code, content,
                                    {"Content-Type": upstream.headers.get("Content-Type", "")})
 
             def _reply(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:

@@ -108,3 +108,15 @@ def test_the_default_stall_period_outlasts_the_longest_backoff() -> None:
     assert stall_seconds(settings) == CAP + 3 * (20 + 30)
     settings.runtime.stall_seconds = 42
     assert stall_seconds(settings) == 42
+
+
+def test_liveness_fails_when_every_worker_is_stuck(probes: Probes) -> None:
+    state, _, _, url = probes
+    stuck = ["deployment_start a-1 running for 1700s (limit 1620s)"]
+    state.workers, state.stuck = 2, lambda: list(stuck)
+    assert _get(f"{url}/healthz") == (200, "ok\n"), "a free worker can still make progress"
+    stuck.append("deployment_stop a-2 running for 1650s (limit 1620s)")
+    assert _get(f"{url}/healthz") == (503, "all 2 worker(s) stuck past "
+                                           "runtime.action_timeout_seconds: deployment_start a-1 "
+                                           "running for 1700s (limit 1620s); deployment_stop a-2 "
+                                           "running for 1650s (limit 1620s)\n")

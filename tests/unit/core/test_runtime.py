@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 
 from agent.config import Settings, load_settings
-from agent.errors import ControlPlaneError, InvalidActionError, LeaseConflictError, PluginError
+from agent.controlplane.http import parse_action_ref
+from agent.errors import (
+    ControlPlaneError,
+    InvalidActionError,
+    LeaseConflictError,
+    NotFoundError,
+    PluginError,
+)
 from agent.logs import register_secret, scrub
 from agent.model import (
     Action,
@@ -78,8 +85,10 @@ class MemoryControlPlane:
         with self.lock:
             if action_id in self.leased:
                 raise LeaseConflictError("leased")
+            payload = next((p for p in self.actions if p["id"] == action_id), None)
+            if payload is None:
+                raise NotFoundError(f"action {action_id!r} not found")
             self.leased.add(action_id)
-            payload = next(p for p in self.actions if p["id"] == action_id)
         try:
             return Action.model_validate(payload)
         except Exception as exc:
@@ -476,3 +485,74 @@ def test_hung_action_is_reported_failed_and_its_deployment_stays_serialised() ->
     thread.join(10)
     assert cp.results[hung].status == Status.FAILING, "the late result is not sent"
     assert plugin.max_parallel_per_deployment == 1
+
+
+class ListsGarbage(MemoryControlPlane):
+    """Lists malformed entries too, as parsed by the protocol client (`parse_action_ref`)."""
+
+    def __init__(self, *garbage: object) -> None:
+        super().__init__()
+        self.garbage = list(garbage)
+
+    def pending(self, wait_seconds: float = 0.0) -> list[ActionRef]:
+        ids = {entry.get("id") for entry in self.garbage if isinstance(entry, dict)}
+        refs = [ref for ref in super().pending(wait_seconds) if ref.id not in ids]
+        with self.lock:
+            listed = [entry for entry in self.garbage if not (
+                isinstance(entry, dict) and entry.get("id") in self.results)]
+        return [parse_action_ref(entry) for entry in listed] + refs
+
+
+def test_a_malformed_pending_entry_is_reported_failing_and_the_others_still_run() -> None:
+    cp = ListsGarbage({"id": 7}, {"id": "a1", "type": ["deployment_stop"]}, "not an object")
+    cp.add("deployment_stop", "victim")  # a1, listed malformed
+    good = cp.add("deployment_start", "fine")  # listed after the malformed entries
+    plugin = RecordingPlugin()
+    assert Runtime(settings(), cp, plugin).run(once=True) == 0
+    assert cp.results[good].status == Status.PASSING
+    assert plugin.calls == [("start", "fine")], "the malformed entry is not executed"
+    message = cp.results["a1"].data.message or ""
+    assert cp.results["a1"].status == Status.FAILING
+    assert message == ("invalid action: listed entry does not validate: "
+                       "type: Input should be a valid string")
+    assert "7" not in cp.results, "an id the control plane does not know cannot be reported"
+
+
+def test_an_action_delivered_too_often_fails_without_running_again() -> None:
+    cp, plugin = MemoryControlPlane(), RecordingPlugin()
+    last_try = cp.add("deployment_start", "oom", attempt=5)
+    exhausted = cp.add("deployment_start", "killer", attempt=6)
+    Runtime(settings(), cp, plugin).run(once=True)
+    assert plugin.calls == [("start", "oom")]
+    result = cp.results[exhausted]
+    assert (result.status, result.state) == (Status.FAILING, DeploymentState.ERRORED)
+    assert "not run again: this is delivery attempt 6 and runtime.max_delivery_attempts " \
+           "is 5" in (result.data.message or "")
+    assert cp.results[last_try].status == Status.PASSING
+
+    cp, plugin = MemoryControlPlane(), RecordingPlugin()
+    once = cp.add("deployment_start", "strict", attempt=2)
+    Runtime(settings(**{"runtime.max_delivery_attempts": 1}), cp, plugin).run(once=True)
+    assert not plugin.calls and cp.results[once].status == Status.FAILING
+
+
+def test_workers_stuck_past_the_action_timeout_fail_liveness_only_when_all_are() -> None:
+    cp, plugin = MemoryControlPlane(), RecordingPlugin(delay=3)
+    hung = cp.add("deployment_start", "hangs")
+    runtime = Runtime(settings(**{"runtime.action_timeout_seconds": 0.3,
+                                  "runtime.workers": 2}), cp, plugin)
+    thread = run_in_thread(runtime)
+    gauge = lambda: runtime.metrics.registry.get_sample_value(  # noqa: E731
+        "management_agent_stuck_workers")
+    wait_until(lambda: gauge() == 1)
+    assert runtime.health.healthy() == (True, "ok"), "one free worker can still make progress"
+    second = cp.add("deployment_start", "hangs-too")
+    wait_until(lambda: gauge() == 2)
+    healthy, reason = runtime.health.healthy()
+    assert not healthy
+    assert reason.startswith("all 2 worker(s) stuck past runtime.action_timeout_seconds: ")
+    assert f"deployment_start {hung} running for" in reason and second in reason
+    wait_until(lambda: gauge() == 0, timeout=15)
+    assert runtime.health.healthy() == (True, "ok"), "healthy again once the calls return"
+    runtime.request_stop()
+    thread.join(10)
