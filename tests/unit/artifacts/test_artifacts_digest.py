@@ -38,7 +38,7 @@ def _tree(root: Path) -> None:
 
 
 def test_file_digest_stable_across_copies_and_refetches(tmp_path: Path) -> None:
-    settings = ArtifactSettings()
+    settings = ArtifactSettings(file_roots=[tmp_path])
     _tree(tmp_path / "a")
     _tree(tmp_path / "b")
     os.utime(tmp_path / "b" / "model.pkl", (1, 1))  # mtime does not matter
