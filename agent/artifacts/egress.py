@@ -8,9 +8,9 @@ Two checks:
 
 - before a request: the host name is resolved and *every* address checked, so
   the refusal names the host, the address and the setting;
-- when a connection is made (`guard_session`): the address actually connected
-  to is checked again, which covers redirects and DNS answers that change
-  between the check and the connection (rebinding).
+- whenever a connection is made (`guard_session`), redirects included: the
+  name is checked again before connecting, and the address actually connected
+  to after, which covers DNS answers that change in between (rebinding).
 
 Loopback and private networks stay allowed by default: in-cluster stores
 (MinIO, a registry Service) live there, and the agent pod's own loopback offers
@@ -114,6 +114,9 @@ class EgressPolicy:
 def _guarded_pools(policy: EgressPolicy) -> dict[str, type[HTTPConnectionPool]]:
     def new_conn(base: Any) -> Any:
         def _new_conn(self: Any) -> socket.socket:
+            # before connecting (no packet to a blocked address, redirects included), then
+            # the address really connected to (a DNS answer may change in between)
+            policy.check_host(str(self.host), self.port, f"connection to {self.host}")
             sock = base._new_conn(self)
             policy.check_peer(sock, str(self.host))
             return sock
