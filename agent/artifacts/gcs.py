@@ -107,7 +107,7 @@ class GcsSource(BaseSource):
                     f"{self.safe_uri}: access denied by GCS (HTTP {resp.status_code}; the service "
                     "account needs storage.objects.get and storage.objects.list)"
                 )
-            raise status_error(resp.status_code, self.uri, "GCS")
+            raise status_error(resp.status_code, self.safe_uri, "GCS")
         return resp
 
     def _object_url(self, name: str) -> str:

@@ -31,6 +31,7 @@ from agent.artifacts.source import (
 )
 from agent.artifacts.tls import verify_setting
 from agent.errors import ArtifactError
+from agent.logs import redact_uri
 
 __all__ = ["HttpSource", "classify", "status_error", "verify_setting"]
 
@@ -46,9 +47,10 @@ def too_large(what: str, limit: int) -> ArtifactError:
 
 
 def classify(exc: BaseException, uri: str) -> ArtifactError:
-    """Map a requests/urllib3 exception; `uri` must already be redacted (it is shown)."""
+    """Map a requests/urllib3 exception to an ArtifactError naming the (redacted) URI."""
     if isinstance(exc, ArtifactError):
         return exc
+    uri = redact_uri(uri)
     if isinstance(exc, requests.exceptions.SSLError):
         return ArtifactError(
             f"{uri}: TLS verification failed (set artifacts.ca_bundle / --ca-bundle to the "
@@ -68,6 +70,7 @@ def classify(exc: BaseException, uri: str) -> ArtifactError:
 
 
 def status_error(status: int, uri: str, what: str = "server") -> ArtifactError:
+    uri = redact_uri(uri)
     if status == 404:
         return ArtifactError(f"{uri}: not found (HTTP 404; check the URL)")
     if status in (401, 403):

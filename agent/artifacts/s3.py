@@ -89,6 +89,7 @@ def classify(exc: BaseException, uri: str) -> ArtifactError:
 
     if isinstance(exc, ArtifactError):
         return exc
+    uri = redact_uri(uri)
     if isinstance(exc, bx.NoCredentialsError):
         return ArtifactError(
             f"{uri}: no S3 credentials found (give a credentials secret, or configure "

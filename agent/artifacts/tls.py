@@ -12,8 +12,10 @@ otherwise override `Session.verify` (see docs/security.md).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -55,12 +57,26 @@ def merged_bundle(extra: Path, directory: Path | None = None) -> str:
         cached = _written.get(key)
         if cached and os.path.isfile(cached):
             return cached
-        where = Path(tempfile.mkdtemp(
-            prefix="agent-ca-", dir=directory if directory and directory.is_dir() else None))
-        path = where / f"ca-{key}.pem"
-        path.write_bytes(pem)
+        path = _private_dir(directory) / f"ca-{key}.pem"
+        if not path.is_file():
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(pem)
+            tmp.replace(path)
         _written[key] = str(path)
         return str(path)
+
+
+def _private_dir(directory: Path | None) -> Path:
+    """A directory only this user can write (reused across runs; else a fresh one)."""
+    base = directory if directory is not None and directory.is_dir() else Path(
+        tempfile.gettempdir())
+    where = base / f"management-agent-ca-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        where.mkdir(mode=0o700)
+    info = where.lstat()
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022:
+        return where
+    return Path(tempfile.mkdtemp(prefix="management-agent-ca-", dir=base))
 
 
 def verify_setting(settings: ArtifactSettings) -> bool | str:
