@@ -22,6 +22,7 @@ import hashlib
 import posixpath
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from agent.artifacts import archive
 from agent.artifacts.credentials import OciCredentials
@@ -83,10 +84,12 @@ class OciSource(BaseSource):
             ca_bundle=settings.ca_bundle, retries=min(settings.retries, 20),
             timeout_seconds=settings.timeout_seconds,
         )
-        name, _, port = self.host.rpartition(":") if self.host.count(":") == 1 else (
-            self.host, "", "")
-        EgressPolicy.of(settings).check_host(name or self.host,
-                                             int(port) if port.isdigit() else None, self.safe_uri)
+        try:
+            where = urlsplit("//" + self.host)
+            port = where.port
+        except ValueError as exc:
+            raise ArtifactError(f"{self.safe_uri}: bad registry address {self.host!r}") from exc
+        EgressPolicy.of(settings).check_host(where.hostname or self.host, port, self.safe_uri)
         session = guarded_session(settings)  # the token realm is fetched through it too
         self.registry = self._wrap(lambda: Registry(self.host, image_settings, provider,
                                                     session=session))
