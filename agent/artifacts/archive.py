@@ -13,8 +13,9 @@ Policy (see docs/artifacts.md):
   past 64 MiB, by ``max_archive_ratio`` times the archive's own size (zip and
   gzip bombs). Both are checked on the declared sizes before anything is
   written, and again on the bytes actually written;
-- the archive is read in one sequential pass (a .tar.gz is decompressed once,
-  whatever the number of members); links are copied from the written files;
+- the data is read in one sequential pass after one pass over the table of
+  contents (a .tar.gz is decompressed twice, whatever the number of members;
+  it used to be reopened per member); links are copied from the written files;
 - on any refusal the partial output is removed and ``UnsafeArchiveError``
   names the archive and the member.
 """
