@@ -158,6 +158,10 @@ def test_helm_test_runs_doctor_in_the_cluster(
         pytest.skip("agent image not in the harness registry: run tools/build-agent-image")
     env_id, token = control_plane.create_environment()
     namespace = kube.namespace("chart")
+    # the agent and its helm test pod must be admitted where Pod Security is restricted
+    subprocess.run([_kubectl(), "label", "namespace", namespace,
+                    "pod-security.kubernetes.io/enforce=restricted"],
+                   check=True, capture_output=True, timeout=60, env=kube.env())
     subprocess.run([_kubectl(), "--namespace", namespace, "create", "secret", "generic",
                     "cp-token", f"--from-literal=token={token}"],
                    check=True, capture_output=True, timeout=60, env=kube.env())

@@ -25,7 +25,9 @@ def cluster() -> Iterator[dict[str, str]]:
     namespace = f"e2e-k8s-{secrets.token_hex(3)}"
     admin = KubeClient(KubernetesSettings(kubeconfig=Path(env["HARNESS_KUBECONFIG"]),
                                           namespace=namespace))
-    admin.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    # what the agent deploys must pass Pod Security "restricted", as on a hardened cluster
+    admin.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": namespace, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
     try:
         yield {**env, "NAMESPACE": namespace}
     finally:

@@ -125,6 +125,9 @@ def agent_config(path: Path, cluster: dict[str, str], cp_url: str, env_id: str,
                 "command": ["python3", f"{MODEL_PATH}/server.py"],
             }},
             "default_server_profile": "tiny",
+            # the base image has no USER (root): run it as a non-root UID, or a kubelet
+            # refuses runAsNonRoot (CreateContainerConfigError)
+            "security": {"run_as_user": 10001},
             "rollout_timeout_seconds": 240, "fail_fast_seconds": 30,
             "poll_interval_seconds": 1, "probe_public_url": True,
         }},

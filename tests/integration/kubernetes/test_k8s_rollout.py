@@ -108,7 +108,9 @@ def _settings(env: dict[str, str], namespace: str, **k8s: Any) -> Settings:
             "outfacing_url_root": env["HARNESS_INGRESS_URL"].rstrip("/") + "/",
             "default_server_profile": "custom", "poll_interval_seconds": 0.5,
             "rollout_timeout_seconds": 180, "fail_fast_seconds": 10,
-            "probe_public_url": True, **k8s}},
+            "probe_public_url": True,
+            # HARNESS_BASE_IMAGE has no USER (root): a kubelet refuses it with runAsNonRoot
+            "security": {"run_as_user": 10001}, **k8s}},
     })
 
 

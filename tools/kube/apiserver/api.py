@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from . import gc
+from . import gc, podsecurity, serviceaccounts
 from .defaults import ClusterIPs, apply_defaults
 from .errors import (
     ApiError,
@@ -166,6 +166,7 @@ class Api:
                     "clusterIP"):
                 self.ips.release(ip)
             raise
+        self._admit(req, new, old)
         if old is not None:
             md["generation"] = old["metadata"].get("generation", 1)
             if res.plural in GENERATION_KINDS and new.get("spec") != old.get("spec"):
@@ -173,6 +174,22 @@ class Api:
             if "generation" not in old["metadata"] and res.plural not in GENERATION_KINDS:
                 md.pop("generation", None)
         return new
+
+    def _admit(self, req: Request, new: Obj, old: Obj | None) -> None:
+        """Admission after defaulting and validation: ServiceAccount, then PodSecurity."""
+        if req.subresource:
+            return
+        if req.res.key == ("", "namespaces"):
+            pods = self.store.list(("", "pods"), new["metadata"]["name"])[0] if old else []
+            podsecurity.admit_namespace(new, old, pods, req.warnings)
+        elif req.res.group in ("", "apps", "batch"):
+            ns_name = new["metadata"].get("namespace", "")
+            if req.res.key == ("", "pods") and old is None:
+                sa = self.store.get(("", "serviceaccounts"), ns_name,
+                                    serviceaccounts.service_account_name(new))
+                serviceaccounts.admit_pod(new, sa)
+            ns = self.store.get(("", "namespaces"), "", ns_name)
+            podsecurity.admit(req.res.plural, new, old, ns, req.warnings)
 
     def _store(self, req: Request, new: Obj, old: Obj | None) -> Obj:
         if req.dry_run:

@@ -139,7 +139,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache, private")
         self.send_header("Audit-Id", str(uuid.uuid4()))
         for w in warnings or []:
-            self.send_header("Warning", '299 - "' + w.replace('"', "'") + '"')
+            # quoted-string as the apiserver writes it: \ and " escaped with a backslash
+            quoted = w.replace("\\", "\\\\").replace('"', '\\"')
+            self.send_header("Warning", f'299 - "{quoted}"')
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)

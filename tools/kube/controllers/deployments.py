@@ -75,6 +75,14 @@ def active_pod(pod: Obj) -> bool:
         (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
 
 
+def failed_create(client: Any, owner: Obj, exc: ApiError, component: str) -> str:
+    """The controllers' FailedCreate event (``Error creating: <API error>``); the error."""
+    message = str(exc).split(": ", 1)[-1]
+    client.event(owner, "FailedCreate", f"Error creating: {message}", "Warning",
+                 component=component)
+    return message
+
+
 class ReplicaSetController(Controller):
     name = "replicasets"
     resources = ("replicasets", "pods")
@@ -82,6 +90,7 @@ class ReplicaSetController(Controller):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.expectations = Expectations()
+        self.create_backoff: dict[str, tuple[float, int]] = {}  # key -> (retry at, failures)
 
     def sync(self) -> None:
         now = time.time()
@@ -106,10 +115,17 @@ class ReplicaSetController(Controller):
         if is_terminating(rs):
             want = 0
         diff = want - len(active)
-        if diff > 0:
-            created = set()
-            for _ in range(min(diff, 50)):
-                created.add(self.create_pod(rs, ns))
+        failure = None
+        if diff > 0 and time.monotonic() >= self.create_backoff.get(key, (0.0, 0))[0]:
+            created: set[str] = set()
+            try:
+                for _ in range(min(diff, 50)):
+                    created.add(self.create_pod(rs, ns))
+                self.create_backoff.pop(key, None)
+            except ApiError as exc:  # e.g. refused by PodSecurity admission
+                failure = failed_create(self.client, rs, exc, "replicaset-controller")
+                tries = self.create_backoff.get(key, (0.0, 0))[1] + 1
+                self.create_backoff[key] = (time.monotonic() + min(60, 2 ** tries), tries)
             self.expectations.expect(key, created=created)
         elif diff < 0:
             # delete not-ready / unscheduled / newest first
@@ -131,6 +147,12 @@ class ReplicaSetController(Controller):
             "observedGeneration": md.get("generation", 1),
         }
         old = rs.get("status") or {}
+        if failure:
+            status["conditions"] = [{"type": "ReplicaFailure", "status": "True",
+                                     "reason": "FailedCreate", "message": failure,
+                                     "lastTransitionTime": now_iso()}]
+        elif old.get("conditions") and key not in self.create_backoff:
+            status["conditions"] = None
         if any(old.get(k, 0) != v for k, v in status.items()):
             self.client.patch_status("replicasets", ns, md["name"], status)
 
@@ -398,6 +420,12 @@ class DeploymentController(Controller):
             prog = cond("Progressing", "True", reason,
                         f'ReplicaSet "{new_name}" is progressing.', progressed=progressed)
         conds.append(prog)
+        # the new ReplicaSet's ReplicaFailure (pods refused at create) is copied over
+        failure = next((c for c in ((new or {}).get("status") or {}).get("conditions") or []
+                        if c.get("type") == "ReplicaFailure"), None)
+        if failure:
+            conds.append(cond("ReplicaFailure", failure.get("status", "True"),
+                              failure.get("reason", ""), failure.get("message", "")))
         status: Obj = {
             "observedGeneration": md.get("generation", 1),
             "replicas": replicas, "updatedReplicas": updated, "readyReplicas": ready,

@@ -11,6 +11,7 @@ import requests
 
 from .base import Controller, Expectations, random_suffix
 from .client import ApiError, Obj, is_owned_by, is_terminating, now_iso, owner_ref, parse_time
+from .deployments import failed_create
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ class JobController(Controller):
         super().__init__(*args)
         self.expectations = Expectations()
         self.next_create: dict[str, float] = {}
+        self.create_failures: dict[str, int] = {}
 
     def sync(self) -> None:
         pods = self.items("pods")
@@ -115,11 +117,19 @@ class JobController(Controller):
             missing = min(parallelism - len(active), want - succeeded - len(active))
             if missing > 0 and now >= self.next_create.get(key, 0):
                 created = set()
-                for _ in range(missing):
-                    created.add(self.create_pod(job, ns))
+                try:
+                    for _ in range(missing):
+                        created.add(self.create_pod(job, ns))
+                except ApiError as exc:  # e.g. refused by PodSecurity admission
+                    failed_create(self.client, job, exc, "job-controller")
+                    self.create_failures[key] = self.create_failures.get(key, 0) + 1
+                else:
+                    self.create_failures.pop(key, None)
                 self.expectations.expect(key, created=created)
                 # exponential back-off between re-creations of failed pods
-                self.next_create[key] = now + (min(30.0, 2 ** failed) if failed else 0)
+                self.next_create[key] = now + max(
+                    min(30.0, 2 ** failed) if failed else 0,
+                    min(60.0, 2 ** self.create_failures.get(key, -10)))
                 new_status["active"] = len(active) + len(created)
         old = job.get("status") or {}
         if any(old.get(k) != v for k, v in new_status.items() if k != "terminating"):

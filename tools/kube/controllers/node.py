@@ -24,7 +24,7 @@ from typing import Any
 
 import requests
 
-from . import podspec
+from . import kubelet_security, podspec
 from .client import ApiError, Informer, KubeClient, Obj, key_of, now_iso
 from .runtime import ContainerProcess, Podman, free_port, start_container, write_authfile
 
@@ -45,7 +45,6 @@ def env_float(name: str, default: float) -> float:
 BACKOFF_BASE = env_float("KUBE_STANDIN_BACKOFF_BASE", 1.0)
 BACKOFF_MAX = env_float("KUBE_STANDIN_BACKOFF_MAX", 20.0)
 MAX_GRACE = env_float("KUBE_STANDIN_MAX_GRACE", 10.0)
-ENFORCE_NON_ROOT = os.environ.get("KUBE_STANDIN_ENFORCE_NON_ROOT", "") not in ("", "0", "false")
 
 
 def is_kaniko(image: str) -> bool:
@@ -309,6 +308,7 @@ class PodWorker(threading.Thread):
             try:
                 self.volumes = podspec.prepare_volumes(self.client, self.pod, self.pod_dir,
                                                        self.node.state_dir)
+                kubelet_security.apply_fs_group(self.pod, self.volumes)
                 configs = podspec.docker_configs(self.client, self.pod)
                 self.authfile = write_authfile(os.path.join(self.pod_dir, "auth.json"), configs)
                 self.mount_error = ""
@@ -437,10 +437,15 @@ class PodWorker(threading.Thread):
             c.phase = "backoff"
             c.next_try = time.monotonic() + 2
             return
-        refusal = self._non_root_violation(c)
-        if refusal:
-            c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": refusal}}
-            self.event("Failed", f"Error: {refusal}", "Warning")
+        try:
+            # the Kaniko executor image has no USER: it runs as root
+            user = "" if is_kaniko(c.image) else self.node.podman.image_user(c.image)
+            kubelet_security.check(self.pod, c.spec, user, self.node.state_dir)
+        except (kubelet_security.ConfigError, kubelet_security.CreateError) as exc:
+            reason = "CreateContainerConfigError" if isinstance(
+                exc, kubelet_security.ConfigError) else "CreateContainerError"
+            c.state = {"waiting": {"reason": reason, "message": str(exc)}}
+            self.event("Failed", f"Error: {exc}", "Warning")
             c.phase = "backoff"
             c.next_try = time.monotonic() + 10
             return
@@ -478,23 +483,6 @@ class PodWorker(threading.Thread):
             self.ever_running = True
         self.event("Created", f"Created container {c.name}")
         self.event("Started", f"Started container {c.name}")
-
-    def _non_root_violation(self, c: Container) -> str:
-        """runAsNonRoot with a root user, refused like a kubelet (opt-in, see docs)."""
-        if not ENFORCE_NON_ROOT or is_kaniko(c.image):
-            return ""
-        sc = {**((self.pod.get("spec") or {}).get("securityContext") or {}),
-              **(c.spec.get("securityContext") or {})}
-        if not sc.get("runAsNonRoot"):
-            return ""
-        uid = sc.get("runAsUser")
-        if uid is None:
-            user = self.node.podman.image_user(c.image)
-            uid = 0 if user.split(":")[0] in ("", "0", "root") else user
-        if str(uid) == "0":
-            return (f"container has runAsNonRoot and image will run as root (pod: "
-                    f'"{self.pod_name}_{self.ns}({self.uid})", container: {c.name})')
-        return ""
 
     def _check_running(self, c: Container) -> None:
         assert c.proc is not None

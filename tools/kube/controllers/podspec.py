@@ -59,13 +59,32 @@ def field_value(pod: Obj, path: str) -> str:
 
 
 def expand(value: str, env: dict[str, str]) -> str:
-    """Kubernetes $(VAR) expansion; $$(VAR) escapes to a literal $(VAR)."""
-    def repl(m: re.Match[str]) -> str:
-        if m.group(1) is not None:
-            return f"$({m.group(1)})"
-        return env.get(m.group(2), m.group(0))
-    return re.sub(r"\$\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)",
-                  repl, value)
+    """The kubelet's $(VAR) expansion (third_party/forked/golang/expansion).
+
+    ``$(NAME)`` becomes the value, or stays ``$(NAME)`` when NAME is unknown; ``$$``
+    is a literal ``$``; any other ``$`` is kept as it is.
+    """
+    out: list[str] = []
+    i, n = 0, len(value)
+    while i < n:
+        ch = value[i]
+        if ch != "$" or i + 1 == n:
+            out.append(ch)
+            i += 1
+            continue
+        nxt = value[i + 1]
+        if nxt == "$":
+            out.append("$")
+            i += 2
+        elif nxt == "(" and ")" in value[i + 2:]:
+            end = value.index(")", i + 2)
+            name = value[i + 2:end]
+            out.append(env.get(name, f"$({name})"))
+            i = end + 1
+        else:
+            out.append("$" + nxt)
+            i += 2
+    return "".join(out)
 
 
 def resolve_env(client: KubeClient, pod: Obj, container: Obj, port: int) -> dict[str, str]:
@@ -174,7 +193,9 @@ def prepare_volumes(client: KubeClient, pod: Obj, pod_dir: str, state_dir: str) 
             _write_downward(target, pod, vol["downwardAPI"].get("items") or [])
         elif "persistentVolumeClaim" in vol:
             target = os.path.join(state_dir, "pvc", ns, vol["persistentVolumeClaim"]["claimName"])
-            os.makedirs(target, exist_ok=True)
+            if not os.path.isdir(target):
+                os.makedirs(target)
+                os.chmod(target, 0o777)  # like kind's local-path provisioner
         elif "hostPath" in vol:
             target = vol["hostPath"]["path"]
             htype = vol["hostPath"].get("type", "")

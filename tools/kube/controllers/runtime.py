@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import kubelet_security
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = str(Path(__file__).resolve().parents[3])
@@ -287,13 +289,9 @@ def start_container(podman: Podman, name: str, spec: dict[str, Any], pod: dict[s
             run += ["-v", f"{host}:{ctr}" + (":ro" if ro else "")]
         if spec.get("workingDir"):
             run += ["--workdir", spec["workingDir"]]
-        sc = {**((pod.get("spec") or {}).get("securityContext") or {}),
-              **(spec.get("securityContext") or {})}
-        if sc.get("runAsUser") is not None:
-            user = str(sc["runAsUser"])
-            if sc.get("runAsGroup") is not None:
-                user += f":{sc['runAsGroup']}"
-            run += ["--user", user]
+        # user, groups, capabilities, read-only root, seccomp: what a kubelet applies
+        run += kubelet_security.podman_args(pod, spec, state_dir,
+                                            lambda: podman.image_user(spec["image"]))
         if command:
             run += ["--entrypoint", json.dumps(command)]
         run += [spec["image"], *args]
