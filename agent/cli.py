@@ -98,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = json.dumps(data, indent=2) if args.json else dump
             print(text)
             return 0
+        from agent.daemon import run_agent
         from agent.logs import configure_logging
-        from agent.runtime import run_agent
 
         configure_logging(settings.logging)
         return run_agent(settings, once=args.once)

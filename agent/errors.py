@@ -13,6 +13,10 @@ class AgentError(Exception):
 
     #: True when retrying the same operation later may succeed.
     transient: bool = False
+    #: the HTTP status of the answer that caused it, when there was one
+    status: int | None = None
+    #: seconds the server asked us to wait before retrying (its Retry-After), if it did
+    retry_after: float | None = None
 
 
 class ConfigError(AgentError):
@@ -33,7 +37,20 @@ class ControlPlaneError(AgentError):
     transient = True
 
 
-class LeaseConflictError(ControlPlaneError):
+class NotFoundError(AgentError):
+    """The object (or its kind) does not exist (HTTP 404)."""
+
+
+class ConflictError(AgentError):
+    """The object already exists or was changed since it was read (HTTP 409): handled, not
+    retried."""
+
+
+class PermissionDeniedError(AgentError):
+    """The agent's credentials lack a permission (HTTP 403); the message names what to grant."""
+
+
+class LeaseConflictError(ControlPlaneError, ConflictError):
     """Another agent holds the lease on this action."""
 
     transient = False
@@ -45,10 +62,6 @@ class PluginError(AgentError):
 
 class ClusterError(PluginError):
     """The Kubernetes API refused or failed a request."""
-
-
-class PermissionDeniedError(ClusterError):
-    """The agent's service account lacks a permission; the message names the verb and resource."""
 
 
 class RegistryError(AgentError):
@@ -65,3 +78,12 @@ class ArtifactError(AgentError):
 
 class UnsafeArchiveError(ArtifactError):
     """An archive tried to escape its destination or exceeded a size or count limit."""
+
+
+#: HTTP status -> the error class every boundary raises for it (kopf's style); other
+#: statuses get the boundary's own class (`agent.retry.error_for_status`).
+STATUS_ERRORS: dict[int, type[AgentError]] = {
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+}

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,7 +27,20 @@ from prometheus_client import (
     generate_latest,
 )
 
+from agent.retry import CAP
+
+if TYPE_CHECKING:
+    from agent.config import Settings
+
 log = logging.getLogger(__name__)
+
+
+def stall_seconds(settings: Settings) -> float:
+    """`runtime.stall_seconds`, or by default longer than the longest backoff plus a slow
+    request, so that waiting out a control-plane outage never looks like a stall."""
+    cp = settings.control_plane
+    return settings.runtime.stall_seconds or max(
+        10 * cp.poll_interval_seconds, CAP + 3 * (cp.long_poll_seconds + cp.timeout_seconds))
 
 
 class Metrics:

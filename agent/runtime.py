@@ -7,31 +7,32 @@ every in-flight action, so a long build is not re-delivered to someone else;
 if this process dies, the leases expire and the control plane delivers the
 actions again (at-least-once; plugins are idempotent).
 
-Signal handlers only set a flag. On SIGTERM the agent stops claiming, lets
-in-flight actions finish within the grace period and releases the leases of
-the rest, so another replica can pick them up at once.
+Poll, heartbeat and lease renewal are `agent.retry.service_loop`s: jittered,
+backing off on failure, logging an outage once. Signal handlers only set a
+flag. On SIGTERM the agent stops claiming, lets in-flight actions finish
+within the grace period and releases the leases of the rest, so another
+replica can pick them up at once; a second SIGTERM/SIGINT skips the wait.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import random
-import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from agent import __version__
 from agent.config import Settings
 from agent.controlplane import ControlPlane
-from agent.errors import AgentError, ConfigError, InvalidActionError, LeaseConflictError
-from agent.health import HealthServer, HealthState, Metrics
-from agent.logs import action_context, register_secret
+from agent.errors import AgentError, InvalidActionError, LeaseConflictError
+from agent.health import HealthState, Metrics, stall_seconds
+from agent.leader import AlwaysLeader, Leadership
+from agent.logs import action_context
 from agent.model import Action, ActionRef, ActionResult, Status
 from agent.plugins import Plugin
+from agent.retry import Outage, retrying, service_loop
 from agent.worker import execute
 
 log = logging.getLogger(__name__)
@@ -40,34 +41,6 @@ EXIT_OK = 0
 EXIT_CONTROL_PLANE_UNREACHABLE = 3
 EXIT_ACTIONS_UNFINISHED = 4  # --once: an action outlived runtime.action_timeout_seconds
 EXIT_LEADERSHIP_LOST = 5  # the leader lease was lost; a restart rejoins as a standby
-MAX_BACKOFF_SECONDS = 60.0
-
-
-class Leadership(Protocol):
-    """Who may claim actions; see `agent.leader` for the Kubernetes Lease implementation."""
-
-    def is_leader(self) -> bool: ...
-    def start(self, on_lost: Callable[[], None]) -> None: ...
-    def stop(self) -> None: ...
-
-
-class AlwaysLeader:
-    """A single replica is always the leader."""
-
-    def is_leader(self) -> bool:
-        return True
-
-    def start(self, on_lost: Callable[[], None]) -> None:
-        return None
-
-    def stop(self) -> None:
-        return None
-
-
-def jittered(seconds: float) -> float:
-    """Spread polls of many agents: +-20 %."""
-    return seconds * random.uniform(0.8, 1.2)
-
 
 @dataclass
 class _InFlight:
@@ -76,25 +49,6 @@ class _InFlight:
     started: float = field(default_factory=time.monotonic)
     done: threading.Event = field(default_factory=threading.Event)
     timed_out: bool = False  # completed as failing by the lease keeper; the plugin still runs
-
-
-class _ConnectionState:
-    """Logs control-plane trouble once per change of state, not once per attempt."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.failures = 0
-
-    def failed(self, exc: Exception) -> None:
-        self.failures += 1
-        if self.failures == 1:
-            log.warning("%s failing: %s (backing off; logged again when it recovers)",
-                        self.what, exc)
-
-    def succeeded(self) -> None:
-        if self.failures:
-            log.info("%s recovered after %d failed attempt(s)", self.what, self.failures)
-        self.failures = 0
 
 
 class Runtime:
@@ -113,16 +67,11 @@ class Runtime:
         self.plugin = plugin
         self.leadership = leadership or AlwaysLeader()
         self.metrics = metrics or Metrics()
-        cp = settings.control_plane
-        # longer than the longest backoff plus a slow request, so an outage never trips it
-        stall = settings.runtime.stall_seconds or max(
-            10 * cp.poll_interval_seconds,
-            MAX_BACKOFF_SECONDS + 3 * (cp.long_poll_seconds + cp.timeout_seconds),
-        )
-        self.health = HealthState(stall, self.leadership.is_leader)
+        self.health = HealthState(stall_seconds(settings), self.leadership.is_leader)
         self.exit_code = EXIT_OK
         self._claimed_in_poll = 0
         self._stop = threading.Event()
+        self._force = threading.Event()  # a second signal: stop waiting for in-flight work
         # action leases are renewed until shutdown has finished or released the in-flight work
         # (not just until `_stop`): a lease that lapsed during the grace period would let
         # another replica claim an action this one is still executing
@@ -136,8 +85,8 @@ class Runtime:
         # is not executed a second time, so the run ends
         self._once_claimed: set[str] | None = None
         self._threads: list[threading.Thread] = []
-        self._poll_state = _ConnectionState("polling the control plane")
-        self._heartbeat_state = _ConnectionState("heartbeat to the control plane")
+        self._poll_outage = Outage("polling the control plane", log)
+        self._heartbeat_outage = Outage("heartbeat to the control plane", log)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -145,6 +94,12 @@ class Runtime:
         """Ask the loops to stop; safe to call from a signal handler."""
         self._stop.set()
         self._wake.set()
+
+    def force_stop(self) -> None:
+        """Stop without waiting for in-flight actions (their leases expire and the control
+        plane delivers them again); safe to call from a signal handler."""
+        self._force.set()
+        self.request_stop()
 
     def run(self, once: bool = False) -> int:
         """Run until stopped (or, with `once`, until nothing is pending); return the exit code."""
@@ -194,36 +149,39 @@ class Runtime:
 
     def _poll_loop(self) -> None:
         cp = self.settings.control_plane
-        while not self._stop.is_set():
-            if not self.leadership.is_leader():
-                self.metrics.leader.set(0)
-                self.health.poll_attempted()  # a standby's loop is alive: /healthz stays 200
-                self._stop.wait(self.settings.runtime.leader_election.retry_period_seconds)
-                continue
-            self.metrics.leader.set(1)
-            delay = jittered(cp.poll_interval_seconds)
-            # cleared before polling, so a stop request or a finished action during the poll
-            # is not lost (it would otherwise sleep through a whole backoff)
-            self._wake.clear()
-            try:
-                refs = self._poll(wait=cp.long_poll_seconds)
-                if cp.long_poll_seconds and not refs:
-                    delay = 0.0  # the server already waited for us
-                elif self._claimed_in_poll and self._has_free_worker():
-                    delay = 0.0  # a burst: more may be waiting behind what we just took
-            except AgentError as exc:
-                delay = self._poll_failed(exc)
-            except Exception as exc:  # a bug in parsing must not end the loop
-                log.exception("unexpected error while polling")
-                delay = self._poll_failed(exc)
-            if self.exit_code:
-                return
-            self._wake.wait(delay)
+        error = service_loop(
+            self._poll_turn, cp.poll_interval_seconds, stop=self._stop,
+            max_consecutive_failures=cp.max_consecutive_failures, outage=self._poll_outage,
+            wake=self._wake)
+        if error is not None:
+            log.error("control plane unreachable for %d consecutive polls (last error: %s); "
+                      "exiting so that Kubernetes restarts the agent",
+                      cp.max_consecutive_failures, error)
+            self.exit_code = EXIT_CONTROL_PLANE_UNREACHABLE
+
+    def _poll_turn(self) -> float | None:
+        """One poll (a standby only waits); returns the seconds to the next, None: the interval."""
+        cp = self.settings.control_plane
+        if not self.leadership.is_leader():
+            self.metrics.leader.set(0)
+            self.health.poll_attempted()  # a standby's loop is alive: /healthz stays 200
+            return self.settings.runtime.leader_election.retry_period_seconds
+        self.metrics.leader.set(1)
+        try:
+            refs = self._poll(wait=cp.long_poll_seconds)
+        except Exception:
+            self.health.poll_attempted()
+            self.metrics.poll_errors.inc()
+            raise
+        if cp.long_poll_seconds and not refs:
+            return 0.0  # the server already waited for us
+        with self._lock:
+            free = len(self._in_flight) < self.settings.runtime.workers
+        return 0.0 if self._claimed_in_poll and free else None  # a burst: more may be waiting
 
     def _poll(self, wait: float) -> list[ActionRef]:
         self.metrics.polls.inc()
         refs = self.control_plane.pending(wait_seconds=wait)
-        self._poll_state.succeeded()
         self.health.poll_succeeded()
         self.metrics.last_poll.set_to_current_time()
         self._claimed_in_poll = 0
@@ -231,26 +189,6 @@ class Runtime:
             if self._stop.is_set() or not self._dispatch(ref):
                 break
         return refs
-
-    def _has_free_worker(self) -> bool:
-        with self._lock:
-            return len(self._in_flight) < self.settings.runtime.workers
-
-    def _poll_failed(self, exc: Exception) -> float:
-        self.health.poll_attempted()
-        self.metrics.poll_errors.inc()
-        self._poll_state.failed(exc)
-        limit = self.settings.control_plane.max_consecutive_failures
-        if self._poll_state.failures >= limit:
-            log.error("control plane unreachable for %d consecutive polls (last error: %s); "
-                      "exiting so that Kubernetes restarts the agent", limit, exc)
-            self.exit_code = EXIT_CONTROL_PLANE_UNREACHABLE
-            self.request_stop()
-            return 0.0
-        backoff = min(MAX_BACKOFF_SECONDS, self.settings.control_plane.poll_interval_seconds
-                      * 2 ** (self._poll_state.failures - 1))
-        retry_after = getattr(exc, "retry_after", None)
-        return max(jittered(backoff), float(retry_after or 0))
 
     def _dispatch(self, ref: ActionRef) -> bool:
         """Claim and queue one action; False when the pool is full (stop looking)."""
@@ -289,31 +227,29 @@ class Runtime:
 
     def _run_once(self) -> None:
         """Claim what is pending, wait for it, repeat until nothing is claimable; heartbeat."""
-        failures = 0
         self._once_claimed = set()
-        while not self._stop.is_set():
+        error = service_loop(self._once_turn, 0.5, stop=self._stop, max_consecutive_failures=3,
+                             outage=self._poll_outage)
+        if error is not None:
+            log.error("control plane unreachable: %s", error)
+            self.exit_code = EXIT_CONTROL_PLANE_UNREACHABLE
+        if not self.exit_code:
             try:
-                self._poll(wait=0.0)
-                failures = 0
-            except AgentError as exc:
-                failures += 1
-                if failures >= 3:
-                    log.error("control plane unreachable: %s", exc)
-                    self.exit_code = EXIT_CONTROL_PLANE_UNREACHABLE
-                    return
-                self._stop.wait(min(5.0, 0.5 * 2**failures))
-                continue
-            with self._lock:
-                idle = not self._in_flight
-            if idle:
-                break
-            if not self._wait_for_idle(timeout=self.settings.runtime.action_timeout_seconds):
-                log.error("action(s) still running after runtime.action_timeout_seconds=%.0f; "
-                          "giving up (their leases are released, so they are delivered again)",
-                          self.settings.runtime.action_timeout_seconds)
-                self.exit_code = EXIT_ACTIONS_UNFINISHED
-                return
-        self._send_heartbeat()
+                self._send_heartbeat()
+            except Exception as exc:
+                self._heartbeat_outage.failed(exc)
+
+    def _once_turn(self) -> float:
+        self._poll(wait=0.0)
+        if not self._wait_for_idle(timeout=self.settings.runtime.action_timeout_seconds):
+            log.error("action(s) still running after runtime.action_timeout_seconds=%.0f; "
+                      "giving up (their leases are released, so they are delivered again)",
+                      self.settings.runtime.action_timeout_seconds)
+            self.exit_code = EXIT_ACTIONS_UNFINISHED
+        with self._lock:
+            if self.exit_code or (not self._in_flight and not self._claimed_in_poll):
+                self._stop.set()  # the run is over (nothing new was claimable)
+        return 0.0
 
     def _wait_for_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -323,7 +259,7 @@ class Runtime:
             if not pending:
                 return True
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self._force.is_set():
                 return False
             pending[0].wait(min(remaining, 0.5))
 
@@ -367,27 +303,20 @@ class Runtime:
 
     def _complete(self, action_id: str, result: ActionResult) -> None:
         """Report the result, retrying until the lease would have expired anyway."""
-        give_up = time.monotonic() + self.settings.control_plane.lease_seconds
-        delay = 0.5
-        while True:
-            try:
-                self.control_plane.complete(action_id, result)
-                return
-            except AgentError as exc:
-                if not exc.transient or time.monotonic() + delay > give_up:
-                    log.error("result not delivered (%s); the control plane will re-deliver the "
-                              "action when its lease expires", exc)
-                    return
-                log.warning("result not delivered yet (%s); retrying in %.0fs", exc, delay)
-                time.sleep(jittered(delay))
-                delay = min(delay * 2, 30.0)
+        try:
+            retrying(f"reporting the result of action {action_id}", None, logger=log,
+                     deadline=self.settings.control_plane.lease_seconds)(
+                self.control_plane.complete, action_id, result)
+        except AgentError as exc:
+            log.error("result not delivered (%s); the control plane will re-deliver the "
+                      "action when its lease expires", exc)
 
     # -- background loops -------------------------------------------------------------------
 
     def _lease_keeper_loop(self) -> None:
         lease = self.settings.control_plane.lease_seconds
-        while not self._leases_done.wait(lease / 3):
-            self._renew_leases(lease)
+        service_loop(lambda: self._renew_leases(lease), lease / 3, stop=self._leases_done,
+                     jitter=0.0, outage=Outage("lease keeper", log))
 
     def _renew_leases(self, lease: int) -> None:
         limit = self.settings.runtime.action_timeout_seconds
@@ -421,19 +350,17 @@ class Runtime:
                 "check its status, then retry"))
 
     def _heartbeat_loop(self) -> None:
-        interval = self.settings.control_plane.heartbeat_interval_seconds
-        while not self._stop.is_set():
-            if self.leadership.is_leader():
-                self._send_heartbeat()
-            self._stop.wait(jittered(interval))
+        service_loop(self._heartbeat_turn,
+                     self.settings.control_plane.heartbeat_interval_seconds, stop=self._stop,
+                     outage=self._heartbeat_outage)
+
+    def _heartbeat_turn(self) -> None:
+        if self.leadership.is_leader():
+            self._send_heartbeat()
 
     def _send_heartbeat(self) -> None:
-        try:
-            status = self.plugin.environment_status(self.control_plane.known_deployment_ids())
-            self.control_plane.heartbeat(status)
-            self._heartbeat_state.succeeded()
-        except Exception as exc:
-            self._heartbeat_state.failed(exc)
+        status = self.plugin.environment_status(self.control_plane.known_deployment_ids())
+        self.control_plane.heartbeat(status)
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -447,6 +374,10 @@ class Runtime:
         if not self._wait_for_idle(timeout=grace):
             with self._lock:
                 unfinished = [item.action for item in self._in_flight.values()]
+            if self._force.is_set():
+                log.warning("forced exit: %d in-flight action(s) abandoned; their leases expire "
+                            "and the control plane delivers them again", len(unfinished))
+                unfinished = []
             for action in unfinished:
                 with action_context(action.id, action.deployment_id):
                     log.warning("grace period over: releasing the lease so the action is "
@@ -465,50 +396,3 @@ class Runtime:
             except Exception:
                 log.exception("error while closing %s", closer)
         log.info("agent stopped")
-
-
-def install_signal_handlers(runtime: Runtime) -> None:
-    """SIGTERM/SIGINT ask for a graceful stop; the handler only sets a flag."""
-    def handler(signum: int, frame: object) -> None:
-        runtime.request_stop()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
-def run_agent(settings: Settings, once: bool = False) -> int:
-    """Wire the configured control plane, plugin, leadership and health endpoints; run."""
-    from agent.controlplane import open_control_plane
-    from agent.plugins import load_plugin
-
-    try:
-        register_secret(settings.control_plane.api_token())
-    except OSError as exc:
-        raise ConfigError(f"control_plane.token_file: cannot read {exc.filename}: "
-                          f"{exc.strerror or exc}") from exc
-    control_plane = open_control_plane(settings)
-    plugin = load_plugin(settings)
-    attach = getattr(control_plane, "attach_plugin", None)
-    if attach is not None:  # adapters that derive actions from the target's state
-        attach(plugin)
-    leadership: Leadership | None = None
-    if settings.runtime.leader_election.enabled:
-        from agent.leader import LeaseLeadership
-
-        leadership = LeaseLeadership(settings)
-    runtime = Runtime(settings, control_plane, plugin, leadership=leadership)
-    server: HealthServer | None = None
-    if settings.health.enabled and not once:
-        try:
-            server = HealthServer(settings.health.host, settings.health.port, runtime.health,
-                                  runtime.metrics)
-        except OSError as exc:
-            raise ConfigError(f"health.port: cannot listen on {settings.health.host}:"
-                              f"{settings.health.port}: {exc.strerror or exc}") from exc
-        server.start()
-    install_signal_handlers(runtime)
-    try:
-        return runtime.run(once=once)
-    finally:
-        if server is not None:
-            server.stop()

@@ -32,6 +32,7 @@ from agent.artifacts.source import (
 from agent.artifacts.tls import verify_setting
 from agent.errors import ArtifactError
 from agent.logs import redact_uri
+from agent.retry import is_transient_status
 
 __all__ = ["HttpSource", "classify", "status_error", "verify_setting"]
 
@@ -80,7 +81,7 @@ def status_error(status: int, uri: str, what: str = "server") -> ArtifactError:
         )
     if status == 416:
         return ArtifactError(f"{uri}: the server refused the byte range (HTTP 416)")
-    if status == 429 or status >= 500:
+    if is_transient_status(status):
         return TransientArtifactError(f"{uri}: {what} error HTTP {status} (transient)")
     return ArtifactError(f"{uri}: unexpected HTTP {status} from the {what}")
 

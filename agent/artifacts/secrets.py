@@ -5,24 +5,23 @@ Finds the secrets the Deployments of a namespace reference (containers' env
 `management-agent.io/credentials-secret` annotation/label the kubernetes
 plugin puts on managed Deployments) and adds the keys of the S3 credential
 formats a secret lacks: AWS style <-> rclone style (remote `s3` unless
---remote); Seldon-style secrets get both. Keys are only ever added (a strategic
-merge patch of `data`), never changed or removed. It prints which keys it adds,
-never a value.
+--remote); Seldon-style secrets get both. Keys are only ever added (a JSON merge
+patch of `data`), never changed or removed. It prints which keys it adds,
+never a value. It talks to the cluster through the agent's `KubeClient` (rate
+limit, retries, 403 hints).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import json
-import os
 import sys
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from agent.artifacts.credentials import parse_credentials, rclone_remotes, register_credentials
 from agent.artifacts.settings import ArtifactSettings
-from agent.errors import ArtifactError
+from agent.errors import AgentError, ArtifactError
 
 ANNOTATION = "management-agent.io/credentials-secret"
 
@@ -106,75 +105,85 @@ def plan_additions(data: Mapping[str, str], annotations: Mapping[str, str] | Non
     return {k: v for k, v in add.items() if k not in data}
 
 
-def migrate(core: Any, apps: Any, namespace: str, dry_run: bool = False, remote: str = "s3",
+class Cluster(Protocol):
+    """What `migrate` needs of `agent.plugins.kubernetes.client.KubeClient`."""
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None
+             ) -> list[dict[str, Any]]: ...
+    def get(self, api_version: str, kind: str, name: str,
+            namespace: str | None = None) -> dict[str, Any] | None: ...
+    def patch(self, api_version: str, kind: str, name: str, patch: Mapping[str, Any],
+              namespace: str | None = None) -> dict[str, Any]: ...
+
+
+def migrate(kube: Cluster, namespace: str, dry_run: bool = False, remote: str = "s3",
             extra: Iterable[str] = (), out: Any = None) -> int:
-    """Run the migration with CoreV1Api/AppsV1Api-like clients; return the exit code."""
+    """Run the migration through `kube` (a KubeClient); return the exit code."""
     out = out or sys.stdout
-    raw = apps.list_namespaced_deployment(namespace, _preload_content=False)
-    deployments = json.loads(raw.data).get("items", [])
+    deployments = kube.list("apps/v1", "Deployment", namespace)
     names = referenced_secrets(deployments) | set(extra)
     if not names:
         print(f"namespace {namespace}: no secrets referenced by deployments", file=out)
         return 0
     failures = 0
     for name in sorted(names):
+        where = f"secret {namespace}/{name}"
         try:
-            secret = json.loads(core.read_namespaced_secret(
-                name, namespace, _preload_content=False).data)
-        except Exception as exc:
-            status = getattr(exc, "status", None)
-            reason = ("not found" if status == 404
-                      else f"cannot read ({status or type(exc).__name__})")
-            print(f"secret {namespace}/{name}: {reason}, skipped", file=out)
-            failures += status != 404
+            secret = kube.get("v1", "Secret", name, namespace)
+        except AgentError as exc:
+            print(f"{where}: cannot read ({exc}), skipped", file=out)
+            failures += 1
             continue
-        data = {k: base64.b64decode(v).decode("utf-8", "replace")
-                for k, v in (secret.get("data") or {}).items()}
-        for k, v in (secret.get("stringData") or {}).items():
-            data.setdefault(k, v)
-        annotations = (secret.get("metadata") or {}).get("annotations") or {}
-        additions = plan_additions(data, annotations, remote)
+        if secret is None:
+            print(f"{where}: not found, skipped", file=out)
+            continue
+        additions = plan_additions(_decoded(secret), (secret.get("metadata") or {}).get(
+            "annotations") or {}, remote)
         if not additions:
-            print(f"secret {namespace}/{name}: nothing to add", file=out)
+            print(f"{where}: nothing to add", file=out)
             continue
         keys = ", ".join(sorted(additions))
         if dry_run:
-            print(f"secret {namespace}/{name}: would add {keys} (dry run)", file=out)
+            print(f"{where}: would add {keys} (dry run)", file=out)
             continue
+        # a merge patch of `data` adds keys and leaves the others as they are
         body = {"data": {k: base64.b64encode(v.encode()).decode() for k, v in additions.items()}}
         try:
-            core.patch_namespaced_secret(name, namespace, body)
-        except Exception as exc:
-            status = getattr(exc, "status", None)
-            print(f"secret {namespace}/{name}: patch failed ({status or type(exc).__name__})",
-                  file=out)
+            kube.patch("v1", "Secret", name, body, namespace)
+        except AgentError as exc:
+            print(f"{where}: patch failed ({exc})", file=out)
             failures += 1
             continue
-        print(f"secret {namespace}/{name}: added {keys}", file=out)
+        print(f"{where}: added {keys}", file=out)
     return 1 if failures else 0
 
 
-def _clients(kubeconfig: str | None, context: str | None) -> tuple[Any, Any]:
-    from kubernetes import client, config
-
-    if kubeconfig or context or not os.environ.get("KUBERNETES_SERVICE_HOST"):
-        api = config.new_client_from_config(config_file=kubeconfig, context=context)
-    else:
-        config.load_incluster_config()
-        api = client.ApiClient()
-    return client.CoreV1Api(api), client.AppsV1Api(api)
+def _decoded(secret: Mapping[str, Any]) -> dict[str, str]:
+    data = {k: base64.b64decode(v).decode("utf-8", "replace")
+            for k, v in (secret.get("data") or {}).items()}
+    for k, v in (secret.get("stringData") or {}).items():
+        data.setdefault(k, v)
+    return data
 
 
 def main(args: argparse.Namespace) -> int:
     if args.secrets_command != "migrate":  # pragma: no cover - argparse enforces it
         return 2
+    from agent.plugins.kubernetes.client import KubeClient
+    from agent.plugins.kubernetes.settings import KubernetesSettings
+
+    # a command someone waits for: fewer retries than the agent's default
+    settings = KubernetesSettings(
+        namespace=args.namespace, kubeconfig=args.kubeconfig, context=args.context,
+        in_cluster=False if (args.kubeconfig or args.context) else None, api_retries=2)
     try:
-        core, apps = _clients(args.kubeconfig, args.context)
-        return migrate(core, apps, args.namespace, args.dry_run, args.remote, args.secrets)
-    except Exception as exc:
-        status = getattr(exc, "status", None)
-        detail = f"HTTP {status}" if status else type(exc).__name__
-        print(f"management-agent secrets migrate: error talking to the cluster ({detail}); "
+        kube = KubeClient(settings)
+        try:
+            return migrate(kube, args.namespace, args.dry_run, args.remote, args.secrets)
+        finally:
+            kube.close()
+    except AgentError as exc:
+        print(f"management-agent secrets migrate: error talking to the cluster ({exc}); "
               "check --kubeconfig/--context and the RBAC (list deployments, get/patch secrets)",
               file=sys.stderr)
         return 1
@@ -218,8 +227,6 @@ def read_credentials_secret(kube: Any, name: str, settings: ArtifactSettings) ->
     meta = secret.get("metadata") or {}
     if name != settings.default_credentials_secret:
         check_credentials_secret(name, meta.get("labels"), settings)
-    data = {k: base64.b64decode(v).decode("utf-8", "replace")
-            for k, v in (secret.get("data") or {}).items()}
-    data.update(secret.get("stringData") or {})
+    data = _decoded(secret)
     register_credentials(data)
     return data

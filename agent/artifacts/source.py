@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import random
 import shutil
 import tempfile
 import time
@@ -15,19 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
 
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import Retrying
 
 from agent.artifacts.digest import listing_digest
 from agent.artifacts.settings import ArtifactSettings
 from agent.errors import ArtifactError
 from agent.logs import redact_uri
+from agent.retry import retrying as policy
+from agent.retry import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -160,19 +154,9 @@ def is_archive_name(name: str) -> bool:
     return name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def _log_retry(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    log.warning("transient error (attempt %d), retrying: %s", state.attempt_number, exc)
-
-
-def retrying(settings: ArtifactSettings) -> Retrying:
-    return Retrying(
-        retry=retry_if_exception(lambda e: isinstance(e, ArtifactError) and e.transient),
-        stop=stop_after_attempt(settings.retries + 1),
-        wait=wait_exponential(multiplier=0.2, max=10) + wait_random(0, 0.5),
-        before_sleep=_log_retry,
-        reraise=True,
-    )
+def retrying(settings: ArtifactSettings, what: str = "model fetch") -> Retrying:
+    """`agent.retry`'s policy with `artifacts.retries` retries of transient fetch errors."""
+    return policy(what, settings.retries + 1, logger=log)
 
 
 def call_with_retries(settings: ArtifactSettings, fn: Callable[[], T]) -> T:
@@ -261,8 +245,9 @@ class ResumableStream(io.RawIOBase):
                 self._failures += 1
                 if not err.transient or self._failures > self._settings.retries:
                     raise err from exc
-                delay = min(10.0, 0.2 * 2 ** (self._failures - 1)) + random.uniform(0, 0.5)
-                log.warning("%s: %s; retrying in %.1fs", self.what, err, delay)
+                delay = wait_for(err, self._failures)
+                log.debug("%s: %s; retry %d of %d in %.1fs", self.what, err, self._failures,
+                          self._settings.retries, delay)
                 time.sleep(delay)
                 continue
             n = len(data)

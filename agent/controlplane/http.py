@@ -9,10 +9,8 @@ never logged; the CA bundle is passed per request as `verify=`.
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import os
-import random
 import socket
 import time
 import uuid
@@ -22,17 +20,11 @@ from urllib.parse import quote
 
 import requests
 from pydantic import ValidationError
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-)
 
 from agent import __version__
 from agent.errors import ControlPlaneError, InvalidActionError, LeaseConflictError
 from agent.model import Action, ActionRef, ActionResult, EnvironmentStatus, Event
+from agent.retry import error_for_status, retry_after_of, retrying
 
 if TYPE_CHECKING:
     from agent.config import Settings
@@ -40,32 +32,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+#: attempts of one idempotent call; their sleeps stay within the request timeout, so that
+#: long outages are the runtime's (its service loop backs off and counts failures)
 MAX_ATTEMPTS = 3
-BACKOFF_BASE = 0.25     # seconds; doubled per attempt, full jitter
-BACKOFF_MAX = 2.0       # seconds; cap of one wait without Retry-After
-RETRY_AFTER_MAX = 5.0   # seconds; cap of an honoured Retry-After
 
 
-class _Transient(ControlPlaneError):
-    """A retryable failure; `retry_after` is the server's Retry-After in seconds, if sent."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if absent."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+def _transient(message: str) -> ControlPlaneError:
+    error = ControlPlaneError(message)
+    error.transient = True
+    return error
 
 
 def readable_validation_error(exc: ValidationError) -> str:
@@ -181,38 +156,17 @@ class NativeControlPlane:
         retry: bool = True,
         extra_timeout: float = 0.0,
     ) -> Any:
-        """One API call with short retries of transient failures; returns the decoded JSON."""
+        """One API call with short retries of transient failures; returns the decoded JSON.
+
+        After the last attempt the transient error itself propagates, still carrying
+        `retry_after` for the runtime's own backoff.
+        """
         timeout = self.config.timeout_seconds
-        retrying = Retrying(
-            retry=retry_if_exception(lambda exc: isinstance(exc, _Transient)),
-            stop=stop_after_attempt(MAX_ATTEMPTS if retry else 1) | stop_after_delay(timeout),
-            wait=self._wait,
-            sleep=self._sleep,
-            before_sleep=lambda state: self._log_retry(method, path, state),
-            reraise=True,
-        )
-        # After the last attempt the transient error itself propagates: a ControlPlaneError
-        # that still carries `retry_after` for the runtime's own backoff.
-        for attempt in retrying:
+        for attempt in retrying(f"control plane {method} {path}", MAX_ATTEMPTS if retry else 1,
+                                deadline=timeout, sleep=self._sleep, logger=log):
             with attempt:
                 return self._send(method, path, json, params, timeout + extra_timeout)
         raise AssertionError("unreachable")  # pragma: no cover
-
-    @staticmethod
-    def _wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:
-            return float(min(retry_after, RETRY_AFTER_MAX))
-        return random.uniform(0, min(BACKOFF_MAX, BACKOFF_BASE * 2 ** state.attempt_number))
-
-    @staticmethod
-    def _log_retry(method: str, path: str, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        wait = state.next_action.sleep if state.next_action else 0.0
-        # DEBUG: the runtime logs an outage once per change of state, not once per attempt
-        log.debug("control plane %s %s failed (%s); retry %d in %.2fs", method, path, exc,
-                  state.attempt_number, wait)
 
     def _send(
         self, method: str, path: str, json: Any, params: dict[str, str] | None, timeout: float
@@ -235,13 +189,13 @@ class NativeControlPlane:
                 verify=verify,
             )
         except requests.Timeout as exc:
-            raise _Transient(f"{where}: timed out after {timeout:g}s") from exc
+            raise _transient(f"{where}: timed out after {timeout:g}s") from exc
         except requests.exceptions.SSLError as exc:
             error = ControlPlaneError(f"{where}: TLS error: {_short(exc)}")
             error.transient = False
             raise error from exc
         except requests.RequestException as exc:
-            raise _Transient(f"{where}: cannot connect ({type(exc).__name__})") from exc
+            raise _transient(f"{where}: cannot connect ({type(exc).__name__})") from exc
         log.debug("%s -> %d", where, response.status_code)
         return self._decode(where, path, response)
 
@@ -253,17 +207,13 @@ class NativeControlPlane:
         if status >= 400:
             code, detail = _error_body(response)
             message = f"{where}: {status} {code}: {detail}".rstrip(": ")
-            if status in (429, 502, 503, 504) or status >= 500 or status == 408:
-                raise _Transient(message, parse_retry_after(response.headers.get("Retry-After")))
-            if status == 409:
-                raise LeaseConflictError(message)
-            error = ControlPlaneError(message)
-            error.transient = False
-            raise error
+            raise error_for_status(status, message, ControlPlaneError,
+                                   refine={409: LeaseConflictError},
+                                   retry_after=retry_after_of(response.headers))
         try:
             return response.json()
         except ValueError as exc:
-            raise _Transient(f"{where}: {status} answer is not JSON") from exc
+            raise _transient(f"{where}: {status} answer is not JSON") from exc
 
 
 def _error_body(response: requests.Response) -> tuple[str, str]:

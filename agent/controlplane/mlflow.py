@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import requests
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from agent.errors import ControlPlaneError, InvalidActionError, LeaseConflictError
 from agent.model import (
@@ -40,6 +39,7 @@ from agent.model import (
     Event,
     Status,
 )
+from agent.retry import is_transient_status, retry_after_of, retrying
 
 if TYPE_CHECKING:
     from agent.config import MLflowSettings, Settings
@@ -78,8 +78,10 @@ class Desired:
     selector: str  # "@alias" or "stage:Production"
 
 
-class _Transient(Exception):
-    pass
+def _transient(message: str, retry_after: float | None = None) -> ControlPlaneError:
+    error = ControlPlaneError(message)
+    error.transient, error.retry_after = True, retry_after
+    return error
 
 
 class MLflowRegistry:
@@ -124,10 +126,11 @@ class MLflowRegistry:
                 error.transient = False
                 raise error from exc
             except requests.RequestException as exc:
-                raise _Transient(f"MLflow at {self.settings.tracking_uri} unreachable: "
+                raise _transient(f"MLflow at {self.settings.tracking_uri} unreachable: "
                                  f"{type(exc).__name__}") from exc
-            if response.status_code == 429 or response.status_code >= 500:
-                raise _Transient(f"MLflow {path} answered {response.status_code}")
+            if is_transient_status(response.status_code):
+                raise _transient(f"MLflow {path} answered {response.status_code}",
+                                 retry_after_of(response.headers))
             if response.status_code in (401, 403):
                 raise ControlPlaneError(
                     f"MLflow {path} answered {response.status_code}: check "
@@ -138,19 +141,10 @@ class MLflowRegistry:
             try:
                 data: dict[str, Any] = response.json()
             except ValueError as exc:
-                raise _Transient(f"MLflow {path} answered something that is not JSON") from exc
+                raise _transient(f"MLflow {path} answered something that is not JSON") from exc
             return data
 
-        try:
-            for retry in Retrying(retry=retry_if_exception(lambda e: isinstance(e, _Transient)),
-                                  stop=stop_after_attempt(3),
-                                  wait=wait_random_exponential(multiplier=0.2, max=2),
-                                  reraise=True):
-                with retry:
-                    return attempt()
-        except _Transient as exc:
-            raise ControlPlaneError(str(exc)) from exc
-        raise AssertionError("unreachable")
+        return retrying(f"MLflow {method} {path}", 3, deadline=self.timeout, logger=log)(attempt)
 
     def search_models(self, filter_string: str) -> list[dict[str, Any]]:
         """Every registered model matching the filter (all pages)."""

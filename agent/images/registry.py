@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import queue
-import random
 import re
 import tempfile
 import threading
@@ -34,16 +33,12 @@ from typing import Any
 from urllib.parse import urlencode, urljoin
 
 import requests
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-)
+from tenacity import Retrying
 
 from agent.errors import RegistryError
 from agent.images.auth import AnonymousProvider, CredentialProvider
 from agent.images.settings import ImageSettings
+from agent.retry import is_transient_status, retry_after_of, retrying
 
 log = logging.getLogger(__name__)
 
@@ -80,21 +75,13 @@ class _Transient(Exception):
     def __init__(self, response: requests.Response) -> None:
         super().__init__(f"HTTP {response.status_code}")
         self.response = response
+        self.retry_after = retry_after_of(response.headers)
 
 
 def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, _Transient | requests.ConnectionError | requests.Timeout) and not (
         isinstance(exc, requests.exceptions.SSLError)
     )
-
-
-def _wait(state: RetryCallState) -> float:
-    exc = state.outcome.exception() if state.outcome else None
-    if isinstance(exc, _Transient):
-        retry_after = exc.response.headers.get("Retry-After", "")
-        if retry_after.isdigit():
-            return min(float(retry_after), 60.0)
-    return min(20.0, 0.5 * 2 ** (state.attempt_number - 1)) + random.uniform(0, 0.5)
 
 
 def sha256_digest(data: bytes) -> str:
@@ -174,21 +161,13 @@ class Registry:
                 "images.ca_bundle to the CA that signed it (or list the registry in "
                 "images.skip_tls_verify_registries)"
             ) from None
-        if response.status_code == 429 or response.status_code >= 500:
+        if is_transient_status(response.status_code):
             raise _Transient(response)
         return response
 
     def _retrying(self) -> Retrying:
-        return Retrying(
-            retry=retry_if_exception(_is_transient),
-            stop=stop_after_attempt(self.settings.retries + 1),
-            wait=_wait,
-            reraise=True,
-            before_sleep=lambda s: log.warning(
-                "registry %s: %s, retrying (attempt %d)", self.host,
-                s.outcome.exception() if s.outcome else "?", s.attempt_number,
-            ),
-        )
+        return retrying(f"registry {self.host}", self.settings.retries + 1,
+                        transient=_is_transient, logger=log)
 
     def request(self, method: str, path: str, scopes: Iterable[str] = (),
                 ok: Iterable[int] = (200,), what: str = "request",
@@ -333,7 +312,7 @@ class Registry:
                 f"{self.host} lack the needed pull/push permission{suffix}"
             )
         error = RegistryError(f"{what}: registry {self.host} answered {code}{suffix}")
-        error.transient = code == 429 or code >= 500
+        error.transient = is_transient_status(code)
         return error
 
     # -- API --------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Request
 from pydantic import ValidationError
 
-from agent.controlplane.server.app import ApiError, require_admin, validation_detail
+from agent.controlplane.server.deps import ApiError, require_admin, validation_detail
 from agent.controlplane.server.schemas import (
     ActionView,
     DeploymentAccepted,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from agent.controlplane.server.app import ServerConfig, require_agent
+from agent.controlplane.server.deps import ServerConfig, require_agent
 from agent.controlplane.server.schemas import (
     ClaimedAction,
     ClaimRequest,

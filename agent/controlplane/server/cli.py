@@ -164,7 +164,7 @@ def _admin_token(inline: str | None, path: Path | None) -> str:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Run uvicorn until SIGINT/SIGTERM."""
+    """Run uvicorn until SIGINT/SIGTERM; a second one forces the exit."""
     import uvicorn
 
     from agent.controlplane.server.app import ServerConfig, create_app
@@ -180,12 +180,25 @@ def serve(args: argparse.Namespace) -> int:
     app = create_app(config)
     log.info("control plane on http://%s:%d (db %s, docs at /docs)", args.host, args.port,
              args.db.resolve())
-    server = uvicorn.Server(uvicorn.Config(
+    server = _server_class(uvicorn.Server)(uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level.lower(),
         timeout_graceful_shutdown=3, log_config=None,
     ))
     server.run()
     return 0
+
+
+def _server_class(base: type[Any]) -> type[Any]:
+    """uvicorn's Server, but a second SIGTERM forces the exit too (uvicorn itself forces
+    it on a second SIGINT only): what Kubernetes and process managers send is SIGTERM."""
+
+    class Server(base):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.should_exit:
+                self.force_exit = True
+            super().handle_exit(sig, frame)
+
+    return Server
 
 
 def openapi_document() -> dict[str, Any]:

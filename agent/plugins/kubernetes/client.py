@@ -26,12 +26,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 import urllib3
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_random_exponential
 
-from agent.errors import ClusterError, ConfigError, PermissionDeniedError
+from agent.errors import AgentError, ClusterError, ConfigError, ConflictError, NotFoundError
 from agent.logs import register_secret
 from agent.plugins.kubernetes.settings import KubernetesSettings
+from agent.retry import error_for_status, retry_after_of, retrying
+
+__all__ = ["ConflictError", "KubeClient", "NotFoundError", "TokenBucket"]
 
 log = logging.getLogger(__name__)
 
@@ -64,25 +65,6 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "HTTPRoute": ("httproutes", True),
 }
 
-TRANSIENT_STATUS = {429, 500, 502, 503, 504}
-
-
-class NotFoundError(ClusterError):
-    """The object (or its kind) does not exist."""
-
-
-class ConflictError(ClusterError):
-    """The object already exists or was changed concurrently (409)."""
-
-
-class _Transient(Exception):
-    def __init__(self, message: str, status: int | None = None,
-                 retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
-
-
 class TokenBucket:
     """Client-side rate limit: `qps` tokens per second, at most `burst` at once."""
 
@@ -105,30 +87,6 @@ class TokenBucket:
                     return
                 delay = (1 - self._tokens) / self.qps
             time.sleep(delay)
-
-
-def _retry_after(headers: Mapping[str, str] | None) -> float | None:
-    value = (headers or {}).get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
-class _Wait:
-    """Exponential backoff with jitter, or the server's Retry-After when it gave one."""
-
-    def __init__(self, max_wait: float) -> None:
-        self.max_wait = max_wait
-        self._backoff = wait_random_exponential(multiplier=0.2, max=max_wait)
-
-    def __call__(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Transient) and exc.retry_after is not None:
-            return min(exc.retry_after, 60.0)
-        return float(self._backoff(state))
 
 
 def _load_configuration(settings: KubernetesSettings) -> Any:
@@ -166,7 +124,7 @@ class KubeClient:
         self.settings = settings
         self.namespace = settings.namespace
         configuration = configuration or _load_configuration(settings)
-        configuration.retries = False  # retries are ours (tenacity), not urllib3's
+        configuration.retries = False  # retries are ours (agent.retry), not urllib3's
         self._api = client.ApiClient(configuration)
         self._api.user_agent = "management-agent"
         self._bucket = TokenBucket(settings.qps, settings.burst)
@@ -244,8 +202,9 @@ class KubeClient:
                     _request_timeout=None if stream else (timeout or self._timeout),
                 )
             except (urllib3.exceptions.HTTPError, OSError) as exc:
-                raise _Transient(f"cannot reach the Kubernetes API at {self.host}: {exc}") \
-                    from exc
+                error = ClusterError(f"cannot reach the Kubernetes API at {self.host}: {exc}")
+                error.transient = True
+                raise error from exc
             status = response.status
             if stream and 200 <= status < 300:
                 return response.response
@@ -254,50 +213,19 @@ class KubeClient:
                 if raw:
                     return data.decode("utf-8", "replace") if data else ""
                 return json.loads(data) if data else {}
-            message = _status_message(data)
-            if status in TRANSIENT_STATUS:
-                raise _Transient(
-                    f"{method} {path}: HTTP {status}: {message}", status,
-                    _retry_after(response.headers),
-                )
-            raise self._map_error(status, message, method, path, rbac_verb)
+            raise error_for_status(
+                status, _error_message(status, _status_message(data), method, path, rbac_verb),
+                ClusterError, retry_after=retry_after_of(response.headers))
 
-        retrying = Retrying(
-            stop=stop_after_attempt(self._retries + 1),
-            wait=_Wait(max_wait=10.0),
-            retry=retry_if_exception_type(_Transient),
-            reraise=True,
-            before_sleep=lambda s: log.debug(
-                "retrying %s %s after: %s", method, path, s.outcome.exception() if s.outcome
-                else "?"),
-        )
+        attempts = self._retries + 1
         try:
-            return retrying(attempt)
-        except _Transient as exc:
-            error = ClusterError(f"{exc} (gave up after {self._retries + 1} attempts)")
-            error.transient = True
+            return retrying(f"{method} {path}", attempts, logger=log)(attempt)
+        except AgentError as exc:
+            if not exc.transient:
+                raise
+            error = ClusterError(f"{exc} (gave up after {attempts} attempts)")
+            error.transient, error.status = True, exc.status
             raise error from exc
-
-    def _map_error(self, status: int, message: str, method: str, path: str,
-                   verb: str) -> ClusterError:
-        resource, namespace, _ = _describe(path)
-        where = f" in namespace {namespace}" if namespace else " (cluster scope)"
-        if status == 403:
-            return PermissionDeniedError(
-                f"forbidden: the agent's service account cannot {verb} {resource}{where}: "
-                f"grant it in the chart's Role (rbac) (API server: {message})"
-            )
-        if status == 401:
-            return ClusterError(
-                f"unauthorized: the Kubernetes API rejected the agent's credentials "
-                f"(expired token or wrong kubeconfig): {message}"
-            )
-        if status == 404:
-            return NotFoundError(f"not found: {method} {path}: {message}")
-        if status == 409:
-            return ConflictError(f"conflict: {method} {path}: {message}")
-        return ClusterError(f"the Kubernetes API refused {method} {path} (HTTP {status}): "
-                            f"{message}")
 
     # ---- verbs -------------------------------------------------------------------------
 
@@ -328,6 +256,21 @@ class KubeClient:
             if existing is None:
                 raise
             return existing
+
+    def replace(self, obj: Mapping[str, Any], *, namespace: str | None = None
+                ) -> dict[str, Any]:
+        """PUT `obj`; with `metadata.resourceVersion` set, a concurrent change is a Conflict."""
+        meta = obj.get("metadata", {})
+        path = self.path(obj["apiVersion"], obj["kind"], meta["name"],
+                         namespace or meta.get("namespace"))
+        return dict(self.request("PUT", path, body=dict(obj)))
+
+    def patch(self, api_version: str, kind: str, name: str, patch: Mapping[str, Any],
+              namespace: str | None = None) -> dict[str, Any]:
+        """JSON merge patch (RFC 7386) of an object; returns the live object."""
+        return dict(self.request(
+            "PATCH", self.path(api_version, kind, name, namespace), body=dict(patch),
+            content_type="application/merge-patch+json"))
 
     def get(self, api_version: str, kind: str, name: str,
             namespace: str | None = None) -> dict[str, Any] | None:
@@ -417,6 +360,23 @@ class KubeClient:
                         yield json.loads(line)
         finally:
             response.release_conn()
+
+
+def _error_message(status: int, message: str, method: str, path: str, verb: str) -> str:
+    """What an error answer means for ops: a 403 names the verb, resource and namespace."""
+    resource, namespace, _ = _describe(path)
+    where = f" in namespace {namespace}" if namespace else " (cluster scope)"
+    if status == 403:
+        return (f"forbidden: the agent's service account cannot {verb} {resource}{where}: "
+                f"grant it in the chart's Role (rbac) (API server: {message})")
+    if status == 401:
+        return (f"unauthorized: the Kubernetes API rejected the agent's credentials "
+                f"(expired token or wrong kubeconfig): {message}")
+    if status == 404:
+        return f"not found: {method} {path}: {message}"
+    if status == 409:
+        return f"conflict: {method} {path}: {message}"
+    return f"the Kubernetes API refused {method} {path} (HTTP {status}): {message}"
 
 
 def _status_message(data: bytes | None) -> str:

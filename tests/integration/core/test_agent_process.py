@@ -314,13 +314,15 @@ def test_wrong_token_is_reported_not_retried_forever(control_plane: ControlPlane
     assert "wrong-token" not in agent.log()
 
 
-def test_sigterm_releases_an_action_that_outlives_the_grace_period(
-        control_plane: ControlPlaneServer, environment: tuple[str, str],
-        agents: list[AgentProcess], tmp_path: Path) -> None:
-    env_id = environment[0]
+def agent_stuck_in_commit(agents: list[AgentProcess], tmp_path: Path,
+                          control_plane: ControlPlaneServer, environment: tuple[str, str],
+                          grace_seconds: float, deployment_id: str
+                          ) -> tuple[AgentProcess, dict[str, Any], Path]:
+    """A running agent stuck in the git commit of a deploy of `deployment_id`, and that
+    action; the commit ends (failing) once the returned path exists."""
     agent = new_agent(agents, tmp_path, control_plane.url, environment,
                       plugin__filesystem__git={"enabled": True},
-                      runtime__shutdown_grace_seconds=1)
+                      runtime__shutdown_grace_seconds=grace_seconds)
     agent.output.mkdir(parents=True)
     subprocess.run(["git", "init", "-q", "-b", "main", str(agent.output)], check=True)
     marker, release = tmp_path / "in-hook", tmp_path / "release"
@@ -328,10 +330,23 @@ def test_sigterm_releases_an_action_that_outlives_the_grace_period(
     hook.write_text(f"#!/bin/sh\ntouch {marker}\n"
                     f"while [ ! -e {release} ]; do sleep 0.1; done\nexit 1\n")
     hook.chmod(0o755)
-    action = control_plane.deploy(env_id, "slow", "m1")
+    action = control_plane.deploy(environment[0], deployment_id, "m1")
     try:
         agent.start()
         wait_for(marker.exists, what="the action to reach the commit")
+    except BaseException:
+        release.touch()
+        raise
+    return agent, action, release
+
+
+def test_sigterm_releases_an_action_that_outlives_the_grace_period(
+        control_plane: ControlPlaneServer, environment: tuple[str, str],
+        agents: list[AgentProcess], tmp_path: Path) -> None:
+    env_id = environment[0]
+    agent, action, release = agent_stuck_in_commit(agents, tmp_path, control_plane,
+                                                   environment, 1, "slow")
+    try:
         started = time.monotonic()
         assert agent.signal(signal.SIGTERM) == 0
         assert time.monotonic() - started < 15, "shutdown must end soon after the grace period"
@@ -340,3 +355,22 @@ def test_sigterm_releases_an_action_that_outlives_the_grace_period(
     stored = control_plane.admin.get_action(env_id, action["id"])
     assert stored["state"] == "pending", "released, so another agent can take it at once"
     assert any("released" in e["message"] for e in control_plane.admin.events(env_id, "slow"))
+
+
+def test_a_second_sigterm_forces_the_exit_without_waiting_for_in_flight_work(
+        control_plane: ControlPlaneServer, environment: tuple[str, str],
+        agents: list[AgentProcess], tmp_path: Path) -> None:
+    env_id = environment[0]
+    agent, action, release = agent_stuck_in_commit(agents, tmp_path, control_plane,
+                                                   environment, 600, "stuck")
+    try:
+        assert agent.process is not None
+        agent.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "in-flight action(s)" in agent.log(), what="the graceful wait")
+        assert agent.process.poll() is None, "the first SIGTERM waits for the action"
+        assert agent.signal(signal.SIGTERM) == 0  # well within the 600 s grace period
+    finally:
+        release.touch()
+    assert "forced exit: 1 in-flight action(s) abandoned" in agent.log()
+    stored = control_plane.admin.get_action(env_id, action["id"])
+    assert stored["state"] != "completed", "abandoned: its lease expires, it is not released"

@@ -1,28 +1,19 @@
 """`secrets migrate`: reference discovery, planned keys, and the patch it sends.
 
-The Kubernetes API is a small in-memory fake here (the stand-in cluster run is
-an integration test); it mimics the official client's `_preload_content=False`
-answers and strategic-merge of `data`.
+The Kubernetes API is a small in-memory fake of `KubeClient`'s list/get/patch
+here (the stand-in cluster run is an integration test); it mimics a merge patch
+of `data`.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import json
+from collections.abc import Mapping
 from typing import Any
 
 from agent.artifacts.credentials import parse_credentials
 from agent.artifacts.secrets import ANNOTATION, migrate, plan_additions, referenced_secrets
-
-
-class _Raw:
-    def __init__(self, obj: Any) -> None:
-        self.data = json.dumps(obj).encode()
-
-
-class _NotFound(Exception):
-    status = 404
 
 
 class FakeCluster:
@@ -34,18 +25,24 @@ class FakeCluster:
         self.annotations = annotations or {}
         self.patches: list[tuple[str, dict[str, Any]]] = []
 
-    def list_namespaced_deployment(self, namespace: str, **_: Any) -> _Raw:
-        return _Raw({"items": self.deployments})
+    def list(self, api_version: str, kind: str, namespace: str | None = None
+             ) -> list[dict[str, Any]]:
+        assert (api_version, kind) == ("apps/v1", "Deployment")
+        return self.deployments
 
-    def read_namespaced_secret(self, name: str, namespace: str, **_: Any) -> _Raw:
+    def get(self, api_version: str, kind: str, name: str,
+            namespace: str | None = None) -> dict[str, Any] | None:
+        assert (api_version, kind) == ("v1", "Secret")
         if name not in self.secrets:
-            raise _NotFound()
-        return _Raw({"metadata": {"name": name, "annotations": self.annotations.get(name, {})},
-                     "data": self.secrets[name]})
+            return None
+        return {"metadata": {"name": name, "annotations": self.annotations.get(name, {})},
+                "data": dict(self.secrets[name])}
 
-    def patch_namespaced_secret(self, name: str, namespace: str, body: dict[str, Any]) -> None:
-        self.patches.append((name, body))
-        self.secrets[name].update(body["data"])
+    def patch(self, api_version: str, kind: str, name: str, patch: Mapping[str, Any],
+              namespace: str | None = None) -> dict[str, Any]:
+        self.patches.append((name, dict(patch)))
+        self.secrets[name].update(patch["data"])
+        return {}
 
     def decoded(self, name: str) -> dict[str, str]:
         return {k: base64.b64decode(v).decode() for k, v in self.secrets[name].items()}
@@ -114,11 +111,11 @@ def test_migrate_patches_only_missing_keys_and_prints_no_values() -> None:
     }, {"seldon-creds": {"machinelearning.seldon.io/s3-endpoint": "store:8333",
                          "machinelearning.seldon.io/s3-usehttps": "0"}})
     out = io.StringIO()
-    assert migrate(cluster, cluster, "ns", dry_run=True, out=out) == 0
+    assert migrate(cluster, "ns", dry_run=True, out=out) == 0
     assert cluster.patches == []
     assert "would add" in out.getvalue()
     out = io.StringIO()
-    assert migrate(cluster, cluster, "ns", out=out) == 0
+    assert migrate(cluster, "ns", out=out) == 0
     text = out.getvalue()
     assert "AKIDVALUE" not in text and "SECRETVALUE" not in text
     assert "secret ns/missing: not found, skipped" in text
@@ -134,5 +131,5 @@ def test_migrate_patches_only_missing_keys_and_prints_no_values() -> None:
     assert seldon["awsAccessKeyID"] == "AKIDVALUE"  # nothing removed
     # idempotent
     cluster.patches.clear()
-    assert migrate(cluster, cluster, "ns", out=io.StringIO()) == 0
+    assert migrate(cluster, "ns", out=io.StringIO()) == 0
     assert cluster.patches == []

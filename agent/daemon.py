@@ -1,0 +1,70 @@
+"""`management-agent run`: wires the settings into a running agent and handles signals.
+
+Opens the configured control plane and plugin, leader election when enabled,
+and the health endpoints, then hands over to `Runtime.run`. The first
+SIGTERM/SIGINT asks for a graceful stop, a second one forces the exit
+(uvicorn's `force_exit`); the handler only sets flags.
+"""
+
+from __future__ import annotations
+
+import signal
+
+from agent.config import Settings
+from agent.errors import ConfigError
+from agent.health import HealthServer
+from agent.leader import Leadership, LeaseLeadership
+from agent.logs import register_secret
+from agent.runtime import Runtime
+
+
+def install_signal_handlers(runtime: Runtime) -> None:
+    """The first SIGTERM/SIGINT asks for a graceful stop, a second one forces the exit
+    (uvicorn's `force_exit`); the handler only sets flags."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            runtime.request_stop()
+        else:
+            runtime.force_stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_agent(settings: Settings, once: bool = False) -> int:
+    """Wire the configured control plane, plugin, leadership and health endpoints; run."""
+    from agent.controlplane import open_control_plane
+    from agent.plugins import load_plugin
+
+    try:
+        register_secret(settings.control_plane.api_token())
+    except OSError as exc:
+        raise ConfigError(f"control_plane.token_file: cannot read {exc.filename}: "
+                          f"{exc.strerror or exc}") from exc
+    control_plane = open_control_plane(settings)
+    plugin = load_plugin(settings)
+    attach = getattr(control_plane, "attach_plugin", None)
+    if attach is not None:  # adapters that derive actions from the target's state
+        attach(plugin)
+    leadership: Leadership | None = None
+    if settings.runtime.leader_election.enabled:
+        leadership = LeaseLeadership(settings)
+    runtime = Runtime(settings, control_plane, plugin, leadership=leadership)
+    server: HealthServer | None = None
+    if settings.health.enabled and not once:
+        try:
+            server = HealthServer(settings.health.host, settings.health.port, runtime.health,
+                                  runtime.metrics)
+        except OSError as exc:
+            raise ConfigError(f"health.port: cannot listen on {settings.health.host}:"
+                              f"{settings.health.port}: {exc.strerror or exc}") from exc
+        server.start()
+    install_signal_handlers(runtime)
+    try:
+        return runtime.run(once=once)
+    finally:
+        if server is not None:
+            server.stop()
