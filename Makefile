@@ -30,6 +30,7 @@ test: venv lint
 lint: venv
 	$(BIN)/ruff check agent tests tools bench
 	$(BIN)/mypy
+	tools/gen-chart --check
 
 ## unit: the fast tests only (no servers).
 unit: venv

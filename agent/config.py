@@ -46,17 +46,35 @@ def read_secret(value: SecretStr | None, path: Path | None) -> str | None:
 class MLflowSettings(Section):
     """The MLflow Model Registry adapter (control_plane.kind = mlflow)."""
 
-    tracking_uri: str = "http://127.0.0.1:5000"
-    token: SecretStr | None = None
-    token_file: Path | None = None
-    username: str | None = None
-    password: SecretStr | None = None
-    ca_bundle: Path | None = None
+    tracking_uri: str = Field(
+        default="http://127.0.0.1:5000",
+        description="MLflow tracking server URL.",
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="MLflow bearer token (MLFLOW_TRACKING_TOKEN); prefer token_file.",
+    )
+    token_file: Path | None = Field(
+        default=None,
+        description="File holding the MLflow bearer token, re-read on every use.",
+    )
+    username: str | None = Field(
+        default=None,
+        description="MLflow basic-auth user name; None: no basic auth.",
+    )
+    password: SecretStr | None = Field(default=None, description="MLflow basic-auth password.")
+    ca_bundle: Path | None = Field(
+        default=None,
+        description="Extra CA certificates (PEM file) for the MLflow server's TLS.",
+    )
     name_pattern: str = Field(default="*", description="Glob over registered model names.")
     required_tag: str | None = Field(
         default="deploy=true", description="key=value tag a registered model must carry."
     )
-    aliases: list[str] = Field(default_factory=lambda: ["production"])
+    aliases: list[str] = Field(
+        default_factory=lambda: ["production"],
+        description="Model aliases that mean 'deploy this version'.",
+    )
     stages: list[str] = Field(
         default_factory=list, description="Legacy stages to follow, e.g. ['Production']."
     )
@@ -65,19 +83,50 @@ class MLflowSettings(Section):
 class ControlPlaneSettings(Section):
     """Where orders come from and how to reach it."""
 
-    kind: Literal["native", "mlflow"] = "native"
-    url: str = "http://127.0.0.1:8080"
-    environment_id: str = "default"
-    token: SecretStr | None = None
-    token_file: Path | None = None
-    ca_bundle: Path | None = None
-    timeout_seconds: float = Field(default=30.0, gt=0, description="Per request, seconds.")
-    poll_interval_seconds: float = Field(default=5.0, gt=0)
-    long_poll_seconds: float = Field(
-        default=0.0, ge=0, le=60, description="Server-side wait for actions; 0 disables."
+    kind: Literal["native", "mlflow"] = Field(
+        default="native",
+        description="native: the agent's HTTP protocol; mlflow: an MLflow Model Registry.",
     )
-    lease_seconds: int = Field(default=120, ge=10, le=3600)
-    heartbeat_interval_seconds: float = Field(default=30.0, gt=0)
+    url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="URL of the native control plane.",
+    )
+    environment_id: str = Field(
+        default="default",
+        description="Prediction environment this agent serves (the control plane's id).",
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the control plane; prefer token_file.",
+    )
+    token_file: Path | None = Field(
+        default=None,
+        description="File holding the bearer token, re-read on every use (rotation).",
+    )
+    ca_bundle: Path | None = Field(
+        default=None,
+        description="Extra CA certificates (PEM file) for the control plane's TLS.",
+    )
+    timeout_seconds: float = Field(
+        default=30.0, gt=0,
+        description="Timeout of one request to the control plane, seconds.",
+    )
+    poll_interval_seconds: float = Field(
+        default=5.0, gt=0,
+        description="Seconds between two polls for new actions.",
+    )
+    long_poll_seconds: float = Field(
+        default=0.0, ge=0, le=60,
+        description="Server-side wait for actions (long poll), seconds; 0 disables.",
+    )
+    lease_seconds: int = Field(
+        default=120, ge=10, le=3600,
+        description="Lease on a claimed action, seconds (renewed while it runs).",
+    )
+    heartbeat_interval_seconds: float = Field(
+        default=30.0, gt=0,
+        description="Seconds between two heartbeats (environment status).",
+    )
     max_consecutive_failures: int = Field(
         default=20, ge=1, description="Exit non-zero after this many failed polls in a row."
     )
@@ -91,12 +140,24 @@ class ControlPlaneSettings(Section):
 class LeaderElectionSettings(Section):
     """Leader election on a coordination.k8s.io Lease (for agent.replicas > 1)."""
 
-    enabled: bool = False
-    lease_name: str = "management-agent"
+    enabled: bool = Field(
+        default=False,
+        description="Elect a leader on a coordination.k8s.io Lease; only the leader works.",
+    )
+    lease_name: str = Field(default="management-agent", description="Name of the Lease object.")
     namespace: str | None = Field(default=None, description="Defaults to the plugin namespace.")
-    lease_duration_seconds: int = Field(default=15, ge=5)
-    renew_deadline_seconds: int = Field(default=10, ge=2)
-    retry_period_seconds: int = Field(default=2, ge=1)
+    lease_duration_seconds: int = Field(
+        default=15, ge=5,
+        description="How long a lease is valid without renewal, seconds.",
+    )
+    renew_deadline_seconds: int = Field(
+        default=10, ge=2,
+        description="The leader steps down when it could not renew for this long, seconds.",
+    )
+    retry_period_seconds: int = Field(
+        default=2, ge=1,
+        description="Seconds between two attempts to acquire or renew the lease.",
+    )
     identity: str | None = Field(default=None, description="Defaults to the pod name/hostname.")
 
     @model_validator(mode="after")
@@ -115,16 +176,21 @@ class LeaderElectionSettings(Section):
 class RuntimeSettings(Section):
     """How the daemon schedules work and shuts down."""
 
-    workers: int = Field(default=4, ge=1, le=256)
+    workers: int = Field(
+        default=4, ge=1, le=256,
+        description="Actions executed in parallel (actions on one deployment are serialised).",
+    )
     action_timeout_seconds: float = Field(
-        default=1620.0, gt=0, description="Upper bound for one action (27 min)."
+        default=1620.0, gt=0,
+        description="Upper bound for one action, seconds (27 min).",
     )
     shutdown_grace_seconds: float = Field(
-        default=25.0, ge=0, description="Time for in-flight actions after SIGTERM."
+        default=25.0, ge=0,
+        description="Time for in-flight actions after SIGTERM, seconds.",
     )
     stall_seconds: float = Field(
         default=0.0, ge=0, description="/healthz fails when the poll loop made no attempt for this "
-        "long; 0 means longer than the longest backoff (derived from the poll settings).",
+        "long, seconds; 0 means longer than the longest backoff (derived from the poll settings).",
     )
     leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
 
@@ -132,35 +198,68 @@ class RuntimeSettings(Section):
 class HealthSettings(Section):
     """The /healthz, /readyz and /metrics endpoint."""
 
-    enabled: bool = True
-    host: str = "0.0.0.0"
-    port: int = Field(default=8081, ge=0, le=65535)
+    enabled: bool = Field(default=True, description="Serve /healthz, /readyz and /metrics.")
+    host: str = Field(default="0.0.0.0", description="Address the health endpoint listens on.")
+    port: int = Field(
+        default=8081, ge=0, le=65535,
+        description="Port of the health endpoint (0: any free port).",
+    )
 
 
 class LoggingSettings(Section):
     """Log level and format (text for people, json for log pipelines)."""
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="Log level.",
+    )
+    format: Literal["text", "json"] = Field(
+        default="text",
+        description="text for people, json for log pipelines.",
+    )
 
 
 class GitSettings(Section):
     """GitOps output of the filesystem plugin."""
 
-    enabled: bool = False
-    remote: str | None = None
-    branch: str = "main"
-    author_name: str = "management-agent"
-    author_email: str = "management-agent@localhost"
-    ssh_key_file: Path | None = None
-    token: SecretStr | None = None
-    token_file: Path | None = None
+    enabled: bool = Field(
+        default=False,
+        description="Commit and push the rendered manifests to a git repository.",
+    )
+    remote: str | None = Field(
+        default=None,
+        description="URL of the git remote; None: commit locally only.",
+    )
+    branch: str = Field(default="main", description="Branch the manifests are committed to.")
+    author_name: str = Field(
+        default="management-agent",
+        description="Author name of the agent's commits.",
+    )
+    author_email: str = Field(
+        default="management-agent@localhost",
+        description="Author e-mail of the agent's commits.",
+    )
+    ssh_key_file: Path | None = Field(
+        default=None,
+        description="Private SSH key file for the remote.",
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="HTTPS token for the remote; prefer token_file.",
+    )
+    token_file: Path | None = Field(
+        default=None,
+        description="File holding the HTTPS token, re-read on every use.",
+    )
 
 
 class FilesystemSettings(Section):
     """The filesystem plugin: renders deployments into a directory (or git working copy)."""
 
-    output_dir: Path = Path("./deployments")
+    output_dir: Path = Field(
+        default=Path("./deployments"),
+        description="Directory (or git working copy) the manifests are written to.",
+    )
     git: GitSettings = Field(default_factory=GitSettings)
     read_live_state: bool = Field(
         default=False, description="deployment_status reads the cluster (plugin.kubernetes "
@@ -170,7 +269,10 @@ class FilesystemSettings(Section):
 class PluginSettings(Section):
     """Which plugin executes actions, and its settings."""
 
-    name: str = "filesystem"
+    name: str = Field(
+        default="filesystem",
+        description="Plugin that executes actions: kubernetes, filesystem or a third-party one.",
+    )
     filesystem: FilesystemSettings = Field(default_factory=FilesystemSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
 

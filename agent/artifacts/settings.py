@@ -33,7 +33,10 @@ class ArtifactSettings(BaseModel):
     s3_endpoint_url: str | None = Field(
         default=None, description="S3-compatible endpoint (MinIO, Ceph, SeaweedFS...)."
     )
-    s3_region: str | None = None
+    s3_region: str | None = Field(
+        default=None,
+        description="S3 region; None: the SDK's default chain.",
+    )
     s3_addressing_style: str | None = Field(
         default=None,
         description="'path' or 'virtual'; default: path for custom endpoints, auto for AWS.",
@@ -53,10 +56,13 @@ class ArtifactSettings(BaseModel):
     )
     max_archive_bytes: int = Field(
         default=64 * 1024**3, gt=0,
-        description="Bytes an archive may unpack to, and bytes of a single http(s) download "
-        "(counted while reading, never trusting headers).",
+        description="Largest size a model archive may unpack to, and of a single http(s) "
+        "download, bytes (64 GiB; counted while reading, never trusting headers).",
     )
-    max_archive_files: int = Field(default=100_000, gt=0, description="Members of an archive.")
+    max_archive_files: int = Field(
+        default=100_000, gt=0,
+        description="Most files a model archive may hold.",
+    )
     max_archive_ratio: float = Field(
         default=100.0, gt=1,
         description="Unpacked bytes per compressed byte an archive may reach (zip/gzip bombs); "
@@ -97,9 +103,13 @@ class ArtifactSettings(BaseModel):
         default=1000, ge=1, le=1000, description="Objects per listing page (S3, GCS)."
     )
     retries: int = Field(
-        default=5, ge=0, description="Attempts after the first on transient errors."
+        default=5, ge=0,
+        description="Retries (attempts after the first) of transient download errors.",
     )
-    timeout_seconds: float = Field(default=60.0, gt=0, description="Connect/read timeout.")
+    timeout_seconds: float = Field(
+        default=60.0, gt=0,
+        description="Connect/read timeout of downloads, seconds.",
+    )
     cache_dir: Path | None = Field(
         default=None, description="Where temporary downloads go (default: the system temp dir)."
     )

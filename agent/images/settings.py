@@ -18,17 +18,29 @@ class _Section(BaseModel):
 class RegistryCredentials(_Section):
     """How to authenticate to the registry that receives generated images."""
 
-    provider: Literal["auto", "anonymous", "basic", "dockerconfig", "ecr", "gcp"] = "auto"
-    username: str | None = None
-    password: SecretStr | None = None
-    password_file: Path | None = None
+    provider: Literal["auto", "anonymous", "basic", "dockerconfig", "ecr", "gcp"] = Field(
+        default="auto",
+        description="How to log in; auto: by registry host (ECR, GCP), else docker config or user.",
+    )
+    username: str | None = Field(default=None, description="User name for basic auth.")
+    password: SecretStr | None = Field(
+        default=None,
+        description="Password for basic auth; prefer password_file.",
+    )
+    password_file: Path | None = Field(
+        default=None,
+        description="File holding the basic-auth password, re-read on every use.",
+    )
     docker_config_file: Path | None = Field(
         default=None, description="A docker config.json (kubernetes.io/dockerconfigjson secret)."
     )
     ecr_create_repositories: bool = Field(
         default=False, description="Create missing ECR repositories on push."
     )
-    aws_region: str | None = None
+    aws_region: str | None = Field(
+        default=None,
+        description="AWS region of the ECR registry; None: from the registry host name.",
+    )
     ecr_endpoint_url: str | None = Field(
         default=None,
         description="ECR API endpoint override (tests: moto); AWS_ENDPOINT_URL_ECR also works.",
@@ -69,17 +81,42 @@ class KanikoSettings(_Section):
         default_factory=lambda: {
             "requests": {"cpu": "500m", "memory": "1Gi"},
             "limits": {"memory": "4Gi"},
-        }
+        },
+        description="requests/limits of the Kaniko container.",
     )
-    timeout_seconds: int = Field(default=1200, ge=60, description="activeDeadlineSeconds.")
-    backoff_limit: int = Field(default=1, ge=0, le=10)
-    ttl_seconds_after_finished: int = Field(default=86400, ge=0)
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    timeout_seconds: int = Field(
+        default=1200, ge=60,
+        description="A build that takes longer fails (activeDeadlineSeconds), seconds.",
+    )
+    backoff_limit: int = Field(
+        default=1, ge=0, le=10,
+        description="Retries of a failed build pod (Job backoffLimit).",
+    )
+    ttl_seconds_after_finished: int = Field(
+        default=86400, ge=0,
+        description="Finished build Jobs are deleted after this long, seconds.",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node selector of build pods.",
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Tolerations of build pods.",
+    )
     annotations: dict[str, str] = Field(default_factory=dict, description="Pod annotations.")
-    extra_args: list[str] = Field(default_factory=list)
-    extra_volumes: list[dict[str, Any]] = Field(default_factory=list)
-    extra_volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
+    extra_args: list[str] = Field(
+        default_factory=list,
+        description="Extra arguments of the Kaniko executor.",
+    )
+    extra_volumes: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Extra volumes of the build pod.",
+    )
+    extra_volume_mounts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Extra volume mounts of the Kaniko container.",
+    )
     registry_certificates: dict[str, str] = Field(
         default_factory=dict,
         description="registry host -> key in `registry_certificates_config_map`.",
@@ -87,8 +124,14 @@ class KanikoSettings(_Section):
     registry_certificates_config_map: str | None = Field(
         default=None, description="ConfigMap holding PEM CA certificates of registries."
     )
-    poll_interval_seconds: float = Field(default=3.0, gt=0)
-    log_tail_lines: int = Field(default=40, ge=1)
+    poll_interval_seconds: float = Field(
+        default=3.0, gt=0,
+        description="Seconds between two looks at a running build Job.",
+    )
+    log_tail_lines: int = Field(
+        default=40, ge=1,
+        description="Log lines of a failed build put into the failure message.",
+    )
 
     @model_validator(mode="after")
     def _one_credential_source(self) -> KanikoSettings:
@@ -107,7 +150,10 @@ class KanikoSettings(_Section):
 class ImageSettings(_Section):
     """Which builder packages models into images, and where images go."""
 
-    builder: Literal["direct", "kaniko", "none"] = "direct"
+    builder: Literal["direct", "kaniko", "none"] = Field(
+        default="direct",
+        description="direct: in the agent process; kaniko: a Job per build; none: no image build.",
+    )
     generated_image_repository: str | None = Field(
         default=None, description="e.g. 123.dkr.ecr.eu-west-1.amazonaws.com/models"
     )
@@ -124,29 +170,49 @@ class ImageSettings(_Section):
     insecure_registries: list[str] = Field(
         default_factory=list, description="Registries reached over plain HTTP."
     )
-    skip_tls_verify_registries: list[str] = Field(default_factory=list)
+    skip_tls_verify_registries: list[str] = Field(
+        default_factory=list,
+        description="Registries (host:port) whose TLS certificate is not verified.",
+    )
     ca_bundle: Path | None = Field(
         default=None, description="Extra CA certificates for registries (PEM)."
     )
-    compression: Literal["none", "gzip", "zstd"] = "gzip"
+    compression: Literal["none", "gzip", "zstd"] = Field(
+        default="gzip",
+        description="Layer compression of generated images.",
+    )
     compression_level: int | None = Field(
-        default=None, ge=0, le=19, description="gzip 1 / zstd 3 when unset."
+        default=None, ge=0, le=19,
+        description="Compression level; None: gzip 1 / zstd 3.",
     )
     gzip_store_incompressible: bool = Field(
         default=True,
         description="gzip: store (level 0) 4 MiB blocks that barely compress (model weights) "
         "instead of deflating them; ordinary multi-member gzip, ~10x faster on weights.",
     )
-    layer_uid: int = Field(default=0, ge=0)
-    layer_gid: int = Field(default=0, ge=0)
+    layer_uid: int = Field(
+        default=0, ge=0,
+        description="Owner UID of the model files in the image layer.",
+    )
+    layer_gid: int = Field(
+        default=0, ge=0,
+        description="Owner GID of the model files in the image layer.",
+    )
     chunk_size_bytes: int = Field(
         default=5 * 1024**2, ge=64 * 1024,
-        description="PATCH size of chunked blob uploads (5 MiB: the smallest ECR accepts).",
+        description="PATCH size of chunked blob uploads, bytes (5 MiB: the smallest ECR accepts).",
     )
-    timeout_seconds: float = Field(default=60.0, gt=0, description="Per registry request.")
-    retries: int = Field(default=5, ge=0, le=20)
+    timeout_seconds: float = Field(
+        default=60.0, gt=0,
+        description="Timeout of one registry request, seconds.",
+    )
+    retries: int = Field(
+        default=5, ge=0, le=20,
+        description="Retries of transient registry errors.",
+    )
     progress_bytes: int = Field(
-        default=64 * 1024**2, gt=0, description="Progress event at least every this many bytes."
+        default=64 * 1024**2, gt=0,
+        description="A progress event at least every this many bytes uploaded.",
     )
     recipe_version: str = Field(
         default="1", description="Bump to force new tags (part of the content address)."

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.fixtures.harness import harness_vars
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "management-agent"
 EXAMPLES_DIR = ROOT / "charts" / "examples"
@@ -26,20 +28,9 @@ MINIMAL = CHART / "ci" / "minimal-values.yaml"
 CRD_KINDS = {"ServiceMonitor", "Route", "HTTPRoute"}
 
 
-def _harness_env() -> dict[str, str]:
-    env_file = Path(os.environ.get("HARNESS_DIR", ROOT / ".harness")) / "env"
-    values: dict[str, str] = {}
-    if env_file.is_file():
-        for line in env_file.read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and not line.lstrip().startswith("#"):
-                values[key.strip()] = value.strip().strip('"').strip("'")
-    return values
-
-
 def find_helm() -> str:
     """HARNESS_HELM (environment or .harness/env), else `helm` on PATH; fails clearly."""
-    candidate = os.environ.get("HARNESS_HELM") or _harness_env().get("HARNESS_HELM")
+    candidate = os.environ.get("HARNESS_HELM") or harness_vars().get("HARNESS_HELM")
     if candidate and Path(candidate).is_file():
         return candidate
     found = shutil.which("helm")

@@ -146,16 +146,16 @@ def test_helm_test_runs_doctor_in_the_cluster(
     speaks plain HTTP, so the agent reaches it through a kubeconfig mounted with the
     chart's own escape hatches (agent.extraVolumes + agent.extraConfig). Its pods share
     the host network and get their port as $PORT: the health port follows it."""
-    from tests.fixtures.harness import harness_dir, read_env
+    from tests.fixtures.harness import harness_down, harness_vars
 
-    env = read_env(harness_dir() / "env")
+    env = harness_vars()
     registry = env.get("HARNESS_REGISTRY")
     image = f"{registry}/management-agent"
     if not registry or subprocess.run(
         ["skopeo", "inspect", "--tls-verify=false", f"docker://{image}:{_version()}"],
         capture_output=True, timeout=60,
     ).returncode != 0:
-        pytest.skip("agent image not in the harness registry: run tools/build-agent-image")
+        harness_down("agent image not in the harness registry", "tools/build-agent-image")
     env_id, token = control_plane.create_environment()
     namespace = kube.namespace("chart")
     # the agent and its helm test pod must be admitted where Pod Security is restricted

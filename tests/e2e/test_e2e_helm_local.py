@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.harness import env_file, read_env
+from tests.fixtures.harness import harness_vars, require
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -24,9 +24,7 @@ TIMEOUT = 900
 
 @pytest.mark.timeout(TIMEOUT + 60)
 def test_try_local_installs_the_chart_deploys_and_predicts() -> None:
-    path = env_file()
-    if not path.exists() or not read_env(path).get("HARNESS_KUBECONFIG"):
-        pytest.skip(f"HARNESS_KUBECONFIG not in {path}: run tools/harness up")
+    require(harness_vars(), "HARNESS_KUBECONFIG")
     proc = subprocess.run([str(ROOT / "tools" / "try-local")], cwd=ROOT, capture_output=True,
                           text=True, timeout=TIMEOUT)
     output = proc.stdout + proc.stderr

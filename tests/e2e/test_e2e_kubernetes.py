@@ -27,8 +27,6 @@ import pytest
 import requests
 import yaml
 
-from tests.fixtures.harness import env_file, read_env
-
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,12 +60,6 @@ class Handler(BaseHTTPRequestHandler):
 print("serving", MODEL["name"], flush=True)
 HTTPServer(("127.0.0.1", int(os.environ.get("PORT", "8080"))), Handler).serve_forever()
 """
-
-
-def harness_env() -> dict[str, str]:
-    """The harness env file, or another one ($HARNESS_ENV_FILE, e.g. tools/kind-up's)."""
-    path = env_file()
-    return read_env(path) if path.exists() else {}
 
 
 def write_model(directory: Path, name: str, answer: float) -> str:

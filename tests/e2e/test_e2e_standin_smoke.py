@@ -18,7 +18,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tools.kube.controllers.testing import SERVER_PY, StandinCluster, harness_env, wait_for
+from tests.fixtures.harness import harness_vars, require
+from tools.kube.controllers.testing import SERVER_PY, StandinCluster, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -96,10 +97,7 @@ class Target:
 
 @pytest.fixture(scope="module")
 def env() -> dict[str, str]:
-    env = harness_env()
-    if not env or not env.get("HARNESS_BASE_IMAGE"):
-        pytest.skip("the harness is not up: run tools/harness up")
-    return env
+    return require(harness_vars(), "HARNESS_BASE_IMAGE")
 
 
 def _reachable(url: str) -> bool:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.kube import find_binary
+from tests.fixtures.kube import require_binary
+from tools.kube.controllers.testing import StandinCluster
 
 pytestmark = pytest.mark.slow
 
@@ -39,30 +39,9 @@ spec:
 }
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[object]:
-    try:
-        from tools.kube.controllers.testing import StandinCluster, harness_env
-    except ImportError:
-        pytest.skip("tools.kube.controllers not available")
-    env = harness_env() or {}
-    if not env.get("HARNESS_BASE_IMAGE"):
-        pytest.skip("harness base image not available: run tools/harness up")
-    c = StandinCluster().start()
-    try:
-        yield c
-    finally:
-        c.stop()
-        c.cleanup()
-
-
-def test_helm_test_hook_pod_runs(cluster: object, tmp_path: Path) -> None:
-    from tools.kube.controllers.testing import harness_env
-
-    helm = find_binary("helm")
-    if helm is None:
-        pytest.skip("helm not found")
-    env = harness_env() or {}
+def test_helm_test_hook_pod_runs(cluster: StandinCluster, env: dict[str, str],
+                                 tmp_path: Path) -> None:
+    helm = require_binary("helm")
     for name, text in CHART.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text.replace("IMAGE", env["HARNESS_BASE_IMAGE"]))

@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
+from tests.fixtures.harness import harness_down
 from tests.fixtures.kube import KubeAPI, find_binary
 
 KUBECTL = find_binary("kubectl")
@@ -47,7 +47,7 @@ spec:
 def run(api: KubeAPI, binary: str | None, *args: str, stdin: str | None = None,
         check: bool = True) -> subprocess.CompletedProcess[str]:
     if binary is None:
-        pytest.skip("kubectl/helm binary not found (tools/harness installs them)")
+        harness_down("kubectl/helm binary not found (tools/harness installs them)")
     proc = subprocess.run([binary, *args], input=stdin, capture_output=True, text=True,
                           env=api.env(), timeout=60)
     if check and proc.returncode != 0:

@@ -94,11 +94,9 @@ def test_self_subject_access_review(rbac_api: KubeAPI) -> None:
 
 def test_kubectl_over_tls_with_restricted_token(tmp_path: Path) -> None:
     """client-go sends bearer tokens only over TLS: the RBAC mode with kubectl needs --tls."""
-    from tests.fixtures.kube import find_binary
+    from tests.fixtures.kube import require_binary
 
-    kubectl = find_binary("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not found")
+    kubectl = require_binary("kubectl")
     api = start_kube_api(tmp_path / "k", restricted={TOKEN: ("team", "agent")}, tls=True)
     try:
         assert api.url.startswith("https://")

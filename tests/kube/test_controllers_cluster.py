@@ -10,52 +10,21 @@ import json
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.fixtures.harness import harness_down
 from tools.kube.controllers.testing import (
     SERVER_PY,
     StandinCluster,
     dump_debug,
-    harness_env,
     server_deployment,
     service,
     wait_for,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def env() -> dict[str, str]:
-    env = harness_env()
-    if not env or not env.get("HARNESS_BASE_IMAGE"):
-        pytest.skip("the harness is not up: run tools/harness up")
-    return env
-
-
-@pytest.fixture(scope="module")
-def cluster(env: dict[str, str]) -> Iterator[StandinCluster]:
-    c = StandinCluster(env={"HARNESS_CA_CERT": env.get("HARNESS_CA_CERT", "")})
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
-    left = c.podman_ps()
-    c.cleanup()
-    assert left == [], "containers left behind after stop"
-
-
-@pytest.fixture()
-def ns(cluster: StandinCluster) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def get(url: str, timeout: float = 3) -> tuple[int, str]:
@@ -169,7 +138,7 @@ def test_private_registry_pull_with_image_pull_secret(cluster: StandinCluster, n
                                                       env: dict[str, str]) -> None:
     image = env.get("HARNESS_BASE_IMAGE_TLS")
     if not image:
-        pytest.skip("no HARNESS_BASE_IMAGE_TLS")
+        harness_down("no HARNESS_BASE_IMAGE_TLS")
     host = env["HARNESS_REGISTRY_TLS"]
     cluster.kubectl("create", "secret", "docker-registry", "regcred", "-n", ns,
                     f"--docker-server={host}",

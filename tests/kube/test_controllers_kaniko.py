@@ -9,13 +9,12 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tools.kube.controllers.testing import StandinCluster, dump_debug, harness_env, wait_for
+from tests.fixtures.harness import require
+from tools.kube.controllers.testing import StandinCluster, dump_debug, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -23,32 +22,9 @@ KANIKO = "gcr.io/kaniko-project/executor:v1.23.2"
 
 
 @pytest.fixture(scope="module")
-def env() -> dict[str, str]:
-    env = harness_env()
-    if not env or not env.get("HARNESS_BASE_IMAGE") or not env.get("HARNESS_REGISTRY_TLS"):
-        pytest.skip("the harness is not up: run tools/harness up")
-    return env
-
-
-@pytest.fixture(scope="module")
-def cluster(env: dict[str, str]) -> Iterator[StandinCluster]:
-    c = StandinCluster(env={"HARNESS_CA_CERT": env.get("HARNESS_CA_CERT", "")})
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
-    left = c.podman_ps()
-    c.cleanup()
-    assert left == [], "containers left behind after stop"
-
-
-@pytest.fixture()
-def ns(cluster: StandinCluster) -> Iterator[str]:
-    name = f"k-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+def env(env: dict[str, str]) -> dict[str, str]:
+    """The harness's variables; Kaniko pushes to its TLS registry."""
+    return require(env, "HARNESS_REGISTRY_TLS")
 
 
 def build_job(name: str, env: dict[str, str], args: list[str],

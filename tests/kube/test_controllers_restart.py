@@ -18,7 +18,6 @@ import pytest
 
 from tools.kube.controllers.testing import (
     StandinCluster,
-    harness_env,
     server_deployment,
     service,
     wait_for,
@@ -33,10 +32,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_restart_after_sigkill_recovers_and_cleans_up() -> None:
-    env = harness_env()
-    if not env or not env.get("HARNESS_BASE_IMAGE"):
-        pytest.skip("the harness is not up: run tools/harness up")
+def test_restart_after_sigkill_recovers_and_cleans_up(env: dict[str, str]) -> None:
     state = tempfile.mkdtemp(prefix="kube-standin-restart-")
     cluster_env = {"HARNESS_CA_CERT": env.get("HARNESS_CA_CERT", ""),
                    "KUBE_STANDIN_INGRESS_PORT": str(_free_port())}

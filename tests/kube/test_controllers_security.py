@@ -8,46 +8,17 @@ harness base image, which has no USER (it runs as root, like most server images)
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tools.kube.controllers.testing import StandinCluster, dump_debug, harness_env, wait_for
+from tools.kube.controllers.testing import StandinCluster, dump_debug, wait_for
 
 pytestmark = pytest.mark.slow
 
 PSA = "pod-security.kubernetes.io/"
 RESTRICTED_SC = {"runAsNonRoot": True, "runAsUser": 1000, "allowPrivilegeEscalation": False,
                  "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
-
-
-@pytest.fixture(scope="module")
-def env() -> dict[str, str]:
-    env = harness_env()
-    if not env or not env.get("HARNESS_BASE_IMAGE"):
-        pytest.skip("the harness is not up: run tools/harness up")
-    return env
-
-
-@pytest.fixture(scope="module")
-def cluster(env: dict[str, str]) -> Iterator[StandinCluster]:
-    c = StandinCluster(env={"HARNESS_CA_CERT": env.get("HARNESS_CA_CERT", "")})
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
-        c.cleanup()
-
-
-@pytest.fixture()
-def ns(cluster: StandinCluster) -> Iterator[str]:
-    name = f"sec-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def waiting(cluster: StandinCluster, ns: str, name: str) -> dict[str, Any]:

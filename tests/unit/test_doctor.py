@@ -27,8 +27,8 @@ from agent.doctor import (
     run_checks,
 )
 from agent.errors import ControlPlaneError
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.fixtures.fakekube import FakeKube
+from tests.fixtures.harness import harness_down, harness_vars, require
 
 
 def _settings(*overrides: str) -> Settings:
@@ -127,25 +127,9 @@ def test_permission_list_has_one_entry_per_resource_and_a_reason() -> None:
     assert all(p.why and p.verbs and p.when in doctor.CONDITIONS for p in REQUIRED_PERMISSIONS)
 
 
-class FakeKube:
-    """Answers SelfSubjectAccessReviews; denies what `denied` lists as (verb, resource)."""
-
-    def __init__(self, denied: set[tuple[str, str]]) -> None:
-        self.denied = denied
-        self.reviews: list[dict[str, Any]] = []
-
-    def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        assert path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
-        attrs = kwargs["body"]["spec"]["resourceAttributes"]
-        self.reviews.append(attrs)
-        resource = attrs["resource"] + (f"/{attrs['subresource']}" if "subresource" in attrs
-                                        else "")
-        return {"status": {"allowed": (attrs["verb"], resource) not in self.denied}}
-
-
 def test_permission_check_names_each_missing_verb() -> None:
     ctx = Context(_settings("plugin.kubernetes.namespace=models"))
-    fake = FakeKube({("delete", "deployments"), ("get", "pods/log")})
+    fake = FakeKube(denied={("delete", "deployments"), ("get", "pods/log")})
     ctx._kube = fake  # type: ignore[assignment]
     result = doctor.check_permissions(ctx)
     assert result.status == "FAIL"
@@ -157,7 +141,7 @@ def test_permission_check_names_each_missing_verb() -> None:
     assert {"resource": "pods", "subresource": "log"}.items() <= next(
         r for r in fake.reviews if r.get("subresource")).items()
 
-    ctx._kube = FakeKube(set())  # type: ignore[assignment]
+    ctx._kube = FakeKube()  # type: ignore[assignment]
     assert doctor.check_permissions(ctx).status == "OK"
 
 
@@ -213,21 +197,11 @@ def test_checks_that_do_not_apply_are_skipped() -> None:
     assert results["artifact-store"].detail == "no --model-uri given"
 
 
-def _harness_registry() -> str | None:
-    env_file = ROOT / ".harness" / "env"
-    if not env_file.is_file():
-        return None
-    for line in env_file.read_text().splitlines():
-        if line.startswith("HARNESS_REGISTRY="):
-            return line.split("=", 1)[1].strip()
-    return None
-
-
 @pytest.mark.integration
 def test_registry_push_check_against_the_harness_registry() -> None:
-    host = os.environ.get("HARNESS_REGISTRY") or _harness_registry()
+    host = os.environ.get("HARNESS_REGISTRY") or harness_vars().get("HARNESS_REGISTRY")
     if not host:
-        pytest.skip("harness registry not running (tools/harness up)")
+        harness_down("harness registry not running")
     ok = run_checks(Context(_settings(f"images.generated_image_repository={host}/doctor-test",
                                       f"images.insecure_registries=[{host}]")),
                     skip=[n for n in doctor.CHECKS if n != "registry-push"])
@@ -242,24 +216,13 @@ def test_registry_push_check_against_the_harness_registry() -> None:
     assert "imageBuilder.generatedImageRepository" in failed.fix
 
 
-def _harness(key: str) -> str | None:
-    env_file = ROOT / ".harness" / "env"
-    if not env_file.is_file():
-        return None
-    for line in env_file.read_text().splitlines():
-        if line.startswith(f"{key}="):
-            return line.split("=", 1)[1].strip()
-    return None
-
-
 @pytest.mark.integration
 def test_ecr_check_creates_a_missing_repository_on_the_moto_server(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """moto (harness) speaks the ECR API; the repository is absent, then created."""
-    moto, registry = _harness("HARNESS_MOTO_ENDPOINT"), _harness("HARNESS_ECR_REGISTRY")
-    if not moto or not registry:
-        pytest.skip("harness moto/ECR registry not running (tools/harness up)")
+    env = require(harness_vars(), "HARNESS_MOTO_ENDPOINT", "HARNESS_ECR_REGISTRY")
+    moto, registry = env["HARNESS_MOTO_ENDPOINT"], env["HARNESS_ECR_REGISTRY"]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     repo = f"doctor-{os.getpid()}"
@@ -309,9 +272,8 @@ def test_artifact_store_check_opens_the_model(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_base_image_check_against_the_harness_registry() -> None:
-    image, registry = _harness("HARNESS_BASE_IMAGE"), _harness("HARNESS_REGISTRY")
-    if not image or not registry:
-        pytest.skip("harness registry not running (tools/harness up)")
+    env = require(harness_vars(), "HARNESS_BASE_IMAGE", "HARNESS_REGISTRY")
+    image, registry = env["HARNESS_BASE_IMAGE"], env["HARNESS_REGISTRY"]
 
     def check(ref: str) -> CheckResult:
         return doctor.check_base_image(Context(_settings(

@@ -26,15 +26,38 @@ class ServerProfile(_Section):
     image: str | None = Field(
         default=None, description="Base server image; None: the deployment must name an image."
     )
-    model_path: str = "/mnt/models"
-    port: int = Field(default=8080, ge=1, le=65535)
-    health_path: str = "/health"
-    predict_path: str = "/predict"
-    metrics_port: int | None = Field(default=None, ge=1, le=65535, description="None: port.")
-    metrics_path: str = "/metrics"
-    command: list[str] | None = None
-    args: list[str] | None = None
-    env: dict[str, str] = Field(default_factory=dict)
+    model_path: str = Field(
+        default="/mnt/models",
+        description="Where the model goes in the server's container.",
+    )
+    port: int = Field(default=8080, ge=1, le=65535, description="Port the server listens on.")
+    health_path: str = Field(
+        default="/health",
+        description="Readiness/liveness path (model loaded, not just process up).",
+    )
+    predict_path: str = Field(
+        default="/predict",
+        description="Prediction path, appended to the reported prediction URL.",
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port of the metrics endpoint; None: port."
+    )
+    metrics_path: str = Field(
+        default="/metrics",
+        description="Path of the server's Prometheus metrics.",
+    )
+    command: list[str] | None = Field(
+        default=None,
+        description="Container command; None: the image's entrypoint.",
+    )
+    args: list[str] | None = Field(
+        default=None,
+        description="Container arguments; None: the image's.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variables of the server container.",
+    )
     run_as_non_root: bool | None = Field(
         default=None, description="Override of security.run_as_non_root for this server."
     )
@@ -43,18 +66,33 @@ class ServerProfile(_Section):
 class RollingUpdate(_Section):
     """Deployment rolling-update bounds (the anchor's 30% / 10%)."""
 
-    max_surge: int | str = "30%"
-    max_unavailable: int | str = "10%"
+    max_surge: int | str = Field(
+        default="30%",
+        description="Extra pods during a rollout (number or percentage).",
+    )
+    max_unavailable: int | str = Field(
+        default="10%",
+        description="Pods that may be unavailable during a rollout (number or percentage).",
+    )
 
 
 class ProbeSettings(_Section):
     """Readiness/liveness/startup probe timing on the profile's health path."""
 
-    enabled: bool = True
-    period_seconds: int = Field(default=10, ge=1)
-    timeout_seconds: int = Field(default=5, ge=1)
-    readiness_failure_threshold: int = Field(default=3, ge=1)
-    liveness_failure_threshold: int = Field(default=6, ge=1)
+    enabled: bool = Field(
+        default=True,
+        description="Readiness, liveness and startup probes on the profile's health path.",
+    )
+    period_seconds: int = Field(default=10, ge=1, description="Probe period, seconds.")
+    timeout_seconds: int = Field(default=5, ge=1, description="Probe timeout, seconds.")
+    readiness_failure_threshold: int = Field(
+        default=3, ge=1,
+        description="Failed readiness probes before the pod leaves the Service.",
+    )
+    liveness_failure_threshold: int = Field(
+        default=6, ge=1,
+        description="Failed liveness probes before the container restarts.",
+    )
     startup_failure_threshold: int = Field(
         default=60, ge=1, description="period x threshold = time allowed to load the model."
     )
@@ -66,11 +104,26 @@ class SecuritySettings(_Section):
     run_as_non_root: bool = Field(
         default=True, description="Base images that run as root need false."
     )
-    run_as_user: int | None = None
-    run_as_group: int | None = None
-    fs_group: int | None = None
-    read_only_root_filesystem: bool = False
-    seccomp_runtime_default: bool = True
+    run_as_user: int | None = Field(
+        default=None,
+        description="Fixed UID of prediction servers; None: the image's.",
+    )
+    run_as_group: int | None = Field(
+        default=None,
+        description="Fixed GID of prediction servers; None: the image's.",
+    )
+    fs_group: int | None = Field(
+        default=None,
+        description="fsGroup of prediction pods; None: none.",
+    )
+    read_only_root_filesystem: bool = Field(
+        default=False,
+        description="Read-only root filesystem (many servers write to /tmp).",
+    )
+    seccomp_runtime_default: bool = Field(
+        default=True,
+        description="seccompProfile RuntimeDefault.",
+    )
 
 
 class AutoscalingSettings(_Section):
@@ -82,17 +135,27 @@ class AutoscalingSettings(_Section):
 class PDBSettings(_Section):
     """PodDisruptionBudget (policy/v1), rendered when replicas > 1."""
 
-    enabled: bool = True
-    max_unavailable: int | str = 1
+    enabled: bool = Field(
+        default=True,
+        description="Render a PodDisruptionBudget when a deployment runs more than one replica.",
+    )
+    max_unavailable: int | str = Field(
+        default=1,
+        description="maxUnavailable of the budget (number or percentage).",
+    )
 
 
 class NetworkPolicySettings(_Section):
     """Prediction pods accept traffic only from the ingress controller and the agent."""
 
-    enabled: bool = False
-    ingress_controller_namespace: str = "ingress-nginx"
+    enabled: bool = Field(default=False, description="A NetworkPolicy per prediction server.")
+    ingress_controller_namespace: str = Field(
+        default="ingress-nginx",
+        description="Namespace of the ingress controller, allowed in.",
+    )
     agent_pod_labels: dict[str, str] = Field(
-        default_factory=lambda: {"app.kubernetes.io/name": "management-agent"}
+        default_factory=lambda: {"app.kubernetes.io/name": "management-agent"},
+        description="Labels of the agent's pods, allowed in.",
     )
     allow_from_namespaces: list[str] = Field(
         default_factory=list, description="Extra namespaces allowed in (e.g. monitoring)."
@@ -106,26 +169,50 @@ class NetworkPolicySettings(_Section):
 class MonitoringSettings(_Section):
     """Monitoring sidecar sharing an emptyDir spool with the prediction server."""
 
-    enabled: bool = False
-    image: str | None = None
-    spool_dir: str = "/var/spool/mlops"
-    env: dict[str, str] = Field(default_factory=dict)
-    resources: dict[str, dict[str, str]] = Field(default_factory=dict)
+    enabled: bool = Field(default=False, description="Add the monitoring sidecar.")
+    image: str | None = Field(default=None, description="Image of the monitoring sidecar.")
+    spool_dir: str = Field(
+        default="/var/spool/mlops",
+        description="Spool directory shared by server and sidecar.",
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Environment of the sidecar.")
+    resources: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="requests/limits of the sidecar.",
+    )
 
 
 class KubernetesSettings(_Section):
     """Where and how prediction servers run."""
 
-    namespace: str = "default"
-    kubeconfig: Path | None = None
-    context: str | None = None
+    namespace: str = Field(default="default", description="Namespace where prediction servers run.")
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="kubeconfig file; None: in-cluster or the default kubeconfig.",
+    )
+    context: str | None = Field(
+        default=None,
+        description="kubeconfig context; None: the current one.",
+    )
     in_cluster: bool | None = Field(default=None, description="None: detect.")
-    qps: float = Field(default=20.0, gt=0)
-    burst: int = Field(default=40, ge=1)
-    api_retries: int = Field(default=5, ge=0, le=20, description="Retries of transient errors.")
-    api_timeout_seconds: float = Field(default=30.0, gt=0)
+    qps: float = Field(
+        default=20.0, gt=0,
+        description="Requests per second to the Kubernetes API (client-side limit).",
+    )
+    burst: int = Field(default=40, ge=1, description="Requests allowed above qps in a burst.")
+    api_retries: int = Field(
+        default=5, ge=0, le=20,
+        description="Retries of transient Kubernetes API errors.",
+    )
+    api_timeout_seconds: float = Field(
+        default=30.0, gt=0,
+        description="Timeout of one Kubernetes API request, seconds.",
+    )
 
-    server_profiles: dict[str, ServerProfile] = Field(default_factory=dict)
+    server_profiles: dict[str, ServerProfile] = Field(
+        default_factory=dict,
+        description="Server profiles added to (or replacing) the built-ins, by name.",
+    )
     default_server_profile: str | None = Field(default=None, description="None: mlserver.")
     model_delivery: Literal["auto", "image", "storage-initializer"] = Field(
         default="auto",
@@ -135,48 +222,111 @@ class KubernetesSettings(_Section):
     agent_image: str | None = Field(
         default=None, description="The agent's own image, run as the storage initializer."
     )
-    credentials_dir: str = "/var/run/secrets/model-credentials"
+    credentials_dir: str = Field(
+        default="/var/run/secrets/model-credentials",
+        description="Where model credentials are mounted in storage-initializer containers.",
+    )
 
-    name_prefix: str = "mlops-"
-    outfacing_url_root: str = "http://localhost/"
-    ingress_mode: Literal["nginx", "prefix", "openshift-route", "gateway", "none"] = "nginx"
-    ingress_class_name: str | None = "nginx"
-    ingress_annotations: dict[str, str] = Field(default_factory=dict)
-    tls_secret_name: str | None = None
+    name_prefix: str = Field(
+        default="mlops-",
+        description="Prefix of the objects created per deployment (<prefix><deployment id>).",
+    )
+    outfacing_url_root: str = Field(
+        default="http://localhost/",
+        description="Public URL root; a deployment is served at <root><deployment id>/.",
+    )
+    ingress_mode: Literal["nginx", "prefix", "openshift-route", "gateway", "none"] = Field(
+        default="nginx",
+        description="How prediction servers are exposed.",
+    )
+    ingress_class_name: str | None = Field(
+        default="nginx",
+        description="IngressClass of prediction Ingresses; None: the cluster's default.",
+    )
+    ingress_annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations added to every prediction Ingress/Route.",
+    )
+    tls_secret_name: str | None = Field(
+        default=None,
+        description="Secret with the TLS certificate of the Ingress host; None: no tls block.",
+    )
     gateway_parent_refs: list[dict[str, Any]] = Field(
         default_factory=list, description="HTTPRoute parentRefs (gateway mode)."
     )
-    service_port: int = Field(default=80, ge=1, le=65535)
-    cluster_domain: str = "cluster.local"
+    service_port: int = Field(
+        default=80, ge=1, le=65535,
+        description="Port of the per-deployment Service.",
+    )
+    cluster_domain: str = Field(
+        default="cluster.local",
+        description="Cluster DNS domain (for in-cluster URLs).",
+    )
 
     rolling_update: RollingUpdate = Field(default_factory=RollingUpdate)
-    progress_deadline_seconds: int = Field(default=840, ge=1)
-    revision_history_limit: int = Field(default=3, ge=0)
+    progress_deadline_seconds: int = Field(
+        default=840, ge=1,
+        description="Deployment progressDeadlineSeconds, seconds.",
+    )
+    revision_history_limit: int = Field(
+        default=3, ge=0,
+        description="Old ReplicaSets kept per prediction server.",
+    )
     probes: ProbeSettings = Field(default_factory=ProbeSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     default_resources: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="requests/limits used when a deployment sets none."
     )
-    service_account_name: str | None = None
-    image_pull_secrets: list[str] = Field(default_factory=list)
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
-    affinity: dict[str, Any] = Field(default_factory=dict)
-    extra_labels: dict[str, str] = Field(default_factory=dict)
-    pod_annotations: dict[str, str] = Field(default_factory=dict)
-    prometheus_scrape: bool = True
+    service_account_name: str | None = Field(
+        default=None,
+        description="Service account of prediction servers; None: the namespace default.",
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list,
+        description="Names of image pull secrets of prediction servers.",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node selector of prediction servers.",
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Tolerations of prediction servers.",
+    )
+    affinity: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Affinity of prediction servers.",
+    )
+    extra_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels added to every object of a prediction server.",
+    )
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations of prediction server pods.",
+    )
+    prometheus_scrape: bool = Field(
+        default=True,
+        description="Add prometheus.io/scrape annotations to prediction server pods.",
+    )
     autoscaling: AutoscalingSettings = Field(default_factory=AutoscalingSettings)
     pdb: PDBSettings = Field(default_factory=PDBSettings)
     network_policy: NetworkPolicySettings = Field(default_factory=NetworkPolicySettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
-    rollout_timeout_seconds: float = Field(default=840.0, gt=0)
+    rollout_timeout_seconds: float = Field(
+        default=840.0, gt=0,
+        description="Seconds a rollout may take before the action fails.",
+    )
     fail_fast_seconds: float = Field(
         default=90.0, ge=0,
         description="Give up a rollout early when new pods sit in ImagePullBackOff or "
-        "CrashLoopBackOff for this long.",
+                    "CrashLoopBackOff for this long, seconds (0: never).",
     )
-    poll_interval_seconds: float = Field(default=2.0, gt=0)
+    poll_interval_seconds: float = Field(
+        default=2.0, gt=0,
+        description="Seconds between two looks at a rollout.",
+    )
     keep_failed: bool = Field(
         default=False, description="Keep the objects of a failed start for debugging."
     )
@@ -184,7 +334,14 @@ class KubernetesSettings(_Section):
         default=False, description="Check the health path through the public URL before ready."
     )
     public_probe_timeout_seconds: float = Field(
-        default=60.0, ge=0, description="How long an action retries the public health check."
+        default=60.0, ge=0,
+        description="How long an action retries the public health check, seconds.",
     )
-    public_probe_ca_bundle: Path | None = None
-    extra: dict[str, Any] = Field(default_factory=dict)
+    public_probe_ca_bundle: Path | None = Field(
+        default=None,
+        description="CA (PEM file) of the public URL's certificate, for probe_public_url.",
+    )
+    extra: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Free-form settings for newer prediction-server features.",
+    )

@@ -3,7 +3,8 @@
 Each fixture prefers the project harness (`tools/harness up`, `.harness/env`)
 and falls back to starting the same real server locally (moto_server,
 SeaweedFS `weed`, fake-gcs-server, MLflow, docker-registry) when the harness
-is not up; a test is skipped only when neither is possible. Set
+is not up; when neither is possible the test fails under CI=true and is
+skipped otherwise. Set
 ARTIFACTS_TESTS_OWN_SERVERS=1 to ignore the harness and start them here.
 """
 
@@ -22,22 +23,18 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.harness import harness_dir, harness_down
+from tests.fixtures.harness import harness_vars as shared_harness_vars
+
 ROOT = Path(__file__).resolve().parents[3]
-HARNESS = ROOT / ".harness"
+HARNESS = harness_dir()
 
 
 def harness_vars() -> dict[str, str]:
-    env_file = HARNESS / "env"
-    result: dict[str, str] = {}
+    """The harness's variables (tests.fixtures.harness), none with ARTIFACTS_TESTS_OWN_SERVERS."""
     if os.environ.get("ARTIFACTS_TESTS_OWN_SERVERS"):  # exercise the local fallbacks
-        return result
-    if env_file.is_file():
-        for line in env_file.read_text().splitlines():
-            line = line.strip().removeprefix("export ")
-            if "=" in line and not line.startswith("#"):
-                key, _, value = line.partition("=")
-                result[key.strip()] = value.strip().strip("'\"")
-    return result
+        return {}
+    return shared_harness_vars()
 
 
 def free_port() -> int:
@@ -101,7 +98,7 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     binary = venv_bin("moto_server")
     if binary is None:
-        pytest.skip("moto_server not available (run tools/harness up)")
+        harness_down("moto_server not available")
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     proc = Proc([binary, "-H", "127.0.0.1", "-p", str(port)], log)
@@ -123,7 +120,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         return
     binary = venv_bin("weed")
     if binary is None:
-        pytest.skip("SeaweedFS (weed) not available (run tools/harness up)")
+        harness_down("SeaweedFS (weed) not available")
     work = tmp_path_factory.mktemp("seaweed")
     ports = {flag: free_port() for flag in (
         "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
@@ -165,7 +162,7 @@ def gcs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     binary = _fake_gcs_binary()
     if binary is None:
-        pytest.skip("fake-gcs-server not available (run tools/harness up)")
+        harness_down("fake-gcs-server not available")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("gcs") / "gcs.log"
@@ -188,7 +185,7 @@ def oci_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     binary = shutil.which("docker-registry")
     if binary is None:
-        pytest.skip("docker-registry not available (run tools/harness up)")
+        harness_down("docker-registry not available")
     work = tmp_path_factory.mktemp("registry")
     port = free_port()
     cfg = work / "config.yml"
@@ -215,7 +212,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     binary = venv_bin("mlflow")
     if binary is None:
-        pytest.skip("mlflow not available (run tools/harness up)")
+        harness_down("mlflow not available")
     work = tmp_path_factory.mktemp("mlflow")
     port = free_port()
     log = work / "mlflow.log"

@@ -15,6 +15,7 @@ import pytest
 
 from agent.artifacts import ArtifactSettings, fetch_model, open_model
 from agent.errors import ArtifactError
+from tests.fixtures.harness import harness_down
 
 pytestmark = pytest.mark.integration
 
@@ -133,7 +134,7 @@ def test_private_registry_with_ca_and_login(kind: str, tmp_path: Path,
     env = artifacts_harness_vars
     host = env.get(f"HARNESS_REGISTRY_{kind}")
     if not host or not env.get("HARNESS_CA_CERT"):
-        pytest.skip("needs the harness TLS registries (tools/harness up)")
+        harness_down("needs the harness TLS registries")
     user, password = env[f"HARNESS_REGISTRY_{kind}_USER"], env[f"HARNESS_REGISTRY_{kind}_PASSWORD"]
     ca = Path(env["HARNESS_CA_CERT"])
     registry = Registry(host, ImageSettings(ca_bundle=ca), BasicProvider(user, password))

@@ -21,6 +21,7 @@ from agent.errors import RegistryError
 from agent.images import BuiltImage, build_model_image
 from agent.images.direct import DirectorySource
 from agent.model import DeploymentSpec, ModelRef
+from tests.fixtures.harness import harness_down, harness_vars
 
 pytestmark = pytest.mark.integration
 
@@ -300,9 +301,9 @@ def test_production_path_opens_the_model_with_artifacts(
 def test_built_image_runs_with_podman_and_loads_the_model(
         registries: Registries, tmp_path: Path) -> None:
     """Run the image with podman (runc, host network): python in the base reads MODEL_PATH."""
-    base = os.environ.get("HARNESS_BASE_IMAGE") or _harness_value("HARNESS_BASE_IMAGE")
+    base = os.environ.get("HARNESS_BASE_IMAGE") or harness_vars().get("HARNESS_BASE_IMAGE")
     if not base or shutil.which("podman") is None:
-        pytest.skip("needs the harness base image (tools/harness up) and podman")
+        harness_down("needs the harness base image and podman")
     model = tmp_path / "model"
     model.mkdir()
     (model / "model.json").write_text('{"coef": [1, 2, 3]}')
@@ -329,16 +330,6 @@ def test_built_image_runs_with_podman_and_loads_the_model(
         shutil.rmtree(storage, ignore_errors=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "served 6" in result.stdout
-
-
-def _harness_value(key: str) -> str | None:
-    path = Path(__file__).resolve().parents[3] / ".harness" / "env"
-    if not path.is_file():
-        return None
-    for line in path.read_text().splitlines():
-        if line.startswith(f"{key}="):
-            return line.split("=", 1)[1].strip()
-    return None
 
 
 def test_multi_member_gzip_layer_unpacks_with_umoci(

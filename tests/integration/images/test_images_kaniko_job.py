@@ -74,11 +74,9 @@ def model_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 @pytest.fixture(scope="module")
 def fetcher_image(registries: Registries, tmp_path_factory: pytest.TempPathFactory) -> str:
-    from tests.fixtures.harness import read_env
+    from tests.fixtures.harness import harness_vars, require
 
-    base = read_env().get("HARNESS_BASE_IMAGE")
-    if not base:
-        pytest.skip("needs the harness base image (tools/harness up)")
+    base = require(harness_vars(), "HARNESS_BASE_IMAGE")["HARNESS_BASE_IMAGE"]
     bin_dir = tmp_path_factory.mktemp("fetcher")
     script = bin_dir / "management-agent"
     script.write_text(FETCHER)

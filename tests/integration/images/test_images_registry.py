@@ -27,6 +27,7 @@ from agent.images.naming import parse_reference
 from agent.images.registry import OCI_INDEX, Registry, sha256_digest
 from agent.images.settings import ImageSettings
 from agent.model import DeploymentSpec, ModelRef
+from tests.fixtures.harness import harness_down
 
 pytestmark = pytest.mark.integration
 RUN = uuid.uuid4().hex[:8]
@@ -54,7 +55,7 @@ def _images(reg: Registries, **extra: Any) -> ImageSettings:
 def _token_registry(reg: Registries, password: str | None = None,
                     session: requests.Session | None = None) -> Registry:
     if not reg.token:
-        pytest.skip("bearer-token registry only comes with the harness (tools/harness up)")
+        harness_down("the bearer-token registry only comes with the harness")
     assert reg.token_user
     provider = BasicProvider(reg.token_user, password or reg.token_password)
     return Registry(reg.token, _images(reg), provider, session=session)
@@ -94,7 +95,7 @@ def test_bearer_wrong_password_says_check_credentials(registries: Registries) ->
 def test_build_into_token_registry(registries: Registries, base_images: dict[str, str],
                                    tmp_path: Path) -> None:
     if not registries.token:
-        pytest.skip("bearer-token registry only comes with the harness")
+        harness_down("the bearer-token registry only comes with the harness")
     model = tmp_path / "m"
     model.mkdir()
     (model / "model.pkl").write_bytes(os.urandom(50_000))

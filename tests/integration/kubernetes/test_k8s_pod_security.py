@@ -6,34 +6,26 @@ admission's reason instead of waiting for its rollout timeout.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from agent.model import Status
-from agent.plugins.kubernetes.client import KubeClient
 from agent.plugins.kubernetes.plugin import KubernetesPlugin
-from tests.integration.kubernetes.test_k8s_rollout import _settings, events, harness_env, spec
+from tests.fixtures.harness import harness_vars, require
+from tests.fixtures.kube import harness_namespace
+from tests.integration.kubernetes.test_k8s_rollout import _settings, events, spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def restricted() -> Iterator[dict[str, str]]:
-    env = harness_env()
-    if "HARNESS_KUBECONFIG" not in env or "HARNESS_BASE_IMAGE" not in env:
-        pytest.skip("harness cluster with controllers not running: run tools/harness up")
-    namespace = f"k8s-psa-{secrets.token_hex(3)}"
-    admin = KubeClient(_settings(env, namespace).plugin.kubernetes)
-    admin.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
-        "name": namespace, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
-    try:
-        yield {**env, "NAMESPACE": namespace}
-    finally:
-        admin.delete("v1", "Namespace", namespace)
-        admin.close()
+    env = require(harness_vars(), "HARNESS_KUBECONFIG", "HARNESS_INGRESS_URL", "HARNESS_BASE_IMAGE")
+    with harness_namespace(env, "k8s-psa",
+                           {"pod-security.kubernetes.io/enforce": "restricted"}) as restricted:
+        yield restricted
 
 
 def test_compliant_model_pods_run_where_restricted_is_enforced(

@@ -1,7 +1,8 @@
 """KubernetesPlugin on the harness cluster: real rollouts, pods (podman) and the nginx ingress.
 
 Needs `tools/harness up` with the Kubernetes API stand-in *and* its controllers
-(HARNESS_KUBECONFIG and HARNESS_INGRESS_URL in .harness/env); skipped otherwise.
+(HARNESS_KUBECONFIG and HARNESS_INGRESS_URL in .harness/env or $HARNESS_ENV_FILE); without
+it the tests fail under CI=true and are skipped otherwise.
 Pods run HARNESS_BASE_IMAGE (python3) with a tiny http.server as the model
 server, so most tests need no image builder; the storage-initializer test builds
 a stand-in "agent image" with the direct builder.
@@ -23,6 +24,7 @@ from agent.model import DeploymentSpec, DeploymentState, Status
 from agent.plugins.kubernetes import names
 from agent.plugins.kubernetes.client import KubeClient
 from agent.plugins.kubernetes.plugin import KubernetesPlugin
+from tests.fixtures.harness import harness_vars, require
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -68,26 +70,11 @@ HTTPServer(("127.0.0.1", int(os.environ.get("PORT", "8080"))), Handler).serve_fo
 CRASH = "import sys; print('boom: cannot load the model file', flush=True); sys.exit(3)"
 
 
-def harness_env() -> dict[str, str]:
-    path = ROOT / ".harness" / "env"
-    env: dict[str, str] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and not line.startswith("#"):
-                env[key.strip()] = value.strip()
-    return env
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The harness cluster in a fresh namespace (deleted afterwards)."""
-    env = harness_env()
-    missing = [k for k in ("HARNESS_KUBECONFIG", "HARNESS_INGRESS_URL", "HARNESS_BASE_IMAGE")
-               if k not in env]
-    if missing:
-        pytest.skip(f"harness cluster with controllers not running ({', '.join(missing)} "
-                    "missing): run tools/harness up")
+    env = require(harness_vars(), "HARNESS_KUBECONFIG", "HARNESS_INGRESS_URL",
+                  "HARNESS_BASE_IMAGE")
     namespace = f"k8s-plugin-{secrets.token_hex(3)}"
     settings = _settings(env, namespace)
     admin = KubeClient(settings.plugin.kubernetes)

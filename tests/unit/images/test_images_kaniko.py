@@ -27,6 +27,7 @@ from agent.images.kaniko import (
 from agent.images.naming import parse_reference
 from agent.images.settings import ImageSettings
 from agent.model import DeploymentSpec, ModelRef
+from tests.fixtures.fakekube import FakeKube
 
 DEST = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/models:m-0123456789abcdef0123"
 BASE = "registry.example.com/servers/mlserver:1.6"
@@ -176,45 +177,15 @@ def test_config_map_and_secret_are_mutually_exclusive() -> None:
         ImageSettings.model_validate({"kaniko": {"config_map": "a", "secret_name": "b"}})
 
 
-class FakeKube:
-    """Stand-in for KubeClient: a Job that reaches a scripted final state."""
-
-    def __init__(self, final: dict[str, Any], pod_status: dict[str, Any], log: str = "") -> None:
-        self.final = final
-        self.pod_status = pod_status
-        self.log = log
-        self.created: list[dict[str, Any]] = []
-        self.gets = 0
-
-    def create(self, obj: Any, *, namespace: str | None = None,
-               exist_ok: bool = False) -> dict[str, Any]:
-        assert exist_ok
-        self.created.append(obj)
-        return dict(obj)
-
-    def get(self, api_version: str, kind: str, name: str,
-            namespace: str | None = None) -> dict[str, Any] | None:
-        self.gets += 1
-        job = dict(self.created[-1])
-        job["status"] = {} if self.gets < 2 else self.final
-        return job
-
-    def list(self, api_version: str, kind: str, namespace: str | None = None, *,
-             label_selector: str | None = None,
-             field_selector: str | None = None) -> list[dict[str, Any]]:
-        return [{"metadata": {"name": "model-build-x-abcde"}, "status": self.pod_status}]
-
-    def pod_logs(self, name: str, namespace: str | None = None, *,
-                 container: str | None = None, tail_lines: int | None = None) -> str:
-        return self.log
-
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-               *, propagation: str = "Background") -> bool:
-        raise AssertionError("nothing to delete")
+def job_kube(final: dict[str, Any], pod_status: dict[str, Any], log: str = "") -> FakeKube:
+    """A Job that reaches `final` on its second GET; its pod has `pod_status`."""
+    return FakeKube(on_get=lambda job, gets: job.update(status=final if gets >= 2 else {}),
+                    pods=[{"metadata": {"name": "model-build-x-abcde"}, "status": pod_status}],
+                    logs=log)
 
 
 def test_runner_returns_digest_from_termination_message() -> None:
-    kube = FakeKube({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]},
+    kube = job_kube({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]},
                     {"containerStatuses": [{"name": "kaniko", "state": {"terminated": {
                         "exitCode": 0, "message": "sha256:" + "a" * 64}}}]})
     events: list[str] = []
@@ -225,7 +196,7 @@ def test_runner_returns_digest_from_termination_message() -> None:
 
 
 def test_runner_failure_carries_reason_log_tail_and_hides_secrets() -> None:
-    kube = FakeKube(
+    kube = job_kube(
         {"failed": 1, "conditions": [{"type": "Failed", "status": "True",
                                       "reason": "BackoffLimitExceeded"}]},
         {"containerStatuses": [{"name": "kaniko", "state": {"terminated": {
@@ -241,7 +212,7 @@ def test_runner_failure_carries_reason_log_tail_and_hides_secrets() -> None:
 
 
 def test_runner_auth_failure_hint() -> None:
-    kube = FakeKube(
+    kube = job_kube(
         {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]},
         {"containerStatuses": [{"name": "kaniko", "state": {"terminated": {"exitCode": 1,
                                                                            "reason": "Error"}}}]},
@@ -252,60 +223,29 @@ def test_runner_auth_failure_hint() -> None:
 
 
 def test_runner_deadline() -> None:
-    kube = FakeKube({}, {})
+    kube = job_kube({}, {})
     times = iter([0.0, 10.0, 1e9])
     with pytest.raises(BuildError, match="DeadlineExceeded"):
         run_build_job(kube, _render({}), lambda *a, **k: None, sleep=lambda s: None,
                       clock=lambda: next(times))
 
 
-class ExistingJobKube:
+#: The pod of a finished build: Kaniko's termination message is the image digest.
+BUILT_POD = {"metadata": {"name": "p"}, "status": {"containerStatuses": [
+    {"name": "kaniko", "state": {"terminated": {"exitCode": 0,
+                                                "message": "sha256:" + "b" * 64}}}]}}
+
+
+def _complete_if_ours(job: dict[str, Any], gets: int) -> None:
+    """A Job for our destination completes; one for another destination stays as it is."""
+    if "--destination=" + DEST in str(job) and not job["status"]:
+        job["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+
+
+def existing_job_kube(existing: dict[str, Any], gone_after: int = 1) -> FakeKube:
     """A namespace that already holds a Job of the same name (adopted by `create(exist_ok)`)."""
-
-    def __init__(self, existing: dict[str, Any], gone_after: int = 1) -> None:
-        self.job: dict[str, Any] | None = existing
-        self.calls: list[str] = []
-        self.gone_after = gone_after  # GETs after the delete until the Job is gone
-        self.deleting = 0
-
-    def create(self, obj: Any, *, namespace: str | None = None,
-               exist_ok: bool = False) -> dict[str, Any]:
-        assert exist_ok
-        self.calls.append("create")
-        if self.job is None:
-            self.job = {**obj, "status": {}}
-        return dict(self.job)
-
-    def get(self, api_version: str, kind: str, name: str,
-            namespace: str | None = None) -> dict[str, Any] | None:
-        if self.deleting:
-            self.deleting -= 1
-            if not self.deleting:
-                self.job = None
-            return None if self.job is None else dict(self.job)
-        assert self.job is not None
-        if "--destination=" + DEST in str(self.job) and not self.job["status"]:
-            self.job["status"] = {"succeeded": 1,
-                                  "conditions": [{"type": "Complete", "status": "True"}]}
-        return dict(self.job)
-
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-               *, propagation: str = "Background") -> bool:
-        assert (kind, propagation) == ("Job", "Background")
-        self.calls.append("delete")
-        self.deleting = self.gone_after + 1
-        return True
-
-    def list(self, api_version: str, kind: str, namespace: str | None = None, *,
-             label_selector: str | None = None,
-             field_selector: str | None = None) -> list[dict[str, Any]]:
-        return [{"metadata": {"name": "p"}, "status": {"containerStatuses": [
-            {"name": "kaniko", "state": {"terminated": {"exitCode": 0,
-                                                        "message": "sha256:" + "b" * 64}}}]}}]
-
-    def pod_logs(self, name: str, namespace: str | None = None, *,
-                 container: str | None = None, tail_lines: int | None = None) -> str:
-        return "old log: UNAUTHORIZED"
+    return FakeKube([existing], on_get=_complete_if_ours, gone_after=gone_after,
+                    pods=[BUILT_POD], logs="old log: UNAUTHORIZED")
 
 
 FAILED = {"failed": 1, "conditions": [{"type": "Failed", "status": "True",
@@ -313,11 +253,12 @@ FAILED = {"failed": 1, "conditions": [{"type": "Failed", "status": "True",
 
 
 def test_a_failed_job_is_deleted_and_built_again() -> None:
-    kube = ExistingJobKube({**_render({}), "status": FAILED}, gone_after=2)
+    kube = existing_job_kube({**_render({}), "status": FAILED}, gone_after=2)
     events: list[str] = []
     digest = run_build_job(kube, _render({}), lambda m, *a, **k: events.append(m),
                            sleep=lambda s: None)
     assert kube.calls == ["create", "delete", "create"]
+    assert [(kind, how) for kind, _, how in kube.deleted] == [("Job", "Background")]
     assert digest == "sha256:" + "b" * 64
     assert any("failed before" in e for e in events)
 
@@ -325,20 +266,20 @@ def test_a_failed_job_is_deleted_and_built_again() -> None:
 def test_a_job_for_another_destination_is_replaced() -> None:
     other = _render({}, destination=DEST.replace("/models:", "/elsewhere:"))
     other["metadata"]["name"] = _render({})["metadata"]["name"]
-    kube = ExistingJobKube({**other, "status": {}})
+    kube = existing_job_kube({**other, "status": {}})
     assert run_build_job(kube, _render({}), lambda *a, **k: None, sleep=lambda s: None)
     assert kube.calls == ["create", "delete", "create"]
 
 
 def test_a_running_job_is_adopted_not_replaced() -> None:
-    kube = ExistingJobKube({**_render({}), "status": {"active": 1}})
+    kube = existing_job_kube({**_render({}), "status": {"active": 1}})
     kube.job["status"] = {}  # type: ignore[index]
     run_build_job(kube, _render({}), lambda *a, **k: None, sleep=lambda s: None)
     assert kube.calls == ["create"]
 
 
 def test_replacing_a_failed_job_is_bounded() -> None:
-    kube = ExistingJobKube({**_render({}), "status": FAILED}, gone_after=10**6)
+    kube = existing_job_kube({**_render({}), "status": FAILED}, gone_after=10**6)
     times = iter(float(t) for t in range(0, 10**6, 5))
     with pytest.raises(BuildError, match="still there after 60s"):
         run_build_job(kube, _render({}), lambda *a, **k: None, sleep=lambda s: None,
@@ -384,19 +325,6 @@ class _Registry:
         self._maybe_fail("ensure_repository")
 
 
-class FreshKube(ExistingJobKube):
-    """An empty namespace; the created Job completes at once."""
-
-    def __init__(self) -> None:
-        super().__init__({})
-        self.job = None
-
-    def get(self, api_version: str, kind: str, name: str,
-            namespace: str | None = None) -> dict[str, Any] | None:
-        assert self.job is not None
-        return {**self.job, "status": {"succeeded": 1}}
-
-
 @pytest.mark.parametrize("fail", ["ping", "resolve_image", "manifest_digest",
                                   "ensure_repository"])
 def test_no_registry_identity_warns_and_builds_with_kaniko(
@@ -410,7 +338,8 @@ def test_no_registry_identity_warns_and_builds_with_kaniko(
         "kaniko": {"namespace": "ml"}}})
     spec = DeploymentSpec(id="d1", model=ModelRef(id="m1", uri="s3://bucket/iris/",
                                                   credentials_secret="iris-creds"))
-    kube = FreshKube()
+    kube = FakeKube(on_get=lambda job, gets: job.update(status={"succeeded": 1}),
+                    pods=[BUILT_POD])  # an empty namespace; the created Job completes at once
     with caplog.at_level(logging.WARNING, logger="agent.images.kaniko"):
         image = build_with_kaniko(spec, OTHER_BASE, "/mnt/models", settings, lambda *a, **k: None,
                                   target=parse_reference(TARGET),
