@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # A deployment id becomes part of Kubernetes object names and of URLs, so it
 # is held to DNS-1123 label rules (lower case alphanumerics and '-'), with
@@ -136,7 +136,13 @@ class ActionRef(BaseModel):
 
 
 class Action(_Strict):
-    """One order from the control plane, as claimed by the agent."""
+    """One order from the control plane, as claimed by the agent.
+
+    Validated once, here: start/replace/relaunch carry a spec whose id is the
+    action's deployment id (filled in from the spec when absent), stop and
+    status name a deployment id, and every deployment id is a DNS-1123 label
+    (plugins build object names, paths and label selectors from it).
+    """
 
     id: str
     type: ActionType
@@ -155,6 +161,28 @@ class Action(_Strict):
             ActionType.DEPLOYMENT_REPLACE_MODEL,
             ActionType.DEPLOYMENT_RELAUNCH,
         )
+
+    def needs_deployment_id(self) -> bool:
+        """Every action but environment_status is about one deployment."""
+        return self.type != ActionType.ENVIRONMENT_STATUS
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Action:
+        if self.deployment is not None:
+            if self.deployment_id and self.deployment_id != self.deployment.id:
+                raise ValueError(
+                    f"deployment id mismatch: action targets {self.deployment_id!r}, "
+                    f"spec describes {self.deployment.id!r}")
+            self.deployment_id = self.deployment.id
+        elif self.needs_spec():
+            raise ValueError(f"{self.type} needs a deployment spec")
+        if self.needs_deployment_id() and not self.deployment_id:
+            raise ValueError(f"{self.type} needs a deployment_id")
+        if self.deployment_id is not None and not DEPLOYMENT_ID_PATTERN.match(self.deployment_id):
+            raise ValueError(
+                f"deployment id {self.deployment_id!r} is not a DNS-1123 label: use at most 63 "
+                "lower-case letters, digits and '-', starting and ending with a letter or digit")
+        return self
 
 
 class ResultData(_Strict):

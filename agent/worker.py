@@ -16,7 +16,6 @@ from agent.controlplane import ControlPlane
 from agent.errors import AgentError, InvalidActionError
 from agent.logs import scrub
 from agent.model import (
-    DEPLOYMENT_ID_PATTERN,
     Action,
     ActionResult,
     ActionType,
@@ -40,17 +39,22 @@ class EventReporter:
     """The `Reporter` handed to plugins: logs the event and appends it to the action's history.
 
     A control plane that cannot take an event must not fail the action, so
-    delivery problems are logged and swallowed.
+    delivery problems are logged and swallowed. Every event's details carry
+    the deployment id (the one progress reporter: plugins add no wrapper).
     """
 
-    def __init__(self, control_plane: ControlPlane, action_id: str) -> None:
+    def __init__(self, control_plane: ControlPlane, action_id: str,
+                 deployment_id: str | None = None) -> None:
         self._control_plane = control_plane
         self._action_id = action_id
+        self._deployment_id = deployment_id
 
     def __call__(self, message: str, level: str = "info", **details: Any) -> None:
         message = scrub(message)
         level = level.lower() if level.lower() in EVENT_LEVELS else "info"
         log.log(EVENT_LEVELS[level], "%s", message)
+        if self._deployment_id:
+            details = {"deployment_id": self._deployment_id, **details}
         try:
             details = json.loads(scrub(json.dumps(details, default=str)))
             self._control_plane.event(
@@ -61,29 +65,17 @@ class EventReporter:
 
 
 def _require_spec(action: Action) -> DeploymentSpec:
-    if action.deployment is None:
+    """The desired deployment; `Action` checked at parse time that it is there."""
+    if action.deployment is None:  # only an Action built without validation gets here
         raise InvalidActionError(f"{action.type} needs a deployment spec", action.id)
-    if action.deployment_id and action.deployment.id != action.deployment_id:
-        raise InvalidActionError(
-            f"deployment id mismatch: action targets {action.deployment_id!r}, "
-            f"spec describes {action.deployment.id!r}",
-            action.id,
-        )
     return action.deployment
 
 
 def _require_deployment_id(action: Action) -> str:
-    deployment_id = action.deployment_id or (action.deployment.id if action.deployment else None)
-    if not deployment_id:
+    """The deployment the action is about; `Action` checked it at parse time."""
+    if not action.deployment_id:  # only an Action built without validation gets here
         raise InvalidActionError(f"{action.type} needs a deployment_id", action.id)
-    # plugins build paths and label selectors from it: '../x' or '/' must never reach them
-    if not DEPLOYMENT_ID_PATTERN.match(deployment_id):
-        raise InvalidActionError(
-            f"deployment id {deployment_id!r} is not a DNS-1123 label: use at most 63 "
-            "lower-case letters, digits and '-', starting and ending with a letter or digit",
-            action.id,
-        )
-    return deployment_id
+    return action.deployment_id
 
 
 def _status_result(status: DeploymentStatus) -> ActionResult:
@@ -129,7 +121,7 @@ def run_plugin(
 
 def execute(action: Action, plugin: Plugin, control_plane: ControlPlane) -> ActionResult:
     """Run the action; always returns a result, never raises."""
-    report = EventReporter(control_plane, action.id)
+    report = EventReporter(control_plane, action.id, action.deployment_id)
     try:
         if action.attempt > 1:
             report(f"delivery attempt {action.attempt}: re-executing (actions are idempotent)")

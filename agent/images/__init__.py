@@ -1,35 +1,41 @@
-"""Model images: content-addressed tags, reuse, and the direct / Kaniko builders.
+"""Model images: the whole image question of a deployment, answered in one place.
 
-`build_model_image` is the package's one entry point (see
-docs/dev/team-contracts.md). It names the image after its content (model
-digest + base image digest + recipe), reuses it when the registry already has
-that tag, and otherwise builds it with the environment's builder:
+`resolve_image` is what plugins call: it picks the delivery mode
+(`agent.images.delivery`), and in image mode builds (or reuses) the model
+image. `build_model_image` is the build itself (see
+docs/dev/team-contracts.md): it names the image after its content (model
+digest + base image digest + recipe) and checks the registry once
+(`agent.images.content`), reuses the image when the tag is there, and
+otherwise hands over to the environment's builder, which only builds:
 
 - `direct` (default): in the agent process, through the registry API only;
 - `kaniko`: a Kubernetes Job (needs `kube=`);
 - `none`: deployments must name a ready image (`spec.model.image`).
-
-A deployment that names `spec.model.image` is never built.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.errors import AgentError, BuildError, RegistryError
+from agent.errors import AgentError, BuildError, InvalidActionError, RegistryError
+from agent.images.delivery import DeliveryMode, ModelDelivery, delivery_mode
 from agent.images.naming import parse_reference, target_repository
+from agent.logs import redact_uri
 
 if TYPE_CHECKING:
     from agent.config import Settings
+    from agent.images.content import Destination
     from agent.model import DeploymentSpec
     from agent.plugins import Reporter
+    from agent.plugins.kubernetes.settings import ServerProfile
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BuiltImage", "build_model_image"]
+__all__ = ["BuiltImage", "DeliveryMode", "ModelDelivery", "build_model_image", "resolve_image"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,47 @@ def image_labels(spec: DeploymentSpec) -> dict[str, str]:
         "io.management-agent.model-id": spec.model.id,
         "io.management-agent.deployment-id": spec.id,
     }
+
+
+def resolve_image(spec: DeploymentSpec, profile: ServerProfile, settings: Settings,
+                  report: Reporter, *, kube: Any = None) -> ModelDelivery:
+    """What the server container of `spec` runs, built first when the mode needs it.
+
+    A ready `spec.model.image` is used as named (the rollout's pull says
+    whether it exists). `kube`: the plugin's KubeClient; it reads the model's
+    credentials secret and runs Kaniko builds. Without it (the filesystem
+    plugin) only the direct builder can build.
+    """
+    mode = delivery_mode(spec.model, settings.plugin.kubernetes.model_delivery,
+                         settings.images.builder)
+    if spec.model.image:
+        return ModelDelivery(mode, spec.model.image)
+    if profile.image is None:
+        raise InvalidActionError(
+            f"deployment {spec.id}: its server profile has no base image; name an image on "
+            "the model or set plugin.kubernetes.server_profiles.<name>.image")
+    if mode is DeliveryMode.STORAGE_INITIALIZER:
+        report(f"storage-initializer mode: {profile.image} fetches "
+               f"{redact_uri(spec.model.uri)} at start")
+        return ModelDelivery(mode, profile.image)
+    if settings.images.builder == "none":
+        raise InvalidActionError(
+            f"deployment {spec.id}: images.builder is none and plugin.kubernetes.model_delivery "
+            "is image: give model.image or use storage-initializer mode")
+    if settings.images.builder == "kaniko" and kube is None:
+        raise InvalidActionError(
+            f"deployment {spec.id}: images.builder is kaniko, which needs a cluster; the "
+            "filesystem plugin builds model images with images.builder=direct only: give "
+            "model.image or use storage-initializer mode")
+    credentials = None
+    if spec.model.credentials_secret and kube is not None:
+        credentials = kube.read_secret(spec.model.credentials_secret)
+    report(f"building the model image from {profile.image}")
+    built = build_model_image(spec, profile.image, profile.model_path, settings, report,
+                              credentials, kube=kube)
+    report(f"model image {built.reference} ({built.digest}) "
+           + ("reused" if built.reused else "built"), image=built.reference)
+    return ModelDelivery(mode, built.reference, built.digest, built.reused)
 
 
 def _ready_image(image: str, settings: Settings) -> BuiltImage:
@@ -81,6 +128,33 @@ def _open_model(spec: DeploymentSpec, settings: Settings,
     return open_model(spec.model.uri, settings.artifacts, credentials)
 
 
+class Builder(Protocol):
+    """What `build_model_image` needs of a builder (`DirectBuilder`, `KanikoBuilder`)."""
+
+    reads_model: bool  # needs the model's bytes: the source stays open during the build
+    tolerant: bool  # builds although the agent itself cannot use the registry
+
+    def recipe(self, model_path: str) -> str: ...
+
+    def build(self, dest: Destination, spec: DeploymentSpec, source: Any, model_path: str,
+              labels: dict[str, str], report: Reporter) -> tuple[str, dict[str, Any]]: ...
+
+
+def _builder(settings: Settings, kube: Any) -> Builder:
+    """The configured builder."""
+    if settings.images.builder == "kaniko":
+        if kube is None:
+            raise BuildError("images.builder is kaniko but no Kubernetes client was given (kube=)")
+        from agent.images.fetcher import fetcher_env
+        from agent.images.kaniko import KanikoBuilder
+
+        namespace = settings.images.kaniko.namespace or kube.namespace  # the agent's own
+        return KanikoBuilder(settings.images, kube, namespace, fetcher_env(settings.artifacts))
+    from agent.images.direct import DirectBuilder
+
+    return DirectBuilder(settings.images)
+
+
 def build_model_image(spec: DeploymentSpec, base_image: str, model_path: str,
                       settings: Settings, report: Reporter,
                       credentials: Mapping[str, str] | None = None, *,
@@ -91,6 +165,8 @@ def build_model_image(spec: DeploymentSpec, base_image: str, model_path: str,
     download, never for the registry). `source`: a ready ModelSource (tests,
     bench); by default the model is opened with `agent.artifacts.open_model`.
     """
+    from agent.images.content import address
+
     if spec.model.image:
         report(f"using the deployment's image {spec.model.image}", image=spec.model.image)
         return _ready_image(spec.model.image, settings)
@@ -102,25 +178,25 @@ def build_model_image(spec: DeploymentSpec, base_image: str, model_path: str,
         )
     target = target_repository(images.generated_image_repository, images.repository_layout,
                                spec.id, spec.model.id)
-
-    def open_source() -> Any:
-        return source if source is not None else _open_model(spec, settings, credentials)
-
+    builder = _builder(settings, kube)
     try:
-        if images.builder == "kaniko":
-            from agent.images.kaniko import build_with_kaniko
-
-            return build_with_kaniko(spec, base_image, model_path, settings, report,
-                                     target=target, open_source=open_source, kube=kube)
-        from agent.images.direct import DirectBuilder
-
-        result = DirectBuilder(images).build(
-            base_image=base_image, target=target, model_path=model_path,
-            open_source=open_source, labels=image_labels(spec), report=report,
-        )
-        return BuiltImage(result.reference, result.digest, result.reused)
+        with ExitStack() as stack:
+            model = source if source is not None else _open_model(spec, settings, credentials)
+            model = stack.enter_context(model)
+            dest = address(images, target, base_image, model.digest,
+                           builder.recipe(model_path), tolerant=builder.tolerant)
+            if dest.existing:
+                report(f"image reused: {dest.ref}", image=str(dest.ref), digest=dest.existing)
+                return BuiltImage(str(dest.ref), dest.existing, True)
+            if not builder.reads_model:
+                stack.close()  # the builder fetches the model itself: release the source
+                model = None
+            digest, details = builder.build(dest, spec, model, model_path, image_labels(spec),
+                                            report)
     except AgentError:
         raise
     except OSError as exc:
         raise BuildError(f"building the image of deployment {spec.id} failed: "
                          f"{type(exc).__name__}: {exc.strerror or ''}") from None
+    report(f"image pushed: {dest.ref}", image=str(dest.ref), digest=digest, **details)
+    return BuiltImage(str(dest.ref), digest, False)

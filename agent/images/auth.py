@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import requests
+
 from agent.errors import RegistryError
 from agent.images.settings import RegistryCredentials
 
@@ -345,3 +347,39 @@ def provider_for(settings: RegistryCredentials, registry: str) -> CredentialProv
         password = settings.password.get_secret_value() if settings.password else None
         return BasicProvider(settings.username, password, settings.password_file)
     return AnonymousProvider()
+
+
+def fetch_token(session: requests.Session, realm: str, params: list[tuple[str, str]],
+                provider: CredentialProvider, host: str, *, verify: bool | str,
+                timeout: float) -> tuple[str, float]:
+    """(bearer token, lifetime in seconds) from a registry's token service (`realm`).
+
+    The provider's credential (if any) logs in with HTTP Basic; errors name the
+    registry and what to check, never the credential.
+    """
+    credential = provider.get(host)
+    auth = (credential.username, credential.password) if credential else None
+    try:
+        response = session.get(realm, params=params, auth=auth, verify=verify, timeout=timeout)
+    except requests.exceptions.SSLError:
+        raise RegistryError(
+            f"TLS handshake with the token service of {host} failed, certificate "
+            "not trusted: set images.ca_bundle"
+        ) from None
+    except requests.RequestException as exc:
+        raise RegistryError(
+            f"cannot reach the token service of registry {host} ({type(exc).__name__})"
+        ) from None
+    if response.status_code in (401, 403):
+        raise RegistryError(
+            f"the token service of registry {host} refused the login "
+            f"({response.status_code}): check the credentials for {host}"
+        )
+    if response.status_code != 200:
+        raise RegistryError(f"the token service of registry {host} answered "
+                            f"{response.status_code}")
+    body = response.json()
+    token = body.get("token") or body.get("access_token")
+    if not token:
+        raise RegistryError(f"the token service of registry {host} sent no token")
+    return str(token), float(body.get("expires_in") or 60)

@@ -1,4 +1,4 @@
-"""OCI distribution API client (the registry boundary).
+"""OCI distribution API client (the registry boundary); blob uploads are in `upload.py`.
 
 One `Registry` per registry host. It answers the auth challenge of `/v2/`
 (Basic, or a Bearer token per scope, fetched with the provider's credentials
@@ -16,18 +16,15 @@ verification. Nothing is special about 127.0.0.1.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import queue
 import re
 import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urljoin
@@ -36,38 +33,13 @@ import requests
 from tenacity import Retrying
 
 from agent.errors import RegistryError
-from agent.images.auth import AnonymousProvider, CredentialProvider
+from agent.images.auth import AnonymousProvider, CredentialProvider, fetch_token
+from agent.images.oci import ACCEPT, Manifest
 from agent.images.settings import ImageSettings
+from agent.images.upload import BlobUpload
 from agent.retry import is_transient_status, retry_after_of, retrying
 
 log = logging.getLogger(__name__)
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
-MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
-ACCEPT = ", ".join((*MANIFEST_TYPES, *INDEX_TYPES))
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A manifest (or index) as the registry served it."""
-
-    raw: bytes
-    media_type: str
-    digest: str
-
-    @property
-    def data(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.raw)
-        return parsed
-
-    @property
-    def is_index(self) -> bool:
-        return self.media_type in INDEX_TYPES
-
 
 class _Transient(Exception):
     """A response worth retrying (429/5xx); carries the response for Retry-After."""
@@ -252,38 +224,9 @@ class Registry:
             if self._challenge.get("service"):
                 params.append(("service", self._challenge["service"]))
             params.extend(("scope", scope) for scope in scopes)
-            credential = self.provider.get(self.host)
-            auth = (credential.username, credential.password) if credential else None
-            try:
-                response = self.session.get(
-                    realm, params=params, auth=auth, verify=self._verify_for(realm),
-                    timeout=self.settings.timeout_seconds,
-                )
-            except requests.exceptions.SSLError:
-                raise RegistryError(
-                    f"TLS handshake with the token service of {self.host} failed, certificate "
-                    "not trusted: set images.ca_bundle"
-                ) from None
-            except requests.RequestException as exc:
-                raise RegistryError(
-                    f"cannot reach the token service of registry {self.host} "
-                    f"({type(exc).__name__})"
-                ) from None
-            if response.status_code in (401, 403):
-                raise RegistryError(
-                    f"the token service of registry {self.host} refused the login "
-                    f"({response.status_code}): check the credentials for {self.host}"
-                )
-            if response.status_code != 200:
-                raise RegistryError(
-                    f"the token service of registry {self.host} answered "
-                    f"{response.status_code}"
-                )
-            body = response.json()
-            token = body.get("token") or body.get("access_token")
-            if not token:
-                raise RegistryError(f"the token service of registry {self.host} sent no token")
-            lifetime = float(body.get("expires_in") or 60)
+            token, lifetime = fetch_token(self.session, realm, params, self.provider, self.host,
+                                          verify=self._verify_for(realm),
+                                          timeout=self.settings.timeout_seconds)
             self._tokens[key] = (str(token), time.time() + max(lifetime - 10, 5))
             return str(token)
 
@@ -450,134 +393,3 @@ class Registry:
             upload.write(data)
             upload.finish(digest)
         return digest
-
-
-class BlobUpload:
-    """A chunked upload session: PATCH chunks (Content-Range), then PUT ?digest=.
-
-    Chunks are sent by a background thread so that producing the next chunk
-    (tar, compression) overlaps the network; that thread also hashes what it
-    sends, so the blob digest costs the producer nothing (`digest()`). At most
-    about three chunks are in memory. Chunks are at least `chunk_size` bytes
-    (and at least the registry's `OCI-Chunk-Min-Length`), except the last.
-    """
-
-    def __init__(self, registry: Registry, repository: str, response: requests.Response) -> None:
-        self.registry = registry
-        self.repository = repository
-        self.location = self._location(response)
-        min_length = response.headers.get("OCI-Chunk-Min-Length", "")
-        self.chunk_size = max(registry.settings.chunk_size_bytes,
-                              int(min_length) if min_length.isdigit() else 0)
-        self.offset = 0
-        self._pieces: list[bytes] = []
-        self._pending = 0
-        self._hasher = hashlib.sha256()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=1)
-        self._failure: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        registry.stats["blob_uploads"] += 1
-
-    def _location(self, response: requests.Response) -> str:
-        location = response.headers.get("Location")
-        if not location:
-            raise RegistryError(
-                f"registry {self.registry.host} opened an upload without a Location"
-            )
-        return self.registry._url(location)
-
-    def _scopes(self) -> list[str]:
-        return [self.registry.push_scope(self.repository)]
-
-    def _patch(self, chunk: bytes) -> None:
-        self._hasher.update(chunk)
-        end = self.offset + len(chunk) - 1
-        response = self.registry.request(
-            "PATCH", self.location, self._scopes(), ok=(202,),
-            what=f"upload chunk to {self.repository}",
-            headers={"Content-Type": "application/octet-stream",
-                     "Content-Range": f"{self.offset}-{end}",
-                     "Content-Length": str(len(chunk))},
-            data=chunk,
-        )
-        self.location = self._location(response)
-        self.offset += len(chunk)
-        self.registry.stats["uploaded_bytes"] += len(chunk)
-
-    def _worker(self) -> None:
-        while True:
-            chunk = self._queue.get()
-            if chunk is None:
-                return
-            if self._failure is None:
-                try:
-                    self._patch(chunk)
-                except BaseException as exc:  # handed to the producer
-                    self._failure = exc
-
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            failure, self._failure = self._failure, None
-            raise failure
-
-    def write(self, data: bytes) -> None:
-        if not data:
-            return
-        self._pieces.append(bytes(data))
-        self._pending += len(data)
-        if self._pending < self.chunk_size:
-            return
-        chunk = b"".join(self._pieces)  # the one copy; chunks may exceed chunk_size a little
-        self._pieces.clear()
-        self._pending = 0
-        self._raise_failure()
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._worker, name=f"upload-{self.repository}", daemon=True
-            )
-            self._thread.start()
-        self._queue.put(chunk)
-
-    def _drain(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-        self._raise_failure()
-
-    def digest(self) -> str:
-        """sha256 of everything written so far (waits for the chunks in flight)."""
-        self._drain()
-        hasher = self._hasher.copy()
-        for piece in self._pieces:
-            hasher.update(piece)
-        return "sha256:" + hasher.hexdigest()
-
-    def finish(self, digest: str | None = None) -> str:
-        """Send what is left with the closing PUT; the registry verifies the digest."""
-        self._drain()
-        rest = b"".join(self._pieces)
-        self._pieces.clear()
-        self._pending = 0
-        self._hasher.update(rest)
-        digest = digest or "sha256:" + self._hasher.hexdigest()
-        separator = "&" if "?" in self.location else "?"
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(rest))}
-        if rest:
-            headers["Content-Range"] = f"{self.offset}-{self.offset + len(rest) - 1}"
-        self.registry.request(
-            "PUT", f"{self.location}{separator}{urlencode({'digest': digest})}", self._scopes(),
-            ok=(201,), what=f"complete blob upload {digest[:19]} to {self.repository}",
-            headers=headers, data=rest,
-        )
-        self.offset += len(rest)
-        self.registry.stats["uploaded_bytes"] += len(rest)
-        return digest
-
-    def cancel(self) -> None:
-        """Abandon the session (best effort)."""
-        with contextlib.suppress(Exception):
-            self._drain()
-        with contextlib.suppress(RegistryError):
-            self.registry.request("DELETE", self.location, self._scopes(), ok=(202, 204, 404),
-                                  what="cancel upload", retry=False)

@@ -65,9 +65,7 @@ class FilesystemPlugin:
         self.settings = settings
         self.root = settings.plugin.filesystem.output_dir.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        from agent.plugins.kubernetes.manifests import resolve_delivery
-
-        self.kube = resolve_delivery(settings.plugin.kubernetes, settings.images.builder)
+        self.kube = settings.plugin.kubernetes
         # one output directory: writes of parallel actions (and their commits) take turns, or
         # two of them could each rewrite kustomization.yaml from a stale folder listing
         self._write_lock = threading.Lock()
@@ -170,11 +168,19 @@ class FilesystemPlugin:
 
     def _render(self, spec: DeploymentSpec, report: Reporter, verb: str, state: DeploymentState,
                 restarted_at: str | None = None) -> ActionResult:
-        from agent.plugins.kubernetes.manifests import fetcher_env, prediction_url, render
+        from agent.images import resolve_image
+        from agent.images.delivery import delivery_mode
+        from agent.images.fetcher import fetcher_env
+        from agent.plugins.kubernetes.manifests import prediction_url, render, validate_spec
 
-        image = self._image(spec, report)
+        # GitOps tools cannot build images: in image mode the agent builds and pushes the
+        # model image (direct builder) before committing manifests that name it
+        mode = delivery_mode(spec.model, self.kube.model_delivery, self.settings.images.builder)
+        profile = validate_spec(spec, self.kube, mode)
+        delivery = resolve_image(spec, profile, self.settings, report)
+        image = delivery.image
         objects = render(spec, self.kube, image, self.settings.control_plane.environment_id,
-                         restarted_at=restarted_at,
+                         restarted_at=restarted_at, mode=delivery.mode,
                          fetcher_env=fetcher_env(self.settings.artifacts))
         url = prediction_url(spec, self.kube)
         folder = self._folder(spec.id)
@@ -213,35 +219,6 @@ class FilesystemPlugin:
             data=ResultData(prediction_url=url, image=image, current_model_id=spec.model.id,
                             old_model_in_use=False, message=message, details=details),
         )
-
-    def _image(self, spec: DeploymentSpec, report: Reporter) -> str:
-        """The server image the manifests name: given, the base image, or a built model image.
-
-        GitOps tools cannot build images, so in image mode the agent builds and pushes
-        the model image (direct builder) before committing manifests that name it.
-        """
-        from agent.plugins.kubernetes.manifests import model_image_needed, validate_spec
-
-        profile = validate_spec(spec, self.kube)
-        if spec.model.image:
-            return spec.model.image
-        if profile.image is None:
-            raise InvalidActionError(
-                f"deployment {spec.id}: its server profile has no base image; name an image "
-                "on the model or set plugin.kubernetes.server_profiles.<name>.image")
-        if not model_image_needed(spec, self.kube):
-            return profile.image
-        if self.settings.images.builder != "direct":
-            raise InvalidActionError(
-                f"deployment {spec.id}: the filesystem plugin builds model images with "
-                "images.builder=direct only; give model.image or use "
-                "plugin.kubernetes.model_delivery=storage-initializer")
-        from agent.images import build_model_image
-
-        built = build_model_image(spec, profile.image, profile.model_path, self.settings, report)
-        report(f"model image {built.reference} " + ("reused" if built.reused else "built"),
-               image=built.reference)
-        return built.reference
 
     def _folder(self, deployment_id: str) -> Path:
         """The deployment's folder; refuses ids that would point outside the output dir."""

@@ -17,9 +17,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.plugins.kubernetes import names
 from agent.plugins.kubernetes.client import KubeClient
 from agent.plugins.kubernetes.settings import KubernetesSettings
+from agent.plugins.kubernetes.status import (
+    FATAL_AT_ONCE,
+    PULL_FAILURES,
+    deadline_exceeded,
+    observed,
+    pod_problems,
+    progress_line,
+    rollout_complete,
+    template_selector,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +44,6 @@ ROUTE_KINDS: dict[str, tuple[str, str]] = {
     "gateway": ("gateway.networking.k8s.io/v1", "HTTPRoute"),
 }
 CORE_KINDS: list[tuple[str, str]] = [("apps/v1", "Deployment"), ("v1", "Service")]
-
-PULL_FAILURES = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull",
-                 "RegistryUnavailable"}
-CRASH_FAILURES = {"CrashLoopBackOff", "RunContainerError", "CreateContainerError",
-                  "CreateContainerConfigError"}
-FATAL_AT_ONCE = {"InvalidImageName", "ErrImageNeverPull"}
 
 Progress = Callable[[str], None]
 
@@ -77,75 +80,6 @@ class Rollout:
     message: str
     deployment: dict[str, Any] | None = None
     timed_out: bool = False
-
-
-def rollout_complete(deployment: dict[str, Any]) -> bool:
-    """True when the newest template runs on every replica and nothing old is left."""
-    meta, spec, status = (deployment.get(k) or {} for k in ("metadata", "spec", "status"))
-    wanted = spec.get("replicas", 1)
-    if (status.get("observedGeneration") or 0) < (meta.get("generation") or 0):
-        return False
-    if wanted == 0:
-        return not status.get("replicas")
-    return (
-        (status.get("updatedReplicas") or 0) == wanted
-        and (status.get("availableReplicas") or 0) >= wanted
-        and (status.get("replicas") or 0) == wanted
-    )
-
-
-def serving(deployment: dict[str, Any] | None) -> bool:
-    """True when at least one replica (of any template) is available."""
-    return bool(deployment and (deployment.get("status") or {}).get("availableReplicas"))
-
-
-def deadline_exceeded(deployment: dict[str, Any]) -> str | None:
-    """The controller's ProgressDeadlineExceeded / ReplicaFailure message, if any."""
-    for condition in (deployment.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Progressing" and condition.get("status") == "False":
-            return str(condition.get("message") or condition.get("reason"))
-        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
-            return str(condition.get("message") or condition.get("reason"))
-    return None
-
-
-def _progress_line(deployment: dict[str, Any]) -> str:
-    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
-    return (f"rollout: {status.get('updatedReplicas') or 0}/{spec.get('replicas', 1)} updated, "
-            f"{status.get('availableReplicas') or 0} available, "
-            f"{status.get('replicas') or 0} total")
-
-
-def template_selector(deployment: dict[str, Any]) -> str:
-    """Label selector of the pods of the Deployment's current template."""
-    labels = (((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
-        "labels") or {}
-    keys = (names.LABEL_INSTANCE, names.LABEL_NAME, names.LABEL_TEMPLATE_HASH)
-    return ",".join(f"{k}={labels[k]}" for k in keys if k in labels)
-
-
-def pod_problems(pod: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(reason, container, message) of each container of a pod that is stuck."""
-    status = pod.get("status") or {}
-    found = []
-    statuses = [*(status.get("initContainerStatuses") or []),
-                *(status.get("containerStatuses") or [])]
-    for cs in statuses:
-        waiting = (cs.get("state") or {}).get("waiting") or {}
-        reason = waiting.get("reason") or ""
-        if reason in PULL_FAILURES or reason in CRASH_FAILURES:
-            found.append((reason, cs.get("name", "?"), waiting.get("message") or ""))
-            continue
-        terminated = (cs.get("state") or {}).get("terminated") or {}
-        if terminated and terminated.get("exitCode", 0) != 0:
-            found.append(("Error", cs.get("name", "?"),
-                          f"exit code {terminated.get('exitCode')} "
-                          f"{terminated.get('reason') or ''}".strip()))
-    for condition in status.get("conditions") or []:
-        if (condition.get("type") == "PodScheduled" and condition.get("status") == "False"
-                and condition.get("reason") == "Unschedulable"):
-            found.append(("FailedScheduling", "", condition.get("message") or ""))
-    return found
 
 
 def _container_image(pod: dict[str, Any], container: str) -> str:
@@ -238,7 +172,7 @@ def wait_for_rollout(
             return Rollout(False, f"Deployment {name} disappeared during the rollout")
         if rollout_complete(deployment):
             return Rollout(True, "rollout complete", deployment)
-        line = _progress_line(deployment)
+        line = progress_line(deployment)
         if line != last_line:
             log.debug("deployment %s: %s", deployment_id, line)
             if progress is not None:
@@ -247,7 +181,7 @@ def wait_for_rollout(
         failed = None
         # conditions describe the generation the controller last saw: until it has seen ours,
         # a ProgressDeadlineExceeded (or stuck pods) may be left over from an earlier rollout
-        if _observed(deployment):
+        if observed(deployment):
             failed = deadline_exceeded(deployment)
             if failed is None:
                 failed = _stuck(client, deployment, settings, stuck_since)
@@ -259,12 +193,6 @@ def wait_for_rollout(
                 deployment, timed_out=True,
             )
         time.sleep(settings.poll_interval_seconds)
-
-
-def _observed(deployment: dict[str, Any]) -> bool:
-    """True once the controller has observed the Deployment's current generation."""
-    generation = deployment["metadata"].get("generation", 0)
-    return int((deployment.get("status") or {}).get("observedGeneration", 0)) >= generation
 
 
 def _stuck(client: KubeClient, deployment: dict[str, Any], settings: KubernetesSettings,

@@ -19,8 +19,6 @@ import builtins
 import json
 import logging
 import os
-import threading
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -29,6 +27,7 @@ import urllib3
 
 from agent.errors import AgentError, ClusterError, ConfigError, ConflictError, NotFoundError
 from agent.logs import register_secret
+from agent.plugins.kubernetes.ratelimit import TokenBucket
 from agent.plugins.kubernetes.settings import KubernetesSettings
 from agent.retry import error_for_status, retry_after_of, retrying
 
@@ -64,29 +63,6 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "Route": ("routes", True),
     "HTTPRoute": ("httproutes", True),
 }
-
-class TokenBucket:
-    """Client-side rate limit: `qps` tokens per second, at most `burst` at once."""
-
-    def __init__(self, qps: float, burst: int) -> None:
-        self.qps = qps
-        self.burst = burst
-        self._tokens = float(burst)
-        self._stamp = time.monotonic()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> None:
-        """Take one token, sleeping until one is available."""
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.qps)
-                self._stamp = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                delay = (1 - self._tokens) / self.qps
-            time.sleep(delay)
 
 
 def _load_configuration(settings: KubernetesSettings) -> Any:

@@ -19,10 +19,12 @@ LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_VERSION = "app.kubernetes.io/version"
+LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_DEPLOYMENT_ID = "management-agent.io/deployment-id"
 LABEL_MODEL_ID = "management-agent.io/model-id"
 LABEL_ENVIRONMENT_ID = "management-agent.io/environment-id"
 LABEL_TEMPLATE_HASH = "management-agent.io/template-hash"
+LABEL_IMAGE_TAG = "management-agent.io/image-tag"
 
 ANNOTATION_DEPLOYMENT_ID = "management-agent.io/deployment-id"
 ANNOTATION_MODEL_ID = "management-agent.io/model-id"
@@ -36,7 +38,6 @@ ANNOTATION_LAST_GOOD_IMAGE = "management-agent.io/last-good-image"
 
 MAX_NAME = 63
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
@@ -73,24 +74,27 @@ def label_value(value: str) -> str:
     return f"{head}-{suffix}" if head else suffix
 
 
-def is_dns_label(value: str) -> bool:
-    """True for a DNS-1123 label (lower-case alphanumerics and '-', <= 63 chars)."""
-    return len(value) <= MAX_NAME and _DNS1123.match(value) is not None
-
-
 def selector_labels(deployment_id: str) -> dict[str, str]:
     """The immutable pod selector of one deployment's servers."""
     return {LABEL_NAME: APP_NAME, LABEL_INSTANCE: label_value(deployment_id)}
+
+
+def owner_labels(deployment_id: str | None, model_id: str | None) -> dict[str, str]:
+    """Who an object belongs to: every object the agent creates (servers, build Jobs)."""
+    labels = {LABEL_MANAGED_BY: MANAGED_BY}
+    if deployment_id:
+        labels[LABEL_DEPLOYMENT_ID] = label_value(deployment_id)
+    if model_id:
+        labels[LABEL_MODEL_ID] = label_value(model_id)
+    return labels
 
 
 def common_labels(deployment_id: str, model_id: str, environment_id: str) -> dict[str, str]:
     """Labels of every object of a deployment."""
     return {
         **selector_labels(deployment_id),
-        LABEL_MANAGED_BY: MANAGED_BY,
+        **owner_labels(deployment_id, model_id),
         LABEL_VERSION: label_value(model_id),
-        LABEL_DEPLOYMENT_ID: label_value(deployment_id),
-        LABEL_MODEL_ID: label_value(model_id),
         LABEL_ENVIRONMENT_ID: label_value(environment_id),
     }
 

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from agent.errors import InvalidActionError
 from agent.model import DeploymentSpec
+from agent.plugins.kubernetes.options import deployment_options
 from agent.plugins.kubernetes.settings import KubernetesSettings, ServerProfile
 
 DEFAULT_PROFILE = "mlserver"
@@ -86,7 +87,7 @@ def profiles(settings: KubernetesSettings) -> dict[str, ServerProfile]:
 
 def profile_name(spec: DeploymentSpec, settings: KubernetesSettings) -> str:
     """The profile a deployment uses: its own choice, else the environment's default."""
-    chosen = spec.server_profile or spec.config.get("server_profile")
+    chosen = spec.server_profile or deployment_options(spec).server_profile
     return str(chosen or settings.default_server_profile or DEFAULT_PROFILE)
 
 
@@ -106,13 +107,12 @@ def resolve_profile(spec: DeploymentSpec, settings: KubernetesSettings) -> Serve
             f"(known: {', '.join(sorted(known))})"
         )
     data: dict[str, Any] = known[name].model_dump()
-    overrides = spec.config.get("profile") or {}
-    if not isinstance(overrides, dict):
-        raise InvalidActionError(f"deployment {spec.id}: config.profile must be a mapping")
-    data.update(overrides)
+    options = deployment_options(spec)
+    data.update(options.profile)
+    overrides = options.model_dump(include=set(_OVERRIDE_KEYS), exclude_unset=True)
     for key, field in _OVERRIDE_KEYS.items():
-        if key in spec.config:
-            data[field] = spec.config[key]
+        if key in overrides:
+            data[field] = overrides[key]
     try:
         profile = ServerProfile.model_validate(data)
     except ValidationError as exc:

@@ -19,7 +19,7 @@ from images_support import Registries, skopeo_tls_args
 from agent.config import Settings
 from agent.errors import RegistryError
 from agent.images import BuiltImage, build_model_image
-from agent.images.direct import DirectorySource
+from agent.images.layer import DirectorySource
 from agent.model import DeploymentSpec, ModelRef
 from tests.fixtures.harness import harness_down, harness_vars
 

@@ -30,8 +30,8 @@ from images_support import Registries
 from agent.config import Settings
 from agent.errors import BuildError
 from agent.images import build_model_image
-from agent.images.direct import DirectorySource
 from agent.images.kaniko import job_name
+from agent.images.layer import DirectorySource
 from agent.model import DeploymentSpec, ModelRef
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -85,8 +85,23 @@ def fetcher_image(registries: Registries, tmp_path_factory: pytest.TempPathFacto
         "generated_image_repository": f"{registries.plain}/test/fetcher",
         "insecure_registries": [registries.plain]}})
     spec = DeploymentSpec(id="fetcher", model=ModelRef(id="fetcher", uri="file:///x"))
-    return build_model_image(spec, base, "/usr/local/bin", settings, lambda *a, **k: None,
-                             source=DirectorySource(bin_dir)).reference
+    built = build_model_image(spec, base, "/usr/local/bin", settings, lambda *a, **k: None,
+                              source=DirectorySource(bin_dir)).reference
+    return _as_user(built, "10001", tmp_path_factory.mktemp("fetcher-oci") / "layout")
+
+
+def _as_user(reference: str, user: str, layout: Path) -> str:
+    """`reference` re-tagged with its config's User set, like the agent's own image (USER 10001):
+    the Job's fetch-model container says runAsNonRoot, which a kubelet refuses for a root image."""
+    plain = ["--src-tls-verify=false", "--dest-tls-verify=false"]
+    subprocess.run(["skopeo", "copy", "--quiet", *plain, f"docker://{reference}",
+                    f"oci:{layout}:img"], check=True, capture_output=True)
+    subprocess.run(["umoci", "config", "--image", f"{layout}:img", "--config.user", user],
+                   check=True, capture_output=True)
+    target = f"{reference}-nonroot"
+    subprocess.run(["skopeo", "copy", "--quiet", *plain, f"oci:{layout}:img",
+                    f"docker://{target}"], check=True, capture_output=True)
+    return target
 
 
 def _kube_client(kube: Any, namespace: str) -> Any:

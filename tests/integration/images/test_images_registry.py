@@ -22,9 +22,10 @@ from agent.config import Settings
 from agent.errors import RegistryError
 from agent.images import build_model_image
 from agent.images.auth import BasicProvider, EcrProvider
-from agent.images.direct import DirectorySource
+from agent.images.layer import DirectorySource
 from agent.images.naming import parse_reference
-from agent.images.registry import OCI_INDEX, Registry, sha256_digest
+from agent.images.oci import OCI_INDEX
+from agent.images.registry import Registry, sha256_digest
 from agent.images.settings import ImageSettings
 from agent.model import DeploymentSpec, ModelRef
 from tests.fixtures.harness import harness_down

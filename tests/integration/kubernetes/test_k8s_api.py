@@ -207,7 +207,7 @@ def test_start_creates_objects_and_repeat_is_a_no_op(plugin: KubernetesPlugin) -
     assert result.data.current_model_id == "m1"
     assert result.data.image == "registry.local/m1:1"
     assert result.data.old_model_in_use is False
-    assert any(d.get("deployment_id") == "dep-a" for _, _, d in events.messages)
+    assert any(m.startswith("deploying model m1") for m, _, _ in events.messages)
     deployment = plugin.client.get("apps/v1", "Deployment", "mlops-dep-a")
     assert deployment is not None
     labels = deployment["metadata"]["labels"]

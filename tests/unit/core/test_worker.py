@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from agent.config import Settings
 from agent.errors import ControlPlaneError, PluginError
@@ -93,28 +94,27 @@ def test_environment_status_reports_the_agent_version(plugin: FilesystemPlugin) 
     assert result.data.details["agent_version"]
 
 
-def test_a_start_without_a_spec_is_invalid_and_touches_nothing(plugin: FilesystemPlugin,
-                                                               tmp_path: Path) -> None:
-    result = execute(_action("deployment_start"), plugin, EventRecorder())
-    assert result.status == Status.FAILING
-    assert result.data.message == "invalid action: deployment_start needs a deployment spec"
-    assert not (tmp_path / "out" / "dep-1").exists()
+# An action is validated once, where it is parsed (`Action`): a malformed one never reaches
+# `execute`; the claim turns the refusal into a failing result (tests/unit/core/test_runtime.py).
+
+def test_a_start_without_a_spec_is_refused_where_the_action_is_parsed() -> None:
+    with pytest.raises(ValidationError, match="deployment_start needs a deployment spec"):
+        _action("deployment_start")
 
 
-def test_a_spec_for_another_deployment_is_refused(plugin: FilesystemPlugin) -> None:
-    result = execute(_action("deployment_replace_model", deployment=_spec("dep-2")), plugin,
-                     EventRecorder())
-    assert result.status == Status.FAILING
-    assert "deployment id mismatch: action targets 'dep-1', spec describes 'dep-2'" in (
-        result.data.message or "")
+def test_a_spec_for_another_deployment_is_refused_where_the_action_is_parsed() -> None:
+    with pytest.raises(ValidationError, match="deployment id mismatch: action targets 'dep-1', "
+                                              "spec describes 'dep-2'"):
+        _action("deployment_replace_model", deployment=_spec("dep-2"))
 
 
-def test_a_deployment_id_that_is_not_a_dns_label_never_reaches_the_plugin(
+def test_a_deployment_id_that_is_not_a_dns_label_is_refused_where_the_action_is_parsed(
         plugin: FilesystemPlugin, tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="is not a DNS-1123 label"):
+        _action("deployment_stop", deployment_id="../etc")
+    # an Action built without validation still cannot leave the plugin's folder
     action = _action("deployment_stop").model_copy(update={"deployment_id": "../etc"})
-    result = execute(action, plugin, EventRecorder())
-    assert result.status == Status.FAILING
-    assert "is not a DNS-1123 label" in (result.data.message or "")
+    assert execute(action, plugin, EventRecorder()).status == Status.FAILING
     assert not (tmp_path / "etc").exists()
 
 

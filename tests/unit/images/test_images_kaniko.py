@@ -17,14 +17,9 @@ from pydantic import ValidationError
 
 from agent.config import Settings
 from agent.errors import BuildError, RegistryError
-from agent.images.kaniko import (
-    build_with_kaniko,
-    ecr_config_map,
-    job_name,
-    render_build_job,
-    run_build_job,
-)
-from agent.images.naming import parse_reference
+from agent.images import build_model_image
+from agent.images.build_job import run_build_job
+from agent.images.kaniko import ecr_config_map, job_name, render_build_job
 from agent.images.settings import ImageSettings
 from agent.model import DeploymentSpec, ModelRef
 from tests.fixtures.fakekube import FakeKube
@@ -41,7 +36,7 @@ def _render(images: dict[str, Any], destination: str = DEST, base: str = BASE,
         model_path="/mnt/models", images=ImageSettings.model_validate(images),
         namespace="ml", labels=LABELS, fetcher_image="agent:1.0",
         artifact_env={"MGMT_AGENT_ARTIFACTS__S3_REGION": "eu-west-1"},
-        model_credentials_secret=model_credentials_secret,
+        model_credentials_secret=model_credentials_secret, deployment_id="d1", model_id="m1",
     )
     kubernetes_validate.validate(job, "1.33.0", strict=True)
     return job
@@ -329,10 +324,12 @@ class _Registry:
                                   "ensure_repository"])
 def test_no_registry_identity_warns_and_builds_with_kaniko(
         fail: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    import agent.images.registry
+    """The registry is a stand-in: a registry that refuses the agent's own identity while the
+    builder's works cannot be set up with the harness's registries (one identity each)."""
+    import agent.images.content
 
     monkeypatch.setattr(_Registry, "fail", fail)
-    monkeypatch.setattr(agent.images.registry, "Registry", _Registry)
+    monkeypatch.setattr(agent.images.content, "Registry", _Registry)
     settings = Settings.model_validate({"images": {
         "builder": "kaniko", "generated_image_repository": TARGET,
         "kaniko": {"namespace": "ml"}}})
@@ -340,10 +337,9 @@ def test_no_registry_identity_warns_and_builds_with_kaniko(
                                                   credentials_secret="iris-creds"))
     kube = FakeKube(on_get=lambda job, gets: job.update(status={"succeeded": 1}),
                     pods=[BUILT_POD])  # an empty namespace; the created Job completes at once
-    with caplog.at_level(logging.WARNING, logger="agent.images.kaniko"):
-        image = build_with_kaniko(spec, OTHER_BASE, "/mnt/models", settings, lambda *a, **k: None,
-                                  target=parse_reference(TARGET),
-                                  open_source=lambda: nullcontext(_Source()), kube=kube)
+    with caplog.at_level(logging.WARNING, logger="agent.images.content"):
+        image = build_model_image(spec, OTHER_BASE, "/mnt/models", settings,
+                                  lambda *a, **k: None, kube=kube, source=nullcontext(_Source()))
     assert not image.reused and image.digest == "sha256:" + "b" * 64
     assert kube.calls == ["create"] and kube.job is not None
     assert _model_credentials(kube.job) == "iris-creds"

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from agent.errors import BuildError
-from agent.images.direct import (
+from agent.images.layer import (
     AdaptiveGzip,
     DirectoryFile,
     DirectorySource,
+    LayerProgress,
     LayerSink,
-    _Progress,
     compressor,
     write_model_tar,
 )
@@ -126,12 +126,12 @@ def test_escaping_paths_are_refused(tmp_path: Path, path: str) -> None:
 
 def test_progress_every_tenth_or_step() -> None:
     seen: list[dict[str, Any]] = []
-    progress = _Progress(lambda m, **d: seen.append(d), 100 * 1024**2, 64 * 1024**2, None)
+    progress = LayerProgress(lambda m, **d: seen.append(d), 100 * 1024**2, 64 * 1024**2, None)
     for done in range(0, 100 * 1024**2 + 1, 1024**2):
         progress(done)
     assert 9 <= len(seen) <= 11
     big: list[dict[str, Any]] = []
-    progress = _Progress(lambda m, **d: big.append(d), 1024**3, 64 * 1024**2, None)
+    progress = LayerProgress(lambda m, **d: big.append(d), 1024**3, 64 * 1024**2, None)
     for done in range(0, 1024**3 + 1, 1024**2):
         progress(done)
     assert 15 <= len(big) <= 17  # every 64 MiB

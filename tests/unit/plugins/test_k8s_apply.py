@@ -1,23 +1,23 @@
-"""Rollout arithmetic, pod diagnosis and status mapping (pure functions, no cluster)."""
+"""Rollout arithmetic, pod diagnosis, status mapping, last good model (pure, no cluster)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from agent.config import Settings
 from agent.model import DeploymentSpec, DeploymentState, Status
 from agent.plugins.kubernetes import names
-from agent.plugins.kubernetes.apply import (
+from agent.plugins.kubernetes.apply import managed_kinds
+from agent.plugins.kubernetes.history import last_good
+from agent.plugins.kubernetes.manifests import render
+from agent.plugins.kubernetes.settings import KubernetesSettings
+from agent.plugins.kubernetes.status import (
     deadline_exceeded,
-    managed_kinds,
     pod_problems,
     rollout_complete,
     serving,
+    status_of,
     template_selector,
 )
-from agent.plugins.kubernetes.manifests import render
-from agent.plugins.kubernetes.plugin import KubernetesPlugin, _previous
-from agent.plugins.kubernetes.settings import KubernetesSettings
 
 
 def deployment(want: int = 2, generation: int = 2, **status: Any) -> dict[str, Any]:
@@ -92,33 +92,31 @@ def test_managed_kinds_follow_ingress_mode() -> None:
 
 
 def test_status_mapping_from_live_objects() -> None:
-    plugin = KubernetesPlugin(Settings())
     ready = deployment(observedGeneration=2, replicas=2, updatedReplicas=2, availableReplicas=2)
-    status = plugin._status_of(ready, [])
+    status = status_of(ready, [])
     assert (status.deployment_id, status.state, status.status, status.model_id) == (
         "d", DeploymentState.READY, Status.PASSING, "m")
     assert status.prediction_url == "http://localhost/d/v2/models/d/infer"
 
     launching = deployment(observedGeneration=2, replicas=1, updatedReplicas=1)
-    assert plugin._status_of(launching, []).state == DeploymentState.LAUNCHING
+    assert status_of(launching, []).state == DeploymentState.LAUNCHING
     crashing = {"metadata": {"name": "p"}, "status": {"containerStatuses": [
         {"name": "server", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}}
-    errored = plugin._status_of(launching, [crashing])
+    errored = status_of(launching, [crashing])
     assert errored.state == DeploymentState.ERRORED and "CrashLoopBackOff" in (
         errored.message or "")
     replacing = deployment(want=2, observedGeneration=2, replicas=3, updatedReplicas=1,
                            availableReplicas=2)
-    assert plugin._status_of(replacing, []).state == DeploymentState.REPLACING_MODEL
-    old_serving = plugin._status_of(replacing, [crashing])
+    assert status_of(replacing, []).state == DeploymentState.REPLACING_MODEL
+    old_serving = status_of(replacing, [crashing])
     assert old_serving.state == DeploymentState.READY and old_serving.status == Status.WARNING
-    plugin.close()
 
 
 def test_previous_is_only_the_last_good_model() -> None:
     dep = deployment()
-    assert _previous(dep) is None, "the last applied model may never have worked"
+    assert last_good(dep) is None, "the last applied model may never have worked"
     good = DeploymentSpec.model_validate({"id": "d", "model": {"id": "old", "image": "o"}})
     dep["metadata"]["annotations"][names.ANNOTATION_LAST_GOOD_SPEC] = good.model_dump_json()
     dep["metadata"]["annotations"][names.ANNOTATION_LAST_GOOD_IMAGE] = "o"
-    assert _previous(dep) == (good, "o")
-    assert _previous(None) is None
+    assert last_good(dep) == (good, "o")
+    assert last_good(None) is None

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import kubernetes_validate
 import pytest
+from pydantic import ValidationError
 
 from agent.errors import InvalidActionError
+from agent.images.delivery import DeliveryMode, delivery_mode
 from agent.model import DeploymentSpec
 from agent.plugins.kubernetes import names
-from agent.plugins.kubernetes.manifests import (
-    is_quantity,
-    model_image_needed,
-    render,
-    resolve_delivery,
-    uses_storage_initializer,
-)
+from agent.plugins.kubernetes.manifests import render
 from agent.plugins.kubernetes.settings import KubernetesSettings
+from agent.plugins.kubernetes.validation import is_quantity
 
 K8S_VERSION = "1.33.0"
 
@@ -211,14 +209,11 @@ def test_bad_quantities_rejected(quantity: str) -> None:
 def test_invalid_specs_fail_clearly() -> None:
     with pytest.raises(InvalidActionError, match="invalid resource name"):
         render(spec(resources={"requests": {"CPU!": "1"}}), settings(), "i", "e")
-    with pytest.raises(InvalidActionError, match="replicas must be >= 0"):
-        render(DeploymentSpec.model_construct(
-            id="d", model=spec().model, replicas=-1, resources=None, env={}, autoscaling=None,
-            server_profile=None, config={}), settings(), "i", "e")
-    with pytest.raises(InvalidActionError, match="DNS-1123"):
-        render(DeploymentSpec.model_construct(
-            id="Bad_Name", model=spec().model, replicas=1, resources=None, env={},
-            autoscaling=None, server_profile=None, config={}), settings(), "i", "e")
+    # replicas and the id are checked once, where the spec is parsed
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        spec(replicas=-1)
+    with pytest.raises(ValidationError, match="DNS-1123"):
+        spec(id="Bad_Name")
     with pytest.raises(InvalidActionError, match="unknown server profile 'nope'"):
         render(spec(server_profile="nope"), settings(), "i", "e")
     with pytest.raises(InvalidActionError, match="env: invalid variable name"):
@@ -230,6 +225,33 @@ def test_invalid_specs_fail_clearly() -> None:
     with pytest.raises(InvalidActionError, match="no base image"):
         render(spec(model={"id": "m", "uri": "s3://b/k"}, server_profile="custom"),
                settings(), "i", "e")
+
+
+@pytest.mark.parametrize(("config", "key"), [
+    ({"node_selector": "oops"}, "config.node_selector"),
+    ({"node_selector": {"pool": ["a"]}}, "config.node_selector.pool"),
+    ({"tolerations": {"key": "x"}}, "config.tolerations"),
+    ({"run_as_non_root": "maybe"}, "config.run_as_non_root"),
+    ({"service_account_name": 5}, "config.service_account_name"),
+    ({"rollout_timeout_seconds": True}, "config.rollout_timeout_seconds"),
+    ({"profile": "mlserver"}, "config.profile"),
+])
+def test_wrong_config_types_name_the_key(config: dict[str, Any], key: str) -> None:
+    """A wrong type in spec.config is an invalid action naming the key, not an internal error."""
+    with pytest.raises(InvalidActionError, match=rf"deployment dep-1: {re.escape(key)}: "):
+        render(spec(config=config), settings(), "i", "e")
+
+
+def test_config_options_reach_the_pod() -> None:
+    d = spec(config={"node_selector": {"pool": "gpu"}, "service_account_name": "reader",
+                     "tolerations": [{"key": "gpu", "operator": "Exists"}],
+                     "run_as_non_root": False, "someone_elses_key": 1})
+    pod = render(d, settings(node_selector={"zone": "a"}), "i", "e")[0]["spec"]["template"][
+        "spec"]
+    assert pod["nodeSelector"] == {"zone": "a", "pool": "gpu"}
+    assert pod["serviceAccountName"] == "reader"
+    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+    assert pod["securityContext"]["runAsNonRoot"] is False
 
 
 def test_network_policy() -> None:
@@ -270,7 +292,7 @@ def test_monitoring_sidecar_shares_spool() -> None:
 def test_storage_initializer_mode() -> None:
     s = settings(model_delivery="storage-initializer", agent_image="agent:1.0")
     d = spec(model={"id": "m", "uri": "s3://bucket/model", "credentials_secret": "s3-creds"})
-    assert uses_storage_initializer(d, s) and not model_image_needed(d, s)
+    assert delivery_mode(d.model, s.model_delivery) is DeliveryMode.STORAGE_INITIALIZER
     objects = render(d, s, "docker.io/seldonio/mlserver:1.6.1", "e")
     validate(objects)
     pod = objects[0]["spec"]["template"]["spec"]
@@ -304,11 +326,24 @@ def test_storage_initializer_pvc_and_rules() -> None:
                s.model_copy(update={"agent_image": "a"}), "base", "e")
 
 
-def test_resolve_delivery() -> None:
-    assert resolve_delivery(settings(), "none").model_delivery == "storage-initializer"
-    assert resolve_delivery(settings(), "direct").model_delivery == "image"
-    explicit = settings(model_delivery="storage-initializer")
-    assert resolve_delivery(explicit, "direct").model_delivery == "storage-initializer"
+def test_delivery_mode_auto_follows_the_builder_and_a_ready_image_is_always_image() -> None:
+    model = spec(model={"id": "m", "uri": "s3://b/k"}).model
+    assert delivery_mode(model, "auto", "none") is DeliveryMode.STORAGE_INITIALIZER
+    assert delivery_mode(model, "auto", "direct") is DeliveryMode.IMAGE
+    assert delivery_mode(model, "storage-initializer", "direct") is \
+        DeliveryMode.STORAGE_INITIALIZER
+    ready = spec(model={"id": "m", "uri": "s3://b/k", "image": "reg/img:1"}).model
+    assert delivery_mode(ready, "storage-initializer", "none") is DeliveryMode.IMAGE
+
+
+def test_render_takes_the_mode_the_image_resolution_chose() -> None:
+    """`auto` + builder none means storage-initializer: the plugin passes the mode it resolved."""
+    s = settings(agent_image="agent:1.0")
+    d = spec(model={"id": "m", "uri": "s3://bucket/model"})
+    pod = render(d, s, "base:1", "e", mode=DeliveryMode.STORAGE_INITIALIZER)[0]["spec"][
+        "template"]["spec"]
+    assert pod["initContainers"][0]["name"] == "storage-initializer"
+    assert "initContainers" not in render(d, s, "model:1", "e")[0]["spec"]["template"]["spec"]
 
 
 def test_rendering_is_deterministic_and_restart_changes_template() -> None:
@@ -332,7 +367,7 @@ def test_spec_and_image_recorded_for_rollback() -> None:
 
 def test_storage_initializer_gets_the_artifact_settings_and_digest() -> None:
     from agent.artifacts.settings import ArtifactSettings
-    from agent.plugins.kubernetes.manifests import fetcher_env
+    from agent.images.fetcher import fetcher_env
 
     s = settings(model_delivery="storage-initializer", agent_image="agent:1.0")
     d = spec(model={"id": "m", "uri": "s3://models/m/", "digest": "sha256:" + "a" * 64})

@@ -1,0 +1,184 @@
+"""Running an image build Job: create or adopt it, wait for it, explain how it failed.
+
+The Job's name is derived from its destination (`kaniko.job_name`), so a build
+that is already running (after an agent restart, a re-delivered action) is
+adopted, not started twice. A Job that already failed, or that pushes
+elsewhere, is deleted and created again, so a retry after fixing credentials
+does not wait for the old Job's TTL. A failure message carries the Job's
+reason, the containers' exit reasons, a hint, and the log tail with anything
+that looks like a secret masked.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from agent.errors import BuildError
+from agent.images.naming import parse_reference
+
+log = logging.getLogger(__name__)
+
+_SECRETS = re.compile(r"(?i)(authorization|password|token|secret)([\"']?\s*[:=]\s*)\S+")
+
+
+class KubeLike(Protocol):
+    """What the runner needs of `agent.plugins.kubernetes.client.KubeClient`."""
+
+    def create(self, obj: Mapping[str, Any], *, namespace: str | None = None,
+               exist_ok: bool = False) -> dict[str, Any]: ...
+
+    def get(self, api_version: str, kind: str, name: str,
+            namespace: str | None = None) -> dict[str, Any] | None: ...
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None, *,
+             label_selector: str | None = None,
+             field_selector: str | None = None) -> list[dict[str, Any]]: ...
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
+               *, propagation: str = "Background") -> bool: ...
+
+    def pod_logs(self, name: str, namespace: str | None = None, *,
+                 container: str | None = None, tail_lines: int | None = None) -> str: ...
+
+
+def _scrub(text: str) -> str:
+    return _SECRETS.sub(lambda m: f"{m.group(1)}{m.group(2)}**********", text)
+
+
+def _condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def _job_pods(kube: KubeLike, job: Mapping[str, Any], namespace: str) -> list[dict[str, Any]]:
+    """Pods of this Job: the `job-name` label, minus pods owned by an earlier Job of that name
+    (a replaced Job's pods may linger while the garbage collector removes them)."""
+    meta = job.get("metadata") or {}
+    uid = meta.get("uid")
+    pods = kube.list("v1", "Pod", namespace, label_selector=f"job-name={meta['name']}")
+    if not uid:
+        return pods
+    return [pod for pod in pods
+            if not (owners := (pod.get("metadata") or {}).get("ownerReferences"))
+            or any(owner.get("uid") == uid for owner in owners)]
+
+
+def _failure_message(kube: KubeLike, job: Mapping[str, Any], namespace: str, destination: str,
+                     tail_lines: int) -> str:
+    """Why the Job failed: the Job's reason, container reasons, and the executor log tail."""
+    name = job["metadata"]["name"]
+    failed = _condition(job, "Failed") or {}
+    reasons = [str(failed.get("reason") or "failed")]
+    tail, container = "", "kaniko"
+    pods = _job_pods(kube, job, namespace)
+    for pod in pods[-1:]:
+        status = pod.get("status") or {}
+        for kind, statuses in (("init", status.get("initContainerStatuses") or []),
+                               ("main", status.get("containerStatuses") or [])):
+            for item in statuses:
+                state = (item.get("state") or {}).get("terminated") or {}
+                if state and state.get("exitCode", 0) != 0:
+                    reasons.append(f"{item.get('name')}: {state.get('reason', 'Error')} "
+                                   f"(exit {state.get('exitCode')})")
+                    if kind == "init":
+                        container = str(item.get("name"))
+        try:
+            tail = kube.pod_logs(pod["metadata"]["name"], namespace, container=container,
+                                 tail_lines=tail_lines)
+        except Exception as exc:
+            tail = f"(no log: {type(exc).__name__})"
+    hint = ""
+    lowered = tail.lower()
+    if "oomkilled" in " ".join(reasons).lower():
+        hint = " Raise images.kaniko.resources.limits.memory."
+    elif "deadlineexceeded" in " ".join(reasons).lower():
+        hint = " Raise images.kaniko.timeout_seconds."
+    elif any(word in lowered for word in ("unauthorized", "401", "authentication required",
+                                          "denied")):
+        registry = parse_reference(destination).registry
+        hint = (f" The builder could not authenticate to {registry}: check "
+                "images.kaniko.secret_name / config_map / service_account.")
+    return (f"image build job {namespace}/{name} for {destination} failed: "
+            f"{'; '.join(reasons)}.{hint}\n--- {container} log (tail) ---\n{_scrub(tail)}")
+
+
+def _destination(job: Mapping[str, Any]) -> str | None:
+    """The `--destination` of a (rendered or live) build Job, None when it has none."""
+    try:
+        args = job["spec"]["template"]["spec"]["containers"][0].get("args") or []
+    except (KeyError, IndexError, TypeError):
+        return None
+    return next((str(a).split("=", 1)[1] for a in args
+                 if str(a).startswith("--destination=")), None)
+
+
+def _replace_job(kube: KubeLike, job: dict[str, Any], why: str, report: Callable[..., None],
+                 poll_interval: float, delete_timeout: float,
+                 sleep: Callable[[float], None], clock: Callable[[], float]) -> dict[str, Any]:
+    """Delete the existing Job of this name, wait (bounded) until it is gone, create `job`."""
+    namespace = job["metadata"]["namespace"]
+    name = job["metadata"]["name"]
+    log.info("replacing image build job %s/%s: %s", namespace, name, why)
+    report(f"image build job {name} {why}: deleting it to build again", job=name)
+    kube.delete("batch/v1", "Job", name, namespace, propagation="Background")
+    deadline = clock() + delete_timeout
+    while kube.get("batch/v1", "Job", name, namespace) is not None:
+        if clock() > deadline:
+            raise BuildError(f"image build job {namespace}/{name} ({why}) was deleted but is "
+                             f"still there after {delete_timeout:.0f}s (finalizers?); "
+                             "retry later or delete it by hand")
+        sleep(min(poll_interval, 1.0))
+    return kube.create(job, namespace=namespace, exist_ok=True)
+
+
+def run_build_job(kube: KubeLike, job: dict[str, Any], report: Callable[..., None],
+                  poll_interval: float = 3.0, tail_lines: int = 40,
+                  sleep: Callable[[float], None] = time.sleep,
+                  clock: Callable[[], float] = time.monotonic,
+                  delete_timeout: float = 60.0) -> str:
+    """Create (or adopt) the Job, wait for it; return the pushed digest ('' if unknown).
+
+    A running or completed Job of the same name and destination is adopted; one
+    that failed, or that pushes elsewhere, is deleted and created again.
+    """
+    namespace = job["metadata"]["namespace"]
+    name = job["metadata"]["name"]
+    destination = _destination(job)
+    if destination is None:
+        raise BuildError(f"image build job {namespace}/{name} has no --destination")
+    existing = kube.create(job, namespace=namespace, exist_ok=True)
+    if _condition(existing, "Failed"):
+        _replace_job(kube, job, "failed before", report, poll_interval, delete_timeout,
+                     sleep, clock)
+    elif _destination(existing) not in (None, destination):
+        _replace_job(kube, job, f"was made for {_destination(existing)}", report,
+                     poll_interval, delete_timeout, sleep, clock)
+    report(f"image build job {name} started", job=name, image=destination)
+    deadline = clock() + float(job["spec"].get("activeDeadlineSeconds") or 3600) + 120
+    while True:
+        live = kube.get("batch/v1", "Job", name, namespace)
+        if live is None:
+            raise BuildError(f"image build job {namespace}/{name} disappeared while running")
+        if _condition(live, "Complete") or (live.get("status") or {}).get("succeeded"):
+            return _pushed_digest(kube, live, namespace)
+        if _condition(live, "Failed"):
+            raise BuildError(_failure_message(kube, live, namespace, destination, tail_lines))
+        if clock() > deadline:
+            raise BuildError(f"image build job {namespace}/{name} did not finish in time "
+                             "(DeadlineExceeded): raise images.kaniko.timeout_seconds")
+        sleep(poll_interval)
+
+
+def _pushed_digest(kube: KubeLike, job: Mapping[str, Any], namespace: str) -> str:
+    for pod in _job_pods(kube, job, namespace):
+        for item in (pod.get("status") or {}).get("containerStatuses") or []:
+            message = ((item.get("state") or {}).get("terminated") or {}).get("message") or ""
+            if item.get("name") == "kaniko" and message.strip().startswith("sha256:"):
+                return message.strip()
+    return ""
