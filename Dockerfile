@@ -6,7 +6,8 @@
 # network at build time: any Debian bookworm base with python3.11 works, e.g. the
 # project's harness base image (debootstrap minbase + python3).
 #
-#   tools/build-agent-image                      # context, buildah build, smoke test, push
+#   tools/build-agent-image --push REGISTRY/management-agent:TAG   # your registry (README)
+#   tools/build-agent-image                      # harness base -> harness registry (tests)
 #   tools/build-agent-image --context-only && \
 #     docker build -f Dockerfile -t management-agent:dev build/agent-image
 ARG BASE_IMAGE=python:3.11-slim-bookworm

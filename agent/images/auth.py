@@ -1,4 +1,4 @@
-"""Registry credential providers: anonymous, basic, docker config, AWS ECR, Google.
+"""Registry credential providers: anonymous, basic, docker config, AWS ECR, Azure ACR, Google.
 
 A provider answers "which username/password for this registry host?". The
 registry client turns that into Basic auth or into a Bearer token request,
@@ -34,6 +34,7 @@ ECR_HOST = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr(-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com"
 )
 GCP_HOST = re.compile(r"^([a-z0-9-]+-docker\.pkg\.dev|gcr\.io|[a-z0-9-]+\.gcr\.io)$")
+ACR_HOST = re.compile(r"^[a-z0-9-]+\.azurecr\.(io|cn|us)$")
 #: Refresh short-lived tokens this many seconds before they expire.
 REFRESH_MARGIN = 300.0
 #: An ECR token that arrives already (nearly) expired is used for this long, then refetched.
@@ -218,8 +219,10 @@ class EcrProvider(_ExpiringProvider):
         self._clients: dict[str, Any] = {}
 
     def _region_for(self, registry: str) -> str | None:
+        """The registry's own region (in its host name) wins: a token of another region's
+        ECR is refused. The configured region serves hosts that don't name one (proxies)."""
         match = ECR_HOST.match(registry)
-        return self.region or (match.group("region") if match else None)
+        return match.group("region") if match else self.region
 
     def _client(self, registry: str) -> Any:
         region = self._region_for(registry) or "us-east-1"
@@ -324,6 +327,9 @@ def provider_for(settings: RegistryCredentials, registry: str) -> CredentialProv
             kind = "ecr"
         elif GCP_HOST.match(registry):
             kind = "gcp"
+        elif (ACR_HOST.match(registry) and settings.docker_config_file is None
+              and os.environ.get("AZURE_FEDERATED_TOKEN_FILE")):
+            kind = "acr"  # Azure Workload Identity; a docker config secret wins when given
         elif settings.docker_config_file is not None:
             kind = "dockerconfig"
         elif settings.username:
@@ -335,6 +341,10 @@ def provider_for(settings: RegistryCredentials, registry: str) -> CredentialProv
                            settings.ecr_create_repositories)
     if kind == "gcp":
         return GoogleProvider()
+    if kind == "acr":
+        from agent.images.acr import AcrProvider  # deferred: acr builds on this module
+
+        return AcrProvider()
     if kind == "dockerconfig":
         if settings.docker_config_file is None:
             raise RegistryError(

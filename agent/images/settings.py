@@ -18,9 +18,10 @@ class _Section(BaseModel):
 class RegistryCredentials(_Section):
     """How to authenticate to the registry that receives generated images."""
 
-    provider: Literal["auto", "anonymous", "basic", "dockerconfig", "ecr", "gcp"] = Field(
+    provider: Literal["auto", "anonymous", "basic", "dockerconfig", "ecr", "acr", "gcp"] = Field(
         default="auto",
-        description="How to log in; auto: by registry host (ECR, GCP), else docker config or user.",
+        description="How to log in; auto: by registry host (ECR, GCP, ACR with workload "
+        "identity), else docker config or user.",
     )
     username: str | None = Field(default=None, description="User name for basic auth.")
     password: SecretStr | None = Field(
@@ -39,7 +40,8 @@ class RegistryCredentials(_Section):
     )
     aws_region: str | None = Field(
         default=None,
-        description="AWS region of the ECR registry; None: from the registry host name.",
+        description="AWS region for ECR hosts that name none (proxies); a *.dkr.ecr.<region> "
+        "host always uses its own region.",
     )
     ecr_endpoint_url: str | None = Field(
         default=None,
@@ -56,8 +58,9 @@ class KanikoSettings(_Section):
     """The Kaniko builder: one batch/v1 Job per build in the agent's namespace."""
 
     image: str = Field(
-        default="ghcr.io/chainguard-dev/kaniko/executor:v1.25.2",
-        description="Kaniko executor image (upstream was archived in 2025: use a maintained fork).",
+        default="ghcr.io/osscontainertools/kaniko:v1.28.3",
+        description="Kaniko executor image: the maintained osscontainertools fork (upstream was "
+        "archived in 2025; docs/images.md); point it at a mirror where ghcr.io is unreachable.",
     )
     fetcher_image: str | None = Field(
         default=None,

@@ -135,8 +135,25 @@ def test_doctor_names_what_a_hand_made_role_lacks(cluster: KubeAPI, tmp_path: Pa
     assert "create deployments (apps)" in result.detail
 
 
+@pytest.fixture
+def pod_reachable_control_plane(tmp_path: Path) -> Iterator[Any]:
+    """The reference control plane on the harness address: the agent pod has a network
+    namespace of its own, so 127.0.0.1 there would be the pod itself."""
+    from tests.fixtures.controlplane import ControlPlaneServer
+    from tests.fixtures.harness import harness_vars, require
+
+    host = require(harness_vars(), "HARNESS_HOST")["HARNESS_HOST"]
+    (tmp_path / "cp").mkdir()
+    server = ControlPlaneServer(tmp_path / "cp", host=host)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 def test_helm_test_runs_doctor_in_the_cluster(
-    kube: KubeAPI, control_plane: Any, tmp_path: Path
+    kube: KubeAPI, pod_reachable_control_plane: Any, tmp_path: Path
 ) -> None:
     """The harness cluster (pods run in podman) with the agent image in the harness registry:
     install local.yaml against a real reference control plane, wait for the agent to become
@@ -144,10 +161,11 @@ def test_helm_test_runs_doctor_in_the_cluster(
 
     The stand-in's pods get no in-cluster API address (KUBERNETES_SERVICE_HOST) and it
     speaks plain HTTP, so the agent reaches it through a kubeconfig mounted with the
-    chart's own escape hatches (agent.extraVolumes + agent.extraConfig). Its pods share
-    the host network and get their port as $PORT: the health port follows it."""
+    chart's own escape hatches (agent.extraVolumes + agent.extraConfig). Each pod has its
+    own network: the control plane listens on the harness address, which pods reach."""
     from tests.fixtures.harness import harness_down, harness_vars
 
+    control_plane = pod_reachable_control_plane
     env = harness_vars()
     registry = env.get("HARNESS_REGISTRY")
     image = f"{registry}/management-agent"
@@ -178,7 +196,6 @@ def test_helm_test_runs_doctor_in_the_cluster(
                    check=True, capture_output=True, timeout=60, env=helm_env)
     overlay = tmp_path / "standin.yaml"
     overlay.write_text(yaml.safe_dump({"agent": {
-        "extraEnv": [{"name": "MGMT_AGENT_HEALTH__PORT", "value": "$(PORT)"}],
         "extraVolumes": [{"name": "kubeconfig", "secret": {"secretName": "kubeconfig"}}],
         "extraVolumeMounts": [{"name": "kubeconfig", "mountPath": "/etc/management-agent/kube",
                                "readOnly": True}],

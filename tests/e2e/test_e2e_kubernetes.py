@@ -7,9 +7,9 @@ Kubernetes API stand-in -> pods (podman) serving the model -> a prediction
 answered through the ingress URL -> status ready with that URL in the control
 plane; then replace and stop through the control plane.
 
-The model is a directory holding `model.json` (the answer) and `server.py` (a
-python3 http.server that reads model.json from its model path and listens on
-$PORT, as pods on the stand-in must).
+The model is a directory holding `model.json` (the answer) and `server.py` (the
+tests' fake model server, tests/fixtures/model_server.py: it reads model.json
+next to itself and listens on 0.0.0.0:8080, the profile's declared port).
 """
 
 from __future__ import annotations
@@ -27,39 +27,15 @@ import pytest
 import requests
 import yaml
 
+from tests.fixtures import model_server
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_PATH = "/opt/model"
 ACTION_TIMEOUT = 420.0
 
-SERVER = r"""
-import json, os
-from http.server import BaseHTTPRequestHandler, HTTPServer
-MODEL = json.load(open(os.path.join(os.environ.get("MODEL_PATH", "/opt/model"), "model.json")))
-class Handler(BaseHTTPRequestHandler):
-    def _send(self, code, body):
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-    def do_GET(self):
-        if self.path.startswith("/health"):
-            self._send(200, {"status": "ok"})
-        else:
-            self._send(404, {"path": self.path})
-    def do_POST(self):
-        size = int(self.headers.get("Content-Length") or 0)
-        rows = json.loads(self.rfile.read(size) or b"{}").get("instances", [])
-        self._send(200, {"predictions": [MODEL["answer"] * len(row) for row in rows],
-                         "model": MODEL["name"]})
-    def log_message(self, *args):
-        pass
-print("serving", MODEL["name"], flush=True)
-HTTPServer(("127.0.0.1", int(os.environ.get("PORT", "8080"))), Handler).serve_forever()
-"""
+SERVER = model_server.SOURCE  # copied into the model directory as server.py
 
 
 def write_model(directory: Path, name: str, answer: float) -> str:
@@ -161,7 +137,7 @@ def test_control_plane_action_to_prediction_through_ingress(
         ingress = cluster["HARNESS_INGRESS_URL"].rstrip("/")
         assert url == f"{ingress}/e2e-dep/predict"
         assert result["data"]["image"].startswith(f"{cluster['HARNESS_REGISTRY']}/e2e-models")
-        assert predict(url) == {"predictions": [6.0], "model": "tiny-v1"}
+        assert predict(url) == {"predictions": [12.0], "model": "tiny-v1", "path": "/predict"}
 
         deployment = admin.get_deployment(env_id, "e2e-dep")
         assert deployment["state"] == "ready" and deployment["prediction_url"] == url
@@ -173,7 +149,7 @@ def test_control_plane_action_to_prediction_through_ingress(
         done = admin.wait_action(env_id, replace_action["id"], timeout=ACTION_TIMEOUT)
         assert done["result"]["state"] == "ready", (done, agent.log())
         assert done["result"]["data"]["currentModelId"] == "tiny-v2"
-        assert predict(url) == {"predictions": [30.0], "model": "tiny-v2"}
+        assert predict(url) == {"predictions": [60.0], "model": "tiny-v2", "path": "/predict"}
 
         stop = admin.stop(env_id, "e2e-dep")
         stop_action = stop.get("action", stop)

@@ -89,13 +89,13 @@ def test_alias_promotion_deploys_replaces_and_stops(cluster: dict[str, str], mlf
         deployment_id = deployment_id_for(name, "production")
         url = tags["management-agent.url"]
         assert url == f"{cluster['HARNESS_INGRESS_URL'].rstrip('/')}/{deployment_id}/predict"
-        assert predict(url)["predictions"] == [6.0]
+        assert predict(url)["predictions"] == [12.0]
 
         v2 = upload_version(mlflow, name, 10.0)
         api(mlflow, "POST", "registered-models/alias", name=name, alias="production",
             version=v2)
         wait_for_tag(mlflow, name, v2, "ready", agent)
-        assert predict(url)["predictions"] == [30.0]
+        assert predict(url)["predictions"] == [60.0]
 
         api(mlflow, "DELETE", "registered-models/alias", name=name, alias="production")
         wait_for_tag(mlflow, name, v2, "stopped", agent)

@@ -35,13 +35,14 @@ def get(url: str, timeout: float = 3) -> tuple[int, str]:
         return exc.code, exc.read().decode(errors="replace")
 
 
-def endpoints(cluster: StandinCluster, ns: str, name: str) -> tuple[list[int], list[int]]:
+def endpoints(cluster: StandinCluster, ns: str, name: str) -> tuple[list[str], list[str]]:
+    """Ready and not-ready ``podIP:port`` addresses of a Service (first port)."""
     ep = cluster.client.get("endpoints", ns, name) or {}
     ready, not_ready = [], []
     for subset in ep.get("subsets") or []:
         port = subset["ports"][0]["port"]
-        ready += [port for _ in subset.get("addresses") or []]
-        not_ready += [port for _ in subset.get("notReadyAddresses") or []]
+        ready += [f"{a['ip']}:{port}" for a in subset.get("addresses") or []]
+        not_ready += [f"{a['ip']}:{port}" for a in subset.get("notReadyAddresses") or []]
     return ready, not_ready
 
 
@@ -60,7 +61,10 @@ def test_rollout_replaces_pods_while_old_keep_serving(cluster: StandinCluster, n
     first_rollout = time.monotonic() - t0
     ready, _ = endpoints(cluster, ns, "web")
     assert len(ready) == 2
-    assert {get(f"http://127.0.0.1:{p}/x")[1] for p in ready} == {"v1 /x\n"}
+    # two replicas of a server on the same port, each at its own pod address
+    assert len({a.split(":")[0] for a in ready}) == 2 and {a.split(":")[1] for a in ready} == {
+        "8080"}
+    assert {get(f"http://{p}/x")[1] for p in ready} == {"v1 /x\n"}
 
     # new template: its pods become ready only after 4 s; old pods must keep serving
     cluster.apply([server_deployment("web", image, "v2", replicas=2, delay=4)], ns)
@@ -73,7 +77,7 @@ def test_rollout_replaces_pods_while_old_keep_serving(cluster: StandinCluster, n
         ready, not_ready = endpoints(cluster, ns, "web")
         assert ready, "no ready endpoint during the rollout:\n" + dump_debug(cluster, ns)
         for p in ready:
-            code, body = get(f"http://127.0.0.1:{p}/x")
+            code, body = get(f"http://{p}/x")
             if code == 200:
                 answers.append(body)
         if not_ready and "v1 /x\n" in answers:
@@ -88,7 +92,7 @@ def test_rollout_replaces_pods_while_old_keep_serving(cluster: StandinCluster, n
     assert saw_new_unready_with_old_serving
     cluster.kubectl("rollout", "status", "-n", ns, "deploy/web", "--timeout=30s")
     ready, _ = endpoints(cluster, ns, "web")
-    assert {get(f"http://127.0.0.1:{p}/x")[1] for p in ready} == {"v2 /x\n"}
+    assert {get(f"http://{p}/x")[1] for p in ready} == {"v2 /x\n"}
     rs = cluster.client.list("replicasets", ns)["items"]
     assert len(rs) == 2
     hashes = {r["metadata"]["labels"]["pod-template-hash"] for r in rs}
@@ -113,10 +117,10 @@ def test_readiness_gates_endpoints(cluster: StandinCluster, ns: str, env: dict[s
     ready = wait_for(lambda: endpoints(cluster, ns, "slow")[0], 30, what="a ready address")
     pod = cluster.pods(ns, "app=slow")[0]
     assert pod["status"]["containerStatuses"][0]["ready"] is True
-    assert pod["status"]["podIP"] == "127.0.0.1"
+    assert ready[0] == f"{pod['status']['podIP']}:8080"
+    assert pod["status"]["podIP"] != pod["status"]["hostIP"]
     assert pod["spec"]["nodeName"] == "harness-node"
-    assert str(ready[0]) == pod["metadata"]["annotations"]["harness.local/port"]
-    assert get(f"http://127.0.0.1:{ready[0]}/ok")[1] == "v1 /ok\n"
+    assert get(f"http://{ready[0]}/ok")[1] == "v1 /ok\n"
 
 
 def test_image_pull_failure_stays_pending(cluster: StandinCluster, ns: str,
@@ -218,7 +222,7 @@ print("secret-file:", pathlib.Path("/secret/tok").read_text(),
       oct(os.stat("/secret/tok").st_mode & 0o777))
 print("config-file:", pathlib.Path("/config/conf.ini").read_text())
 print("pvc:", pathlib.Path("/data/x").read_text())
-print("cwd:", os.getcwd(), "port:", os.environ["PORT"])
+print("cwd:", os.getcwd(), "port-env:", os.environ.get("PORT", "none"))
 """
     pod = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "init"},
@@ -267,7 +271,9 @@ print("cwd:", os.getcwd(), "port:", os.environ["PORT"])
     assert phase["status"]["phase"] == "Succeeded", logs + dump_debug(cluster, ns)
     assert "order: ['first', 'second']" in logs
     assert "token-env: s3cr3t mode: fast" in logs
-    assert f"pod: init {ns} 127.0.0.1" in logs
+    assert f"pod: init {ns} {phase['status']['podIP']}" in logs
+    assert phase["status"]["podIP"] not in ("", "127.0.0.1")
+    assert "port-env: none" in logs  # no $PORT contract: servers use their declared port
     assert "secret-file: s3cr3t 0o400" in logs
     assert "config-file: [x]" in logs
     assert "pvc: data" in logs
@@ -289,7 +295,7 @@ def test_crash_loop_and_liveness_restart(cluster: StandinCluster, ns: str,
                 "livenessProbe": {"httpGet": {"path": "/healthz", "port": 9},
                                   "periodSeconds": 1, "failureThreshold": 2},
                 "ports": [{"containerPort": 8080}]}]}}
-    # port 9 is not a declared port: probed as-is on 127.0.0.1, nothing listens -> restarts
+    # nothing listens on port 9 at the pod's address -> restarts
     cluster.apply([crash, live], ns)
 
     def crash_state() -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ import urllib.request
 
 import pytest
 
+from tools.harnesslib.netns import PodNetwork, leftovers
 from tools.kube.controllers.testing import (
     StandinCluster,
     server_deployment,
@@ -61,7 +62,7 @@ def test_restart_after_sigkill_recovers_and_cleans_up(env: dict[str, str]) -> No
         wait_for(lambda: restarted.podman_ps("{{.ID}}") not in ([], old), 60,
                  what="old container replaced by a new one")
         wait_for(lambda: [p for p in second.pods("default", "app=d")
-                          if p["metadata"]["annotations"].get("harness.local/port")], 60)
+                          if (p.get("status") or {}).get("podIP")], 60)
         wait_for(lambda: urllib.request.urlopen(url + "/d").read() == b"x /d\n", 60,
                  what="answer after restart")
     finally:
@@ -70,9 +71,12 @@ def test_restart_after_sigkill_recovers_and_cleans_up(env: dict[str, str]) -> No
         first.stop()
         left = (second or first).podman_ps()
         nginx_left = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, state)]
+        # a node without a harness network makes its own (keyed on the state dir): gone too
+        net_left = leftovers(PodNetwork.for_key(os.path.abspath(state)))
         shutil.rmtree(state, ignore_errors=True)
     assert left == []
     assert nginx_left == []
+    assert net_left == []
 
 
 def _cmdline_has(pid: str, text: str) -> bool:

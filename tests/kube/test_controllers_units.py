@@ -55,11 +55,25 @@ def test_kaniko_path_map_and_from_lines(tmp_path: Path) -> None:
     ("gcr.io/kaniko-project/executor@sha256:0123", True),
     ("cgr.dev/chainguard/kaniko:latest", True),
     ("127.0.0.1:5000/mirror/kaniko-project/executor:debug", True),
+    ("ghcr.io/osscontainertools/kaniko:v1.28.3", True),
+    ("123456789012.dkr.ecr.eu-west-1.amazonaws.com/ghcr/osscontainertools/kaniko:v1.28.3", True),
+    ("docker.io/martizih/kaniko:v1.28.3-debug", True),
+    # look-alikes are pulled like any image (and fail when no registry has them)
+    ("ghcr.io/chainguard-dev/kaniko/executor:v1.25.2", False),  # never published
+    ("127.0.0.1:5000/evil/kaniko:latest", False),
+    ("127.0.0.1:5000/tools/my-kaniko-builder:1", False),
     ("127.0.0.1:5000/kaniko-test/app:v1", False),
     ("127.0.0.1:5000/base/python:bookworm", False),
 ])
 def test_is_kaniko(image: str, expected: bool) -> None:
     assert is_kaniko(image) is expected
+
+
+def test_a_renamed_mirror_is_known_once_declared(monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror = "registry.corp:5000/build/executor:v1.28.3"
+    assert not is_kaniko(mirror)
+    monkeypatch.setenv("KUBE_STANDIN_KANIKO_IMAGES", "other/x, registry.corp:5000/build/executor")
+    assert is_kaniko(mirror)
 
 
 def test_quantities_and_percentages() -> None:
@@ -111,29 +125,33 @@ def test_registry_host_and_authfile(tmp_path: Path) -> None:
     assert write_authfile(str(tmp_path / "none.json"), []) is None
 
 
-def _pod(name: str, ready: bool, ports: dict[str, int], labels: dict[str, str]) -> dict:
-    return {"metadata": {"name": name, "namespace": "ns", "uid": name, "labels": labels,
-                         "annotations": {"harness.local/port": str(next(iter(ports.values()))),
-                                         "harness.local/ports": json.dumps(ports)}},
-            "spec": {"nodeName": "harness-node"},
-            "status": {"phase": "Running", "podIP": "127.0.0.1", "conditions": [
+def _pod(name: str, ready: bool, ip: str, ports: dict[str, int], labels: dict[str, str]
+         ) -> dict:
+    return {"metadata": {"name": name, "namespace": "ns", "uid": name, "labels": labels},
+            "spec": {"nodeName": "harness-node", "containers": [{
+                "name": "c", "image": "i",
+                "ports": [{"name": n, "containerPort": p} for n, p in ports.items()]}]},
+            "status": {"phase": "Running", "podIP": ip, "conditions": [
                 {"type": "Ready", "status": "True" if ready else "False"}]}}
 
 
-def test_endpoints_map_target_ports_to_host_ports() -> None:
+def test_endpoints_are_pod_ips_and_resolved_target_ports() -> None:
+    """Each pod at its own address; a named targetPort is the pod's containerPort of that
+    name (pods without it are left out of that port), a number is taken as is."""
     svc = {"metadata": {"name": "s", "namespace": "ns"},
            "spec": {"selector": {"app": "a"},
                     "ports": [{"name": "http", "port": 80, "targetPort": "http"},
                               {"name": "metrics", "port": 9090, "targetPort": 9090}]}}
-    pods = [_pod("p1", True, {"8080": 31001, "http": 31001, "9090": 31002}, {"app": "a"}),
-            _pod("p2", False, {"8080": 31003, "http": 31003}, {"app": "a"}),
-            _pod("p3", True, {"8080": 31004}, {"app": "b"})]
+    pods = [_pod("p1", True, "10.1.2.3", {"http": 8080}, {"app": "a"}),
+            _pod("p2", False, "10.1.2.4", {"web": 8000}, {"app": "a"}),
+            _pod("p3", True, "10.1.2.5", {"http": 8080}, {"app": "b"})]
     subsets = endpoints_for(svc, pods)
-    assert subsets[0]["addresses"][0]["targetRef"]["name"] == "p1"
-    assert {p["name"]: p["port"] for p in subsets[0]["ports"]} == {"http": 31001,
-                                                                  "metrics": 31002}
-    assert subsets[1]["notReadyAddresses"][0]["targetRef"]["name"] == "p2"
     assert len(subsets) == 2
+    assert subsets[0]["addresses"][0]["ip"] == "10.1.2.3"
+    assert subsets[0]["addresses"][0]["targetRef"]["name"] == "p1"
+    assert {p["name"]: p["port"] for p in subsets[0]["ports"]} == {"http": 8080, "metrics": 9090}
+    assert subsets[1]["notReadyAddresses"][0]["ip"] == "10.1.2.4"
+    assert {p["name"]: p["port"] for p in subsets[1]["ports"]} == {"metrics": 9090}
 
 
 def test_prefix_regex() -> None:
@@ -146,6 +164,7 @@ def test_prefix_regex() -> None:
 def test_rendered_nginx_conf_is_valid(tmp_path: Path) -> None:
     ctl = IngressController.__new__(IngressController)
     ctl.dir = str(tmp_path)
+    ctl.host = "127.0.0.1"
     ctl.port = 18080
     os.makedirs(tmp_path / "logs")
     os.makedirs(tmp_path / "tmp")

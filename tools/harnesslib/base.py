@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .layout import HOST, ROOT, Layout, State
+from .layout import ROOT, Layout, State
 from .procs import Proc, run
 
 
@@ -37,7 +37,12 @@ class Server:
 
     @property
     def hostport(self) -> str:
-        return f"{HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    @property
+    def host(self) -> str:
+        """The harness address (on the harness bridge): the host and pods reach it."""
+        return self.state.host
 
     def available(self) -> str | None:
         """None when the server can run here, else why not (it is skipped)."""

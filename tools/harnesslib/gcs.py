@@ -29,7 +29,7 @@ class FakeGcs(Server):
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         url = f"http://{self.hostport}"
-        return [self.binary() or "fake-gcs-server", "-scheme", "http", "-host", "127.0.0.1",
+        return [self.binary() or "fake-gcs-server", "-scheme", "http", "-host", self.host,
                 "-port", str(self.port), "-backend", "memory", "-external-url", url,
                 "-public-host", self.hostport, "-log-level", "info"], {}
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from .base import Server
-from .layout import HOST, ROOT
+from .layout import ROOT
 from .procs import http_answers
 
 PROJECT_PYTHON = ROOT / ".venv" / "bin" / "python"  # the stand-in uses requests + yaml
@@ -41,12 +41,15 @@ class Kube(Server):
             stale.unlink(missing_ok=True)
 
     def command(self) -> tuple[list[str], dict[str, str]]:
-        argv = [str(PROJECT_PYTHON), "-m", "tools.kube", "serve", "--host", HOST,
+        argv = [str(PROJECT_PYTHON), "-m", "tools.kube", "serve", "--host", self.host,
                 "--port", str(self.port), "--state-dir", str(self.state_dir),
                 "--kubeconfig-out", str(self.kubeconfig)]
         env = {**_read_env(self.layout.env_file),  # the other servers (started before kube)
                "PYTHONPATH": str(ROOT), "HARNESS_DIR": str(self.layout.dir),
                "KUBE_STANDIN_INGRESS_PORT": str(self.state.port("kube:ingress")),
+               "KUBE_STANDIN_POD_NETWORK": self.layout.network().env(),
+               # the ingress on the harness address too: the same URL on the host and in pods
+               "KUBE_STANDIN_INGRESS_HOST": self.host,
                "PATH": f"{self.layout.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
         if "HARNESS_REGISTRY" in env:
             env["KUBE_STANDIN_INSECURE_REGISTRIES"] = env["HARNESS_REGISTRY"]

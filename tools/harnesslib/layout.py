@@ -8,8 +8,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from .netns import PodNetwork
+
 ROOT = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,28 @@ class Layout:
     def env_file(self) -> Path:
         return self.dir / "env"
 
+    def network(self) -> PodNetwork:
+        """This harness's bridge and pod subnet: chosen on first use, then kept."""
+        path = self.dir / "network.json"
+        if path.exists():
+            return PodNetwork(**json.loads(path.read_text()))
+        net = PodNetwork.for_key(str(self.dir))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"id": net.id, "subnet": net.subnet}))
+        return net
+
+    @property
+    def host(self) -> str:
+        """The harness address every server listens on (host and pods reach it)."""
+        return self.network().gateway
+
 
 class State:
     """Ports and generated secrets, kept across `up` runs in state.json."""
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, layout: Layout, host: str | None = None) -> None:
         self.path = layout.dir / "state.json"
+        self.host = host or layout.host  # where ports are taken: the harness address
         self.data: dict[str, dict[str, str]] = {"ports": {}, "secrets": {}}
         if self.path.exists():
             self.data.update(json.loads(self.path.read_text()))
@@ -80,7 +97,7 @@ class State:
 
         ports = self.data["ports"]
         if key not in ports:
-            ports[key] = str(free_port())
+            ports[key] = str(free_port(self.host))
         return int(ports[key])
 
     def reserve(self, key: str) -> int:
@@ -88,8 +105,8 @@ class State:
         from .procs import free_port, port_free
 
         ports = self.data["ports"]
-        if key not in ports or not port_free(int(ports[key])):
-            ports[key] = str(free_port())
+        if key not in ports or not port_free(int(ports[key]), self.host):
+            ports[key] = str(free_port(self.host))
         return int(ports[key])
 
     def secret(self, key: str) -> str:

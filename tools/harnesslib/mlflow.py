@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .base import Server
-from .layout import HOST
 from .procs import http_answers
 from .s3 import ACCESS_KEY, BUCKETS, REGION
 
@@ -17,8 +16,8 @@ class Mlflow(Server):
         argv = [str(self.layout.venv_bin("mlflow")), "server",
                 "--backend-store-uri", f"sqlite:///{data / 'mlflow.db'}",
                 "--artifacts-destination", f"s3://{BUCKETS[1]}", "--serve-artifacts",
-                "--host", HOST, "--port", str(self.port), "--workers", "1"]
-        env = {"MLFLOW_S3_ENDPOINT_URL": f"http://{HOST}:{self.state.port('s3')}",
+                "--host", self.host, "--port", str(self.port), "--workers", "1"]
+        env = {"MLFLOW_S3_ENDPOINT_URL": f"http://{self.host}:{self.state.port('s3')}",
                "AWS_ACCESS_KEY_ID": ACCESS_KEY,
                "AWS_SECRET_ACCESS_KEY": self.state.secret("s3-secret-key"),
                "AWS_DEFAULT_REGION": REGION,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from . import ecr
 from .base import Server
-from .layout import HOST
 from .procs import http_answers
 
 
@@ -12,7 +11,7 @@ class Moto(Server):
     name = "moto"
 
     def command(self) -> tuple[list[str], dict[str, str]]:
-        return [str(self.layout.venv_bin("moto_server")), "-H", HOST, "-p", str(self.port)], {}
+        return [str(self.layout.venv_bin("moto_server")), "-H", self.host, "-p", str(self.port)], {}
 
     def ready(self) -> bool:
         return http_answers(f"http://{self.hostport}/moto-api/")

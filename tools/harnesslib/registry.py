@@ -7,7 +7,7 @@ import sys
 
 from . import ecr
 from .base import Server
-from .layout import HOST, ROOT
+from .layout import ROOT
 from .procs import http_answers
 from .tlsgen import write_htpasswd
 
@@ -89,7 +89,7 @@ class TokenService(Server):
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         tls = self.layout.tls
-        argv = [sys.executable, "-m", "tools.harnesslib.tokenserver", "--host", HOST,
+        argv = [sys.executable, "-m", "tools.harnesslib.tokenserver", "--host", self.host,
                 "--port", str(self.port), "--cert", str(tls / "server.crt"),
                 "--key", str(tls / "server.key"), "--signer-cert", str(tls / "token-signer.crt"),
                 "--signer-key", str(tls / "token-signer.key"), "--issuer", TOKEN_ISSUER,
@@ -114,7 +114,7 @@ class TokenRegistry(PlainRegistry):
     scheme = "https"
 
     def auth(self) -> dict[str, object]:
-        realm = f"https://{HOST}:{self.state.port(TokenService.name)}/token"
+        realm = f"https://{self.host}:{self.state.port(TokenService.name)}/token"
         return {"auth": {"token": {"realm": realm, "service": TOKEN_SERVICE,
                                    "issuer": TOKEN_ISSUER,
                                    "rootcertbundle": str(self.ctx.ca)}}}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .base import Server
-from .layout import HOST
 from .procs import http_answers, port_free
 
 BUCKETS = ("models", "mlflow")
@@ -26,14 +25,14 @@ class SeaweedS3(Server):
         for flag in _PORTS[:-1]:
             self.state.reserve(f"s3:{flag}")
         admin = self.state.reserve("s3:admin.port")
-        while admin + GRPC_OFFSET > 65535 or not port_free(admin + GRPC_OFFSET):
+        while admin + GRPC_OFFSET > 65535 or not port_free(admin + GRPC_OFFSET, self.host):
             self.state.data["ports"].pop("s3:admin.port")
             admin = self.state.reserve("s3:admin.port")
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         argv = [str(self.layout.venv_bin("weed")), "mini", f"-dir={self.layout.data('s3')}",
-                f"-ip={HOST}", f"-ip.bind={HOST}", "-master.telemetry=false", "-admin.ui=false",
-                "-webdav=false", f"-s3.port={self.port}", "-s3.port.iceberg=0",
+                f"-ip={self.host}", f"-ip.bind={self.host}", "-master.telemetry=false",
+                "-admin.ui=false", "-webdav=false", f"-s3.port={self.port}", "-s3.port.iceberg=0",
                 "-s3.port.lance=0", f"-bucket={','.join(BUCKETS)}"]
         argv += [f"-{flag}={self.state.port(f's3:{flag}')}" for flag in _PORTS]
         argv.append(f"-admin.port.grpc={self.state.port('s3:admin.port') + GRPC_OFFSET}")
@@ -50,8 +49,8 @@ class SeaweedS3(Server):
 
     def ready(self) -> bool:
         # buckets are created on startup: wait until the last one answers (403 without auth)
-        return http_answers(f"{self.endpoint}/{BUCKETS[-1]}") and _listening(self.state.port(
-            "s3:filer.port"))
+        filer = f"http://{self.host}:{self.state.port('s3:filer.port')}/"
+        return http_answers(f"{self.endpoint}/{BUCKETS[-1]}") and http_answers(filer)
 
     def after_start(self) -> None:
         self.venv_task("s3-buckets", self.endpoint, ACCESS_KEY, self.secret_key, *BUCKETS)
@@ -61,6 +60,3 @@ class SeaweedS3(Server):
                 "HARNESS_S3_SECRET_KEY": self.secret_key, "HARNESS_S3_REGION": REGION,
                 "HARNESS_S3_BUCKET": BUCKETS[0], "HARNESS_MLFLOW_BUCKET": BUCKETS[1]}
 
-
-def _listening(port: int) -> bool:
-    return http_answers(f"http://{HOST}:{port}/")

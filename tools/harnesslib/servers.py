@@ -9,20 +9,21 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import baseimage, install, procs, tlsgen
+from . import baseimage, install, netns, procs, tlsgen
 from .base import Context, Server
 from .gcs import FakeGcs
 from .kube import Kube
 from .layout import Layout, State
 from .mlflow import Mlflow
 from .moto import Moto
+from .postgres import Postgres
 from .procs import Proc, wait_until
 from .registry import PlainRegistry, TlsRegistry, TokenRegistry, TokenService
 from .s3 import SeaweedS3
 
 # Order of preparation and of the readiness waits.
 SERVERS: tuple[type[Server], ...] = (PlainRegistry, TlsRegistry, TokenService, TokenRegistry,
-                                     SeaweedS3, Moto, FakeGcs, Mlflow, Kube)
+                                     SeaweedS3, Moto, FakeGcs, Mlflow, Postgres, Kube)
 NEEDS = {"registry-token": ("token-service",), "mlflow": ("s3",)}
 GROUPS = {"registries": ("registry", "registry-tls", "token-service", "registry-token")}
 VENV_SERVERS = {"s3", "moto", "gcs", "mlflow"}
@@ -50,6 +51,9 @@ def _servers(ctx: Context, selected: Iterable[str]) -> list[Server]:
 
 def up(layout: Layout, only: str | None) -> None:
     started_at = time.monotonic()
+    net = layout.network()
+    net.ensure_bridge()  # before anything binds the harness address
+    say(f"network: bridge {net.bridge}, harness address {net.gateway}, pods {net.subnet}")
     ctx = Context(layout, State(layout))
     selected = names(only)
     _install(layout, selected)
@@ -145,7 +149,9 @@ def environment(ctx: Context) -> dict[str, str]:
               "HARNESS_HELM": str(layout.bin / "helm"),
               "HARNESS_KUBECTL": str(layout.bin / "kubectl"),
               "HARNESS_CA_CERT": str(ctx.ca), "HARNESS_CERT_DIR": str(layout.tls / "certs.d"),
-              "HARNESS_BASE_OCI": f"{baseimage.oci_dir(layout)}:{baseimage.TAG}"}
+              "HARNESS_BASE_OCI": f"{baseimage.oci_dir(layout)}:{baseimage.TAG}",
+              # the harness address: every server listens there, the host and pods reach it
+              "HARNESS_HOST": layout.host}
     for server in _servers(ctx, [cls.name for cls in SERVERS]):
         if server.proc.alive():
             values.update(server.exports())
@@ -183,6 +189,14 @@ def down(layout: Layout, only: str | None) -> None:
         for pid, cmdline in procs.stragglers(layout.dir):
             say(f"stopping straggler {pid} (its command line names {layout.dir}): {cmdline[:100]}")
             procs.terminate(pid)
+    if not only:  # every server is stopped: nothing listens on the harness address now
+        net = layout.network()
+        removed = net.remove()
+        if removed:
+            say(f"network: removed {', '.join(removed)}")
+        left = netns.leftovers(net)
+        if left:
+            say(f"warning: network of this harness still present: {left}")
     leftovers = _network_leftovers()
     if leftovers:
         say(f"warning: network leftovers not created by the harness itself: {leftovers}")
@@ -212,6 +226,9 @@ def status(layout: Layout) -> int:
         state = "ready" if server.ready() else "NOT READY"
         print(f"{server.name:15} {state:9} pid {pid:<8} {server.hostport}")
     env = environment(ctx)
+    net = layout.network()
+    print(f"network         {net.bridge} {net.gateway} {'up' if net.exists() else 'absent'} "
+          f"({len(net.namespaces())} pod namespaces)")
     print(f"helm            {'present' if Path(env['HARNESS_HELM']).exists() else 'missing'}")
     print(f"base image      {env.get('HARNESS_BASE_IMAGE', 'not pushed (registry stopped)')}")
     return 0 if down_count == 0 else 3

@@ -11,7 +11,7 @@ from .procs import run
 _SERVER_EXT = """basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,DNS:localhost
+subjectAltName=IP:127.0.0.1,DNS:localhost,IP:{host}
 """
 _SIGNER_EXT = """basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature
@@ -28,7 +28,8 @@ def ensure_certs(layout: Layout) -> Path:
              "-subj", "/CN=management-agent harness CA",
              "-addext", "basicConstraints=critical,CA:TRUE",
              "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-    _issue(tls, "server", "/CN=127.0.0.1", _SERVER_EXT)
+    # the servers listen on the harness address: it must be in the SANs (re-issued if not)
+    _issue(tls, "server", f"/CN={layout.host}", _SERVER_EXT.format(host=layout.host))
     _issue(tls, "token-signer", "/CN=harness token signer", _SIGNER_EXT)
     certs_d = tls / "certs.d"  # skopeo --cert-dir wants a directory holding only ca.crt
     certs_d.mkdir(exist_ok=True)
@@ -38,7 +39,7 @@ def ensure_certs(layout: Layout) -> Path:
 
 def _issue(tls: Path, name: str, subject: str, extensions: str) -> None:
     crt, key, csr, ext = (tls / f"{name}.{s}" for s in ("crt", "key", "csr", "ext"))
-    if crt.exists():
+    if crt.exists() and ext.exists() and ext.read_text() == extensions:
         return
     ext.write_text(extensions)
     run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-sha256", "-keyout", str(key),

@@ -45,7 +45,7 @@ def error_response(status: int, error: str, detail: str, **extra: Any) -> JSONRe
 
 
 def create_app(config: ServerConfig) -> FastAPI:
-    """The ASGI application over the SQLite file `config.db_path`."""
+    """The ASGI application over the database `config.db_path` (SQLite file or URL)."""
     app = FastAPI(
         title="management-agent control plane",
         version=__version__,

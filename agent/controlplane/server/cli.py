@@ -25,6 +25,7 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 ENV_URL = "MGMT_AGENT_CP_URL"
 ENV_TOKEN = "MGMT_AGENT_CP_ADMIN_TOKEN"
 ENV_ENVIRONMENT = "MGMT_AGENT_CP_ENVIRONMENT"
+ENV_DATABASE_URL = "MGMT_AGENT_CP_DATABASE_URL"
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     serve = commands.add_parser("serve", help="run the reference control plane")
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("MGMT_AGENT_CP_PORT", 8080)),
+                       help="listen port (default 8080, or env MGMT_AGENT_CP_PORT)")
     serve.add_argument("--db", type=Path, default=Path(os.environ.get(
         "MGMT_AGENT_CP_DB", "control-plane.db")), help="SQLite file (default ./control-plane.db)")
+    serve.add_argument("--database-url", default=os.environ.get(ENV_DATABASE_URL),
+                       help="a postgresql:// (or sqlite:///) URL instead of --db; prefer env "
+                       f"{ENV_DATABASE_URL} or {ENV_DATABASE_URL}_FILE: it holds a password")
+    serve.add_argument("--tls-cert", type=Path, default=os.environ.get("MGMT_AGENT_CP_TLS_CERT"),
+                       help="serve HTTPS with this PEM certificate (chain)")
+    serve.add_argument("--tls-key", type=Path, default=os.environ.get("MGMT_AGENT_CP_TLS_KEY"),
+                       help="the certificate's PEM private key")
     serve.add_argument("--admin-token", help=f"admin token (or env {ENV_TOKEN})")
     serve.add_argument("--admin-token-file", type=Path, help=f"file with it ({ENV_TOKEN}_FILE)")
     serve.add_argument("--lease-seconds", type=int, default=120,
@@ -163,6 +172,26 @@ def _admin_token(inline: str | None, path: Path | None) -> str:
     return token
 
 
+def _database(args: argparse.Namespace) -> tuple[Path | str, str]:
+    """The database target and how to name it in logs (never with its password)."""
+    url = args.database_url
+    url_file = os.environ.get(f"{ENV_DATABASE_URL}_FILE")
+    if not url and url_file:
+        try:
+            url = Path(url_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {ENV_DATABASE_URL}_FILE {url_file}: "
+                              f"{exc.strerror}") from exc
+    if not url:
+        return args.db, str(args.db.resolve())
+    from agent.controlplane.server.engine import database_url
+
+    try:
+        return url, database_url(url).render_as_string(hide_password=True)
+    except Exception as exc:  # sqlalchemy's ArgumentError, our ValueError
+        raise ConfigError(f"invalid --database-url: {type(exc).__name__}") from None
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run uvicorn until SIGINT/SIGTERM; a second one forces the exit."""
     import uvicorn
@@ -173,16 +202,27 @@ def serve(args: argparse.Namespace) -> int:
         raise ConfigError("--lease-seconds must be between 1 and 3600")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    target, shown = _database(args)
     config = ServerConfig(
-        db_path=args.db, admin_token=_admin_token(args.admin_token, args.admin_token_file),
+        db_path=target, admin_token=_admin_token(args.admin_token, args.admin_token_file),
         lease_seconds=args.lease_seconds,
     )
-    app = create_app(config)
-    log.info("control plane on http://%s:%d (db %s, docs at /docs)", args.host, args.port,
-             args.db.resolve())
+    from agent.controlplane.server.db import DatabaseUnavailable
+
+    try:
+        app = create_app(config)
+    except DatabaseUnavailable as exc:
+        raise ConfigError(str(exc)) from None
+    scheme = "https" if args.tls_cert else "http"
+    log.info("control plane on %s://%s:%d (db %s, docs at /docs)", scheme, args.host, args.port,
+             shown)
     server = _server_class(uvicorn.Server)(uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level.lower(),
         timeout_graceful_shutdown=3, log_config=None,
+        ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
+        ssl_keyfile=str(args.tls_key) if args.tls_key else None,
     ))
     server.run()
     return 0

@@ -1,8 +1,9 @@
-"""The SQLite database of the reference control plane: schema, transactions, shared rows.
+"""The reference control plane's database (SQLite or PostgreSQL): errors and shared rows.
 
-One connection per operation, WAL journal, every write in a `BEGIN IMMEDIATE`
-transaction, so concurrent requests (and a second process on the same file)
-serialise on the database, never on Python state.
+Every operation runs in one transaction of `engine.transaction`; writes are
+serialised by the database (SQLite's `BEGIN IMMEDIATE`, a PostgreSQL advisory
+lock), so concurrent requests and several server processes on one database
+agree, never relying on Python state. The schema is Alembic's (`migrations/`).
 
 Times are stored as epoch seconds and returned as ISO 8601 UTC strings. The
 layers above speak plain dicts shaped like the API's responses:
@@ -15,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,61 +24,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS environments (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    token_hash TEXT NOT NULL UNIQUE,
-    created_at REAL NOT NULL,
-    heartbeat_at REAL,
-    heartbeat_agent_id TEXT,
-    heartbeat_json TEXT
-);
-CREATE TABLE IF NOT EXISTS deployments (
-    environment_id TEXT NOT NULL REFERENCES environments(id),
-    id TEXT NOT NULL,
-    spec_json TEXT NOT NULL,
-    desired TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    result_json TEXT,
-    result_at REAL,
-    result_action_id TEXT,
-    PRIMARY KEY (environment_id, id)
-);
-CREATE TABLE IF NOT EXISTS actions (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    environment_id TEXT NOT NULL REFERENCES environments(id),
-    deployment_id TEXT,
-    type TEXT NOT NULL,
-    payload_json TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',
-    attempt INTEGER NOT NULL DEFAULT 0,
-    lease_owner TEXT,
-    lease_expires_at REAL,
-    created_at REAL NOT NULL,
-    completed_at REAL,
-    completed_by TEXT,
-    result_json TEXT
-);
-CREATE INDEX IF NOT EXISTS actions_by_state ON actions(environment_id, state, seq);
-CREATE INDEX IF NOT EXISTS actions_by_deployment ON actions(environment_id, deployment_id, seq);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    environment_id TEXT NOT NULL,
-    deployment_id TEXT,
-    action_id TEXT,
-    event_id TEXT UNIQUE,
-    source TEXT NOT NULL,
-    agent_id TEXT,
-    level TEXT NOT NULL,
-    message TEXT NOT NULL,
-    details_json TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_deployment ON events(environment_id, deployment_id, seq);
-"""
+from sqlalchemy.exc import OperationalError
+
+from agent.controlplane.server.engine import (
+    Record,
+    Tx,
+    database_url,
+    migrate,
+    open_engine,
+    transaction,
+)
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be opened or reached at start (the message says what to check)."""
+
 
 class StoreError(Exception):
     """A request the store refuses; `status` and `code` become the HTTP answer."""
@@ -136,40 +96,43 @@ def to_json(value: Any) -> str:
 class Database:
     """Connections, transactions and the row helpers every layer uses."""
 
-    def __init__(self, path: Path | str, clock: Callable[[], float] = time.time) -> None:
-        self.path = str(path)
+    def __init__(self, target: Path | str, clock: Callable[[], float] = time.time) -> None:
+        """`target`: a SQLite file path, or a `sqlite:///` or `postgresql://` URL."""
+        self.url = database_url(target)
         self.clock = clock
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.engine = open_engine(self.url)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
-        finally:
-            conn.close()
+            migrate(self.engine)
+        except OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            hint = ("check that its directory exists and is writable by the server's user "
+                    "(in a pod: a volume with the pod's fsGroup)" if self.backend == "sqlite"
+                    else "check host, port, user, password and that the database exists")
+            where = self.url.render_as_string(hide_password=True)
+            raise DatabaseUnavailable(f"cannot open the database {where}: {reason}; {hint}"
+                                      ) from None
+
+    @property
+    def backend(self) -> str:
+        """'sqlite' or 'postgresql'."""
+        return self.url.get_backend_name()
+
+    def close(self) -> None:
+        """Close pooled connections (a server process does this at exit)."""
+        self.engine.dispose()
 
     @contextmanager
-    def _tx(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        try:
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+    def _tx(self, write: bool = False) -> Iterator[Tx]:
+        with transaction(self.engine, write) as conn:
+            yield conn
 
-    def _env_row(self, conn: sqlite3.Connection, env_id: str) -> sqlite3.Row:
+    def _env_row(self, conn: Tx, env_id: str) -> Record:
         row = conn.execute("SELECT * FROM environments WHERE id = ?", (env_id,)).fetchone()
         if row is None:
             raise NotFound(f"environment {env_id!r} not found")
         return row
 
-    def _dep_row(self, conn: sqlite3.Connection, env_id: str, dep_id: str) -> sqlite3.Row:
+    def _dep_row(self, conn: Tx, env_id: str, dep_id: str) -> Record:
         self._env_row(conn, env_id)
         row = conn.execute(
             "SELECT * FROM deployments WHERE environment_id = ? AND id = ?", (env_id, dep_id)
@@ -178,7 +141,7 @@ class Database:
             raise NotFound(f"deployment {dep_id!r} not found in environment {env_id!r}")
         return row
 
-    def _action_row(self, conn: sqlite3.Connection, env_id: str, action_id: str) -> sqlite3.Row:
+    def _action_row(self, conn: Tx, env_id: str, action_id: str) -> Record:
         row = conn.execute(
             "SELECT * FROM actions WHERE id = ? AND environment_id = ?", (action_id, env_id)
         ).fetchone()
@@ -186,7 +149,7 @@ class Database:
             raise NotFound(f"action {action_id!r} not found in environment {env_id!r}")
         return row
 
-    def _action(self, row: sqlite3.Row) -> dict[str, Any]:
+    def _action(self, row: Record) -> dict[str, Any]:
         now = self.clock()
         state = row["state"]
         if state == "claimed" and row["lease_expires_at"] <= now:
@@ -206,7 +169,7 @@ class Database:
             "result": from_json(row["result_json"]),
         }
 
-    def _payload(self, row: sqlite3.Row) -> dict[str, Any]:
+    def _payload(self, row: Record) -> dict[str, Any]:
         """The action as an agent receives it on claim (the shape of `agent.model.Action`)."""
         body = json.loads(row["payload_json"])
         if not isinstance(body, dict):  # pragma: no cover - enqueue_raw only accepts objects
@@ -219,7 +182,7 @@ class Database:
 
     def _enqueue(
         self,
-        conn: sqlite3.Connection,
+        conn: Tx,
         env_id: str,
         action_type: str,
         dep_id: str | None,
@@ -227,20 +190,20 @@ class Database:
         raw: bool = False,
     ) -> dict[str, Any]:
         body = payload if raw else {"type": action_type, "deployment_id": dep_id, **payload}
-        cur = conn.execute(
+        inserted = conn.execute(
             "INSERT INTO actions (id, environment_id, deployment_id, type, payload_json, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
             (uuid.uuid4().hex, env_id, dep_id, action_type, to_json(body), self.clock()),
-        )
-        action_id = f"a-{cur.lastrowid}"
-        conn.execute("UPDATE actions SET id = ? WHERE seq = ?", (action_id, cur.lastrowid))
+        ).one()
+        action_id = f"a-{inserted['seq']}"
+        conn.execute("UPDATE actions SET id = ? WHERE seq = ?", (action_id, inserted["seq"]))
         note = " (raw, unvalidated)" if raw else ""
         self._event(conn, env_id, dep_id, action_id, f"{action_type} {action_id} enqueued{note}")
         return self._action(self._action_row(conn, env_id, action_id))
 
     def _event(
         self,
-        conn: sqlite3.Connection,
+        conn: Tx,
         env_id: str,
         dep_id: str | None,
         action_id: str | None,

@@ -24,7 +24,7 @@ from agent.controlplane.server.store import Store
 class ServerConfig:
     """What `control-plane serve` configures."""
 
-    db_path: Path
+    db_path: Path | str  # a SQLite file, or a sqlite:/// or postgresql:// URL
     admin_token: str
     lease_seconds: int = 120
     long_poll_interval: float = 0.25

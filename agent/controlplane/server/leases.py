@@ -1,17 +1,18 @@
 """Actions of an environment as a queue with leases: pending, claim, renew, release, complete.
 
-A claim is one conditional `UPDATE` inside a `BEGIN IMMEDIATE` transaction:
-two agents can never both get the lease. Actions of one deployment are
-delivered in order; an expired lease makes the action deliverable again.
+A claim is one conditional `UPDATE` inside a serialised write transaction
+(see `engine`): two agents, or two server replicas, can never both get the
+lease. Actions of one deployment are delivered in order; an expired lease makes
+the action deliverable again.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from agent.controlplane.server.db import Conflict, Database, iso, to_json
+from agent.controlplane.server.engine import Record, Tx
 
 # An action is deliverable when it is pending (or its lease expired) and no
 # earlier unfinished action exists for the same deployment.
@@ -62,7 +63,7 @@ class ActionQueue(Database):
             )
             return self._payload(row)
 
-    def _claim_refusal(self, conn: sqlite3.Connection, row: sqlite3.Row, now: float) -> Conflict:
+    def _claim_refusal(self, conn: Tx, row: Record, now: float) -> Conflict:
         if row["state"] == "completed":
             return Conflict("already_completed", f"action {row['id']} is already completed")
         if row["state"] == "claimed" and row["lease_expires_at"] > now:
@@ -83,8 +84,8 @@ class ActionQueue(Database):
         )
 
     def _held_row(
-        self, conn: sqlite3.Connection, env_id: str, action_id: str, agent_id: str
-    ) -> sqlite3.Row:
+        self, conn: Tx, env_id: str, action_id: str, agent_id: str
+    ) -> Record:
         """The action, if `agent_id` is its latest claimant and it is not completed."""
         row = self._action_row(conn, env_id, action_id)
         if row["state"] == "completed":

@@ -8,7 +8,6 @@ of the agent's defences. Agent tokens are stored only as SHA-256 hashes.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from agent.controlplane.server.db import (
@@ -21,13 +20,14 @@ from agent.controlplane.server.db import (
     new_token,
     to_json,
 )
+from agent.controlplane.server.engine import Record, Tx
 from agent.controlplane.server.leases import ActionQueue
 
 __all__ = ["Conflict", "NotFound", "Store", "StoreError"]
 
 
 class Store(ActionQueue):
-    """The control plane's state in one SQLite file."""
+    """The control plane's state in one database (a SQLite file or PostgreSQL)."""
 
     def create_environment(
         self, env_id: str, name: str | None = None
@@ -42,8 +42,7 @@ class Store(ActionQueue):
                 "INSERT INTO environments (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
                 (env_id, name or env_id, hash_token(token), now),
             )
-            row = conn.execute("SELECT * FROM environments WHERE id = ?", (env_id,)).fetchone()
-            return self._environment(conn, row), token
+            return self._environment(conn, self._env_row(conn, env_id)), token
 
     def rotate_token(self, env_id: str) -> str:
         """Replace an environment's agent token; the old one stops working at once."""
@@ -73,15 +72,15 @@ class Store(ActionQueue):
         with self._tx() as conn:
             return self._environment(conn, self._env_row(conn, env_id))
 
-    def _environment(self, conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
+    def _environment(self, conn: Tx, row: Record) -> dict[str, Any]:
         counts = conn.execute(
-            "SELECT COUNT(*) AS n, SUM(desired = 'running') AS running FROM deployments "
-            "WHERE environment_id = ?", (row["id"],)
-        ).fetchone()
+            "SELECT COUNT(*) AS n, SUM(CASE WHEN desired = 'running' THEN 1 ELSE 0 END) "
+            "AS running FROM deployments WHERE environment_id = ?", (row["id"],)
+        ).one()
         unfinished = conn.execute(
             "SELECT COUNT(*) FROM actions WHERE environment_id = ? AND state != 'completed'",
             (row["id"],),
-        ).fetchone()[0]
+        ).one()[0]
         return {
             "id": row["id"],
             "name": row["name"],
@@ -202,7 +201,7 @@ class Store(ActionQueue):
         return [row["id"] for row in rows]
 
     def _deployment(
-        self, conn: sqlite3.Connection, env: sqlite3.Row, row: sqlite3.Row
+        self, conn: Tx, env: Record, row: Record
     ) -> dict[str, Any]:
         spec = json.loads(row["spec_json"])
         result = from_json(row["result_json"]) or {}
@@ -225,7 +224,7 @@ class Store(ActionQueue):
             "unfinished_actions": conn.execute(
                 "SELECT COUNT(*) FROM actions WHERE environment_id = ? AND deployment_id = ? "
                 "AND state != 'completed'", (row["environment_id"], row["id"])
-            ).fetchone()[0],
+            ).one()[0],
         }
         beat = from_json(env["heartbeat_json"]) or {}
         observed = next(

@@ -119,6 +119,9 @@ Fail early, with one clear message, on combinations the schema cannot express.
 {{- if and (ne $v.imageBuilder.builder "none") (not $v.imageBuilder.generatedImageRepository) }}
 {{- fail (printf "imageBuilder.generatedImageRepository is required with imageBuilder.builder=%s: the repository that receives model images, e.g. registry.example.com/models" $v.imageBuilder.builder) }}
 {{- end }}
+{{- if eq $v.agent.image.repository "ghcr.io/management-agent/management-agent" }}
+{{- fail "agent.image.repository is the unpublished placeholder ghcr.io/management-agent/management-agent: no such image exists, so the agent pod would never start (ImagePullBackOff). Build and push the agent image to your registry first: tools/build-agent-image --push <registry>/management-agent:<version> (README, 'Install in a cluster'); it prints the --set lines for agent.image.repository and agent.image.tag." }}
+{{- end }}
 {{- if and (gt (int $v.agent.replicas) 1) (not $v.agent.leaderElection.enabled) }}
 {{- fail "agent.replicas > 1 needs agent.leaderElection.enabled=true: without it several agents would run the same actions." }}
 {{- end }}

@@ -32,12 +32,12 @@ def test_a_recycled_pid_is_not_ours(tmp_path: Path) -> None:
 
 def test_state_keeps_ports_and_secrets(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
-    state = State(layout)
+    state = State(layout, host="127.0.0.1")
     port, secret = state.port("x"), state.secret("pw")
     state.save()
-    again = State(layout)
+    again = State(layout, host="127.0.0.1")
     assert (again.port("x"), again.secret("pw")) == (port, secret)
-    assert port_free(free_port())
+    assert port_free(free_port("127.0.0.1"), "127.0.0.1")
 
 
 def test_token_scope_parsing() -> None:

@@ -58,15 +58,18 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def model_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """Serves tmp_path/served over http on 127.0.0.1 (pods share the host network)."""
+    """Serves tmp_path/served over http on the harness address (pods reach it there)."""
+    from tests.fixtures.harness import env_file, read_env
+
+    host = (read_env() if env_file().exists() else {}).get("HARNESS_HOST", "127.0.0.1")
     served = tmp_path / "served"
     served.mkdir()
     handler = partial(_QuietHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer((host, 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", served
+        yield f"http://{host}:{server.server_address[1]}", served
     finally:
         server.shutdown()
         server.server_close()

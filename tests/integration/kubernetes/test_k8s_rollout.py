@@ -24,48 +24,17 @@ from agent.model import DeploymentSpec, DeploymentState, Status
 from agent.plugins.kubernetes import names
 from agent.plugins.kubernetes.client import KubeClient
 from agent.plugins.kubernetes.plugin import KubernetesPlugin
+from tests.fixtures import model_server
 from tests.fixtures.harness import harness_vars, require
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
 
-# The model server: answers /health and POST /predict with the model's answer, which comes
-# from $MODEL_PATH/model.json when present, else from $MODEL_ANSWER. Listens on $PORT.
-SERVER = r"""
-import json, os, sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
-path = os.path.join(os.environ.get("MODEL_PATH", "/mnt/models"), "model.json")
-if os.path.exists(path):
-    answer = json.load(open(path))["answer"]
-else:
-    answer = os.environ.get("MODEL_ANSWER", "none")
-class Handler(BaseHTTPRequestHandler):
-    def _send(self, code, body):
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-    def do_GET(self):
-        if self.path.startswith("/health"):
-            self._send(200, {"status": "ok"})
-        else:
-            self._send(404, {"path": self.path})
-    def do_POST(self):
-        size = int(self.headers.get("Content-Length") or 0)
-        payload = json.loads(self.rfile.read(size) or b"{}")
-        if self.path.startswith("/predict"):
-            rows = payload.get("instances", [0])
-            self._send(200, {"predictions": [answer for _ in rows], "path": self.path})
-        else:
-            self._send(404, {"path": self.path})
-    def log_message(self, *args):
-        pass
-print("serving model", answer, flush=True)
-HTTPServer(("127.0.0.1", int(os.environ.get("PORT", "8080"))), Handler).serve_forever()
-"""
+# The tests' fake model server (tests/fixtures/model_server.py): answers /health and POST
+# /predict with the model's answer, from $MODEL_PATH/model.json (or /mnt/models) when present,
+# else $MODEL_ANSWER. Listens on 0.0.0.0:8080, the custom profile's port.
+SERVER = model_server.SOURCE
 
 CRASH = "import sys; print('boom: cannot load the model file', flush=True); sys.exit(3)"
 
@@ -281,7 +250,8 @@ print("fetched", uri, "into", dest, flush=True)
 
 @pytest.fixture
 def bundle_server() -> Iterator[str]:
-    """An HTTP server (127.0.0.1) serving the model bundle the init container fetches."""
+    """An HTTP server serving the model bundle the init container fetches, on the harness
+    address (a pod has its own network: 127.0.0.1 there is the pod itself)."""
     import json
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -299,11 +269,12 @@ def bundle_server() -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    host = harness_vars().get("HARNESS_HOST", "127.0.0.1")
+    server = ThreadingHTTPServer((host, 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}/bundle.json"
+        yield f"http://{host}:{server.server_port}/bundle.json"
     finally:
         server.shutdown()
         server.server_close()

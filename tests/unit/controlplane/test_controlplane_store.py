@@ -60,3 +60,59 @@ def test_unknown_environment_is_not_found(tmp_path: Path) -> None:
     store = Store(tmp_path / "cp.db")
     with pytest.raises(Exception, match="environment 'nope' not found"):
         store.create_deployment("nope", {"id": "d1", "model": {"id": "m"}})
+
+
+@pytest.mark.parametrize(("target", "driver"), [
+    ("postgresql://cp:pw@db:5432/cp", "postgresql+psycopg"),
+    ("postgres://cp:pw@db/cp", "postgresql+psycopg"),
+    ("postgresql+psycopg://cp:pw@db/cp", "postgresql+psycopg"),
+    ("sqlite:////var/lib/cp.db", "sqlite"),
+])
+def test_database_urls_get_the_psycopg_driver(target: str, driver: str) -> None:
+    from agent.controlplane.server.engine import database_url
+
+    assert database_url(target).drivername == driver
+
+
+def test_a_plain_path_is_a_sqlite_file(tmp_path: Path) -> None:
+    from agent.controlplane.server.engine import database_url
+
+    url = database_url(tmp_path / "cp.db")
+    assert (url.drivername, url.database) == ("sqlite", str(tmp_path / "cp.db"))
+
+
+def test_other_databases_are_refused() -> None:
+    from agent.controlplane.server.engine import database_url
+
+    with pytest.raises(ValueError, match="unsupported database 'mysql'"):
+        database_url("mysql://u:p@db/cp")
+
+
+def test_serve_names_the_database_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import argparse
+
+    from agent.controlplane.server.cli import _database
+
+    url_file = tmp_path / "url"
+    url_file.write_text("postgresql://cp:s3cret-pw@db.example:5432/cp\n")
+    monkeypatch.setenv("MGMT_AGENT_CP_DATABASE_URL_FILE", str(url_file))
+    target, shown = _database(argparse.Namespace(database_url=None, db=tmp_path / "x.db"))
+    assert target == "postgresql://cp:s3cret-pw@db.example:5432/cp"
+    assert "s3cret" not in shown and "db.example:5432/cp" in shown
+
+
+def test_reopening_a_database_keeps_its_state_and_schema_version(tmp_path: Path) -> None:
+    first = Store(tmp_path / "cp.db")
+    first.create_environment("prod")
+    first.close()
+    again = Store(tmp_path / "cp.db")  # migrate() is idempotent
+    assert [env["id"] for env in again.list_environments()] == ["prod"]
+
+
+def test_an_unwritable_sqlite_location_says_what_to_check(tmp_path: Path) -> None:
+    from agent.controlplane.server.db import DatabaseUnavailable
+
+    with pytest.raises(DatabaseUnavailable, match="directory exists and is writable"):
+        Store(tmp_path / "missing-dir" / "cp.db")

@@ -1,13 +1,12 @@
-"""Endpoints controller: Service selector -> ready pods, targetPort -> the pod's host port.
+"""Endpoints controller: Service selector -> ready pods, targetPort -> the pod's port.
 
-With host networking every pod is 127.0.0.1, so each pod gets its own subset
-(address 127.0.0.1 + that pod's host ports, from the node's
-``harness.local/ports`` annotation).
+Each pod has an address of its own (``status.podIP``); a named targetPort is
+looked up in the pod's container ports, as kube-controller-manager does. One
+subset per pod (a real controller groups pods with equal ports; same meaning).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 
 import requests
@@ -17,20 +16,15 @@ from .client import ApiError, Obj, is_terminating, label_selector_matches, owner
 
 log = logging.getLogger(__name__)
 
-PORT_ANNOTATION = "harness.local/port"
-PORTS_ANNOTATION = "harness.local/ports"
 
-
-def pod_host_port(pod: Obj, target: object) -> int | None:
-    ann = pod["metadata"].get("annotations") or {}
-    try:
-        ports = json.loads(ann.get(PORTS_ANNOTATION) or "{}")
-    except ValueError:
-        ports = {}
-    if str(target) in ports:
-        return int(ports[str(target)])
-    if ann.get(PORT_ANNOTATION):
-        return int(ann[PORT_ANNOTATION])
+def pod_port(pod: Obj, target: object) -> int | None:
+    """The container port a Service targetPort names in this pod (None: no such port)."""
+    if isinstance(target, int) or str(target).isdigit():
+        return int(str(target))
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        for p in c.get("ports") or []:
+            if p.get("name") == target:
+                return int(p["containerPort"])
     return None
 
 
@@ -49,16 +43,16 @@ def endpoints_for(svc: Obj, pods: list[Obj]) -> list[Obj]:
         ports = []
         for sp in spec.get("ports") or []:
             target = sp.get("targetPort", sp.get("port"))
-            host = pod_host_port(pod, target)
-            if host is None:
+            port = pod_port(pod, target)
+            if port is None:
                 continue
-            entry = {"port": host, "protocol": sp.get("protocol", "TCP")}
+            entry = {"port": port, "protocol": sp.get("protocol", "TCP")}
             if sp.get("name"):
                 entry["name"] = sp["name"]
             ports.append(entry)
         if not ports:
             continue
-        addr = {"ip": "127.0.0.1", "nodeName": (pod.get("spec") or {}).get("nodeName"),
+        addr = {"ip": pod["status"]["podIP"], "nodeName": (pod.get("spec") or {}).get("nodeName"),
                 "targetRef": {"kind": "Pod", "namespace": ns, "name": pod["metadata"]["name"],
                               "uid": pod["metadata"].get("uid")}}
         key = "addresses" if pod_is_ready(pod) else "notReadyAddresses"

@@ -1,6 +1,7 @@
 """nginx-backed ingress controller (ingress-nginx flavoured), plus OpenShift Routes.
 
-Renders one nginx.conf listening on 127.0.0.1:PORT, routes by Host header and
+Renders one nginx.conf listening on HOST:PORT (``KUBE_STANDIN_INGRESS_HOST``, default
+127.0.0.1; the harness gives its address, which pods reach too), routes by Host header and
 path (Exact, Prefix, ImplementationSpecific with the ingress-nginx regex form,
 ``rewrite-target`` and ``use-regex`` annotations; Routes with the haproxy
 ``rewrite-target`` annotation) to the backend Service's ready endpoints, and
@@ -71,8 +72,9 @@ class IngressController(Controller):
         for sub in ("tmp", "logs"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         self._stop_stale_nginx()
+        self.host = os.environ.get("KUBE_STANDIN_INGRESS_HOST") or "127.0.0.1"
         self.port = self._choose_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.rendered = ""
         self.status_done: dict[str, str] = {}
@@ -110,12 +112,12 @@ class IngressController(Controller):
             with socket.socket() as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nginx does
                 try:
-                    s.bind(("127.0.0.1", int(wanted)))
+                    s.bind((self.host, int(wanted)))
                     return int(wanted)
                 except OSError:
                     log.warning("ingress port %s busy, picking another", wanted)
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+            s.bind((self.host, 0))
             return int(s.getsockname()[1])
 
     # -- model -----------------------------------------------------------------------
@@ -260,7 +262,7 @@ class IngressController(Controller):
             lines += [f"    server {a} max_fails=0;" for a in addrs]
             lines.append("  }")
         for host, server in sorted(servers.items()):
-            listen = f"127.0.0.1:{self.port}" + (" default_server" if not host else "")
+            listen = f"{self.host}:{self.port}" + (" default_server" if not host else "")
             lines += ["  server {", f"    listen {listen};",
                       f"    server_name {_quote(host) if host else '_'};"]
             exact = [loc for loc in server.locations if loc.exact]
@@ -325,7 +327,7 @@ class IngressController(Controller):
     def _wait_listening(self) -> None:
         for _ in range(100):
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((self.host, self.port), timeout=0.2):
                     return
             except OSError:
                 self.stop.wait(0.05)
@@ -358,11 +360,11 @@ class IngressController(Controller):
                 continue
             md = ing["metadata"]
             lb = ((ing.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-            if lb and lb[0].get("ip") == "127.0.0.1":
+            if lb and lb[0].get("ip") == self.host:
                 continue
             try:
                 self.client.patch_status("ingresses", md.get("namespace"), md["name"], {
-                    "loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}})
+                    "loadBalancer": {"ingress": [{"ip": self.host}]}})
             except (ApiError, requests.RequestException) as exc:
                 log.info("ingress status: %s", exc)
         if not self.informers["routes"].available:

@@ -10,6 +10,7 @@ chroot`` (storage under ``KANIKO_SHIM_STATE_DIR/buildah``) and pushes to every
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -44,7 +45,38 @@ BOOL_FLAGS = {"insecure", "skip-tls-verify", "insecure-pull", "skip-tls-verify-p
               "ignore-var-run", "cache-copy-layers", "cache-run-layers",
               "skip-push-permission-check"}
 
+#: Repositories (without registry host) that publish a Kaniko executor. A mirror that keeps
+#: the upstream path (pull-through caches: <registry>/<prefix>/osscontainertools/kaniko) is
+#: known too; a renamed mirror must be declared in KUBE_STANDIN_KANIKO_IMAGES (comma-separated
+#: repositories). Any other image, even one with "kaniko" in its name, is pulled like every
+#: image: a look-alike that no registry holds fails with ErrImagePull, as on a real node.
+KNOWN_EXECUTORS = (
+    "osscontainertools/kaniko",   # ghcr.io: the maintained community fork (the default)
+    "martizih/kaniko",            # docker.io: the same fork's Docker Hub images
+    "kaniko-project/executor",    # gcr.io: upstream, archived in June 2025
+    "chainguard/kaniko",          # cgr.dev: Chainguard's fork, images for its customers
+)
+
 _T0 = time.monotonic()
+
+
+def _repository(image: str) -> str:
+    """`host/path/name:tag@digest` -> `host/path/name`."""
+    repo = image.split("@", 1)[0]
+    last = repo.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo = repo[: -len(last)] + last.split(":", 1)[0]
+    return repo
+
+
+def is_executor(image: str) -> bool:
+    """Whether `image` is a Kaniko executor image the stand-in runs through this shim."""
+    repo = _repository(image)
+    declared = {_repository(item.strip()) for item in
+                os.environ.get("KUBE_STANDIN_KANIKO_IMAGES", "").split(",") if item.strip()}
+    if repo in declared:
+        return True
+    return any(repo == known or repo.endswith("/" + known) for known in KNOWN_EXECUTORS)
 
 
 def info(msg: str, level: str = "INFO") -> None:
@@ -249,8 +281,10 @@ def check_push(ref: str, auths: dict[str, Any], verify: bool | str, plain: bool)
 
 # -- build ---------------------------------------------------------------------------------
 def _buildah(state: str, *args: str) -> list[str]:
+    # containers/storage refuses runroots longer than 50 characters: a short one under /tmp
+    digest = hashlib.sha256(os.path.abspath(state).encode()).hexdigest()[:12]
     return ["buildah", "--root", os.path.join(state, "buildah", "root"),
-            "--runroot", os.path.join(state, "buildah", "runroot"), *args]
+            "--runroot", f"/tmp/kaniko-shim-{digest}", *args]
 
 
 def _stream(cmd: list[str]) -> int:

@@ -1,10 +1,10 @@
 """The stand-in kubelet (plus a tiny scheduler): runs pods' containers with podman.
 
-One node, ``harness-node``. Every pod gets host ports (host networking: all
-pods share 127.0.0.1); the first one is passed to each container as ``$PORT``
-and recorded in the pod annotation ``harness.local/port`` (all mappings
-containerPort/name -> host port in ``harness.local/ports``). Container output
-goes to ``STATE_DIR/logs/<ns>/<pod>/<container>.log``.
+One node, ``harness-node``. Every pod gets a network namespace of its own with
+an address on the harness bridge (``tools/harnesslib/netns.py``), like a CNI
+plugin: containers listen on their declared ``containerPort``; probes, Endpoints
+and the ingress reach them at ``status.podIP``. Container output goes to
+``STATE_DIR/logs/<ns>/<pod>/<container>.log``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -24,15 +25,16 @@ from typing import Any
 
 import requests
 
+from tools.harnesslib.netns import NetError, PodNetwork
+
 from . import kubelet_security, podspec
 from .client import ApiError, Informer, KubeClient, Obj, key_of, now_iso
-from .runtime import ContainerProcess, Podman, free_port, start_container, write_authfile
+from .runtime import ContainerProcess, Podman, start_container, write_authfile
 
 log = logging.getLogger(__name__)
 
 NODE_NAME = "harness-node"
-PORT_ANNOTATION = "harness.local/port"
-PORTS_ANNOTATION = "harness.local/ports"
+POD_INDEXES = range(2, 255)  # host numbers of pod addresses in the /24 (.1 is the harness)
 
 
 def env_float(name: str, default: float) -> float:
@@ -48,14 +50,10 @@ MAX_GRACE = env_float("KUBE_STANDIN_MAX_GRACE", 10.0)
 
 
 def is_kaniko(image: str) -> bool:
-    """Kaniko executor images (gcr.io/kaniko-project/executor, forks like .../kaniko)."""
-    repo = image.split("@")[0]
-    last = repo.rsplit("/", 1)[-1]
-    if ":" in last:
-        repo = repo[: -len(last)] + last.split(":")[0]
-    parts = repo.split("/")[1:] if "/" in repo else [repo]
-    name = parts[-1]
-    return "kaniko" in name or (name == "executor" and any("kaniko" in p for p in parts[:-1]))
+    """Kaniko executor images the shim stands in for (known executors and their mirrors)."""
+    from .kaniko import is_executor
+
+    return is_executor(image)
 
 
 def parse_cpu(q: Any) -> float:
@@ -176,8 +174,9 @@ class PodWorker(threading.Thread):
         if self.inits:
             for c in self.mains:
                 c.state = {"waiting": {"reason": "PodInitializing"}}
-        self.ports: dict[str, int] = {}
-        self.port = 0
+        self.net_index = 0
+        self.pod_ip = ""
+        self.netns_path = ""
         self.volumes: dict[str, str] = {}
         self.authfile: str | None = None
         self.phase = "Pending"
@@ -193,38 +192,47 @@ class PodWorker(threading.Thread):
     def event(self, reason: str, message: str, type_: str = "Normal") -> None:
         self.client.event(self.pod, reason, message, type_)
 
-    def _alloc_ports(self) -> None:
-        with self.node.ports_lock:
-            for c in self.mains + self.inits:
-                for p in c.spec.get("ports") or []:
-                    cp = str(p.get("containerPort"))
-                    if cp not in self.ports:
-                        self.ports[cp] = free_port(self.node.used_ports)
-                    if p.get("name"):
-                        self.ports[p["name"]] = self.ports[cp]
-            if self.ports:
-                first = next(iter(self.mains[0].spec.get("ports") or []), None) if self.mains \
-                    else None
-                self.port = self.ports[str(first["containerPort"])] if first else \
-                    next(iter(self.ports.values()))
-            else:
-                self.port = free_port(self.node.used_ports)
+    def _create_sandbox(self) -> bool:
+        """The pod's network namespace and address (the CNI ADD of a real kubelet)."""
+        with self.node.net_lock:
+            # round robin like host-local IPAM: a just-freed address is not reused at once
+            free = [i for i in POD_INDEXES if i not in self.node.used_indexes]
+            if not free:
+                self._sandbox_failed("no free pod address left on the harness bridge")
+                return False
+            self.net_index = next((i for i in free if i > self.node.last_index), free[0])
+            self.node.last_index = self.net_index
+            self.node.used_indexes.add(self.net_index)
+        try:
+            self.netns_path = self.node.net.add_pod(self.net_index)
+        except NetError as exc:
+            self._release()
+            self._sandbox_failed(str(exc))
+            return False
+        self.pod_ip = self.node.net.pod_ip(self.net_index)
+        return True
 
-    def container_port(self, c: Container) -> int:
-        for p in c.spec.get("ports") or []:
-            return self.ports[str(p.get("containerPort"))]
-        return self.port
+    def _sandbox_failed(self, why: str) -> None:
+        self.event("FailedCreatePodSandBox", "Failed to create pod sandbox: rpc error: "
+                   f"code = Unknown desc = failed to setup network for sandbox: {why}",
+                   "Warning")
 
-    def host_port(self, c: Container, port: Any) -> int:
-        if port is None:
-            return self.container_port(c)
-        return self.ports.get(str(port), self.container_port(c) if not str(port).isdigit()
-                              or not self.ports else int(port))
+    def target_port(self, port: Any) -> int | None:
+        """A probe's port: a number, or the name of a container port of the pod."""
+        if isinstance(port, int) or str(port).isdigit():
+            return int(port)
+        for c in self.mains + self.inits:
+            for p in c.spec.get("ports") or []:
+                if p.get("name") == port:
+                    return int(p["containerPort"])
+        return None
 
     def _release(self) -> None:
-        with self.node.ports_lock:
-            for p in set(self.ports.values()) | {self.port}:
-                self.node.used_ports.discard(p)
+        if self.net_index:
+            self.node.net.del_pod(self.net_index)
+            with self.node.net_lock:
+                self.node.used_indexes.discard(self.net_index)
+            self.net_index = 0
 
     # -- status ----------------------------------------------------------------------
     def _condition(self, ctype: str, ok: bool, reason: str | None = None) -> Obj:
@@ -247,9 +255,9 @@ class PodWorker(threading.Thread):
         if not ready:
             reason = "PodCompleted" if self.phase in ("Succeeded", "Failed") else \
                 "ContainersNotReady"
+        host_ip = self.node.net.gateway
         status: Obj = {
-            "phase": self.phase, "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
-            "hostIPs": [{"ip": "127.0.0.1"}], "podIPs": [{"ip": "127.0.0.1"}],
+            "phase": self.phase, "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
             "startTime": self.start_time, "qosClass": qos_class(self.pod),
             "conditions": [
                 self._condition("PodScheduled", True),
@@ -260,6 +268,8 @@ class PodWorker(threading.Thread):
             ],
             "containerStatuses": [c.status() for c in self.mains],
         }
+        if self.pod_ip:
+            status["podIP"], status["podIPs"] = self.pod_ip, [{"ip": self.pod_ip}]
         if self.inits:
             status["initContainerStatuses"] = [c.status() for c in self.inits]
         if not ready and not_ready and self.phase not in ("Succeeded", "Failed"):
@@ -292,15 +302,9 @@ class PodWorker(threading.Thread):
             self.node.worker_done(self)
 
     def _prepare(self) -> bool:
-        self._alloc_ports()
-        annotations = {PORT_ANNOTATION: str(self.port),
-                       PORTS_ANNOTATION: json.dumps(self.ports, sort_keys=True)}
-        try:
-            if self.client.patch("pods", self.ns, self.pod_name,
-                                 {"metadata": {"annotations": annotations}}) is None:
+        while not self._create_sandbox():
+            if self.gone.wait(5):
                 return False
-        except ApiError as exc:
-            log.warning("pod %s/%s not annotated: %s", self.ns, self.pod_name, exc)
         self.push_status()
         os.makedirs(self.log_dir, exist_ok=True)
         os.makedirs(self.pod_dir, exist_ok=True)
@@ -429,7 +433,8 @@ class PodWorker(threading.Thread):
 
     def _start(self, c: Container) -> None:
         try:
-            env = podspec.resolve_env(self.client, self.pod, c.spec, self.container_port(c))
+            env = podspec.resolve_env(self.client, self.pod, c.spec, self.pod_ip,
+                                      self.node.net.gateway)
             mounts = podspec.mounts(c.spec, self.volumes)
         except podspec.MountError as exc:
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
@@ -462,7 +467,8 @@ class PodWorker(threading.Thread):
         try:
             c.proc = start_container(self.node.podman, name, c.spec, self.pod, env, mounts,
                                      log_path, kaniko=is_kaniko(c.image),
-                                     state_dir=self.node.state_dir, scratch_root=scratch)
+                                     state_dir=self.node.state_dir, scratch_root=scratch,
+                                     netns=self.netns_path)
         except OSError as exc:
             c.state = {"waiting": {"reason": "RunContainerError", "message": str(exc)}}
             c.phase = "backoff"
@@ -550,27 +556,36 @@ class PodWorker(threading.Thread):
         if "httpGet" in spec:
             hg = spec["httpGet"]
             scheme = (hg.get("scheme") or "HTTP").lower()
-            port = self.host_port(c, hg.get("port"))
+            port = self.target_port(hg.get("port"))
             path = hg.get("path") or "/"
             if not path.startswith("/"):
                 path = "/" + path
-            req = urllib.request.Request(f"{scheme}://127.0.0.1:{port}{path}")
+            host = hg.get("host") or self.pod_ip
+            if port is None:
+                return False, f"unknown port {hg.get('port')!r}"
+            url = f"{scheme}://{host}:{port}{path}"
+            req = urllib.request.Request(url)
             for h in hg.get("httpHeaders") or []:
                 req.add_header(h["name"], h["value"])
+            # like the kubelet: an HTTPS probe does not verify the certificate
+            insecure = ssl._create_unverified_context() if scheme == "https" else None
             try:
-                with urllib.request.urlopen(req, timeout=probe.timeout) as resp:
+                with urllib.request.urlopen(req, timeout=probe.timeout,
+                                            context=insecure) as resp:
                     return 200 <= resp.status < 400, f"HTTP probe returned {resp.status}"
             except urllib.error.HTTPError as exc:
                 return 200 <= exc.code < 400, f"HTTP probe failed with statuscode: {exc.code}"
             except (urllib.error.URLError, OSError) as exc:
-                return False, f'Get "{scheme}://127.0.0.1:{port}{path}": {exc}'
+                return False, f'Get "{url}": {exc}'
         if "tcpSocket" in spec or "grpc" in spec:
-            port = self.host_port(c, (spec.get("tcpSocket") or spec.get("grpc") or {}).get("port"))
+            port = self.target_port((spec.get("tcpSocket") or spec.get("grpc") or {}).get("port"))
+            if port is None:
+                return False, "unknown port"
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=probe.timeout):
+                with socket.create_connection((self.pod_ip, port), timeout=probe.timeout):
                     return True, ""
             except OSError as exc:
-                return False, f"dial tcp 127.0.0.1:{port}: {exc}"
+                return False, f"dial tcp {self.pod_ip}:{port}: {exc}"
         if "exec" in spec:
             cmd = spec["exec"].get("command") or []
             if c.proc is None or c.proc.kaniko:
@@ -661,8 +676,14 @@ class Node:
         self.wake = threading.Event()
         self.workers: dict[str, PodWorker] = {}
         self.lock = threading.Lock()
-        self.used_ports: set[int] = set()
-        self.ports_lock = threading.Lock()
+        configured = os.environ.get("KUBE_STANDIN_POD_NETWORK")
+        # the harness passes its network; alone, the node makes one of its own
+        self.net = PodNetwork.from_env(configured) if configured else \
+            PodNetwork.for_key(os.path.abspath(state_dir))
+        self.owns_net = not configured
+        self.used_indexes: set[int] = set()
+        self.last_index = 0
+        self.net_lock = threading.Lock()
         self.cpu = parse_cpu(os.environ.get("KUBE_STANDIN_NODE_CPU", "8"))
         self.memory = parse_mem(os.environ.get("KUBE_STANDIN_NODE_MEMORY", "32Gi"))
         self.unschedulable_events: dict[str, float] = {}
@@ -704,7 +725,7 @@ class Node:
                     "pods": "110", "ephemeral-storage": "100Gi"}
         status = {
             "capacity": capacity, "allocatable": capacity,
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+            "addresses": [{"type": "InternalIP", "address": self.net.gateway},
                           {"type": "Hostname", "address": NODE_NAME}],
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                             "message": "kubelet is posting ready status",
@@ -726,9 +747,11 @@ class Node:
         for _ in range(3):
             names = self.podman.list_names("k8s_")
             if not names:
-                return
+                break
             for name in names:
                 self.podman.stop(name, 0)
+        for ns in self.net.namespaces():  # pods of an earlier run of this node
+            self.net.del_pod(int(ns.rsplit("-", 1)[1]))
 
     # -- scheduling -----------------------------------------------------------------
     def _schedule(self, pod: Obj, pods: list[Obj]) -> None:
@@ -824,6 +847,7 @@ class Node:
             self._run()
 
     def _run(self) -> None:
+        self.net.ensure_bridge()
         self.cleanup_leftovers()
         self.register()
         informer = threading.Thread(target=self.pods.run, name="node-pod-informer", daemon=True)
@@ -846,4 +870,8 @@ class Node:
         for w in workers:
             w.join(timeout=60)
         self.cleanup_leftovers()
+        if self.owns_net:
+            self.net.remove()
+        if not self.podman.runroot.startswith(self.podman.base):  # the short one under /tmp
+            shutil.rmtree(self.podman.runroot, ignore_errors=True)
 

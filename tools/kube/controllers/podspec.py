@@ -41,7 +41,7 @@ def _data_of(obj: Obj | None) -> dict[str, bytes]:
     return out
 
 
-def field_value(pod: Obj, path: str) -> str:
+def field_value(pod: Obj, path: str, pod_ip: str = "", host_ip: str = "") -> str:
     md = pod.get("metadata", {})
     m = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
     if m:
@@ -50,8 +50,8 @@ def field_value(pod: Obj, path: str) -> str:
         "metadata.name": md.get("name"), "metadata.namespace": md.get("namespace"),
         "metadata.uid": md.get("uid"), "spec.nodeName": "harness-node",
         "spec.serviceAccountName": (pod.get("spec") or {}).get("serviceAccountName", "default"),
-        "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1",
-        "status.podIPs": "127.0.0.1",
+        "status.podIP": pod_ip, "status.hostIP": host_ip, "status.podIPs": pod_ip,
+        "status.hostIPs": host_ip,
     }
     if path in ("metadata.labels", "metadata.annotations"):
         return "\n".join(f'{k}="{v}"' for k, v in (md.get(path.split(".")[1]) or {}).items())
@@ -87,9 +87,10 @@ def expand(value: str, env: dict[str, str]) -> str:
     return "".join(out)
 
 
-def resolve_env(client: KubeClient, pod: Obj, container: Obj, port: int) -> dict[str, str]:
+def resolve_env(client: KubeClient, pod: Obj, container: Obj, pod_ip: str = "",
+                host_ip: str = "") -> dict[str, str]:
     ns = pod["metadata"].get("namespace") or "default"
-    env: dict[str, str] = {"PORT": str(port)}
+    env: dict[str, str] = {}
     for src in container.get("envFrom") or []:
         prefix = src.get("prefix", "")
         if "configMapRef" in src:
@@ -123,10 +124,9 @@ def resolve_env(client: KubeClient, pod: Obj, container: Obj, port: int) -> dict
                 raise MountError(f'couldn\'t find key {ref["key"]} in {ref["name"]}')
             env[name] = data[ref["key"]].decode(errors="replace")
         elif "fieldRef" in vf:
-            env[name] = field_value(pod, vf["fieldRef"].get("fieldPath", ""))
+            env[name] = field_value(pod, vf["fieldRef"].get("fieldPath", ""), pod_ip, host_ip)
         elif "resourceFieldRef" in vf:
             env[name] = "1"
-    env.setdefault("PORT", str(port))
     return env
 
 

@@ -1,21 +1,22 @@
-"""The container runtime of the stand-in node: podman with runc, host network, own storage.
+"""The container runtime of the stand-in node: podman with runc, pod netns, own storage.
 
 Every podman call goes through :class:`Podman`, which pins the storage under
 ``STATE_DIR/podman`` (``--root/--runroot/--tmpdir``), the runc runtime and the
 cgroupfs manager, so that nothing touches the machine's default podman
-storage and no CNI bridge or iptables rule is ever created.
+storage. Containers join the pod's network namespace, made by the node
+(``--network ns:PATH``), so podman never creates a CNI bridge or iptables rule.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -63,7 +64,12 @@ class Podman:
     def __init__(self, state_dir: str, registries: RegistryConfig | None = None) -> None:
         self.base = os.path.join(state_dir, "podman")
         self.registries = registries or RegistryConfig.from_env()
-        for sub in ("root", "runroot", "tmp", "certs"):
+        self.runroot = os.path.join(self.base, "runroot")
+        if len(self.runroot) > 50:  # podman refuses a longer runroot ("... longer than 50")
+            digest = hashlib.sha256(self.base.encode()).hexdigest()[:12]
+            self.runroot = f"/tmp/podman-runroot-{digest}"
+        os.makedirs(self.runroot, exist_ok=True)
+        for sub in ("root", "tmp", "certs"):
             os.makedirs(os.path.join(self.base, sub), exist_ok=True)
         self._plain_http: dict[str, bool] = {}
         self._lock = threading.Lock()
@@ -71,7 +77,7 @@ class Podman:
 
     def argv(self, *args: str) -> list[str]:
         return ["podman", "--root", os.path.join(self.base, "root"),
-                "--runroot", os.path.join(self.base, "runroot"),
+                "--runroot", self.runroot,
                 "--tmpdir", os.path.join(self.base, "tmp"),
                 "--runtime", "runc", "--cgroup-manager", "cgroupfs",
                 "--events-backend", "file", *args]
@@ -196,16 +202,6 @@ def write_authfile(path: str, dockerconfigs: list[dict[str, Any]]) -> str | None
     return path
 
 
-def free_port(used: set[int]) -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in used:
-            used.add(port)
-            return int(port)
-
-
 class ContainerProcess:
     """A running container: the attached ``podman run`` (or a Kaniko shim) process."""
 
@@ -252,8 +248,12 @@ def _expand_all(values: list[str], env: dict[str, str]) -> list[str]:
 
 def start_container(podman: Podman, name: str, spec: dict[str, Any], pod: dict[str, Any],
                     env: dict[str, str], mounts: list[tuple[str, str, bool]], log_path: str,
-                    kaniko: bool, state_dir: str, scratch_root: str = "") -> ContainerProcess:
-    """Start one container attached, its output appended to ``log_path``."""
+                    kaniko: bool, state_dir: str, scratch_root: str = "",
+                    netns: str = "") -> ContainerProcess:
+    """Start one container attached, its output appended to ``log_path``.
+
+    ``netns`` is the pod's network namespace (all containers of a pod share it);
+    empty means the host network (kept for callers without a pod network)."""
     command = _expand_all(spec.get("command") or [], env)
     args = _expand_all(spec.get("args") or [], env)
     logfh = open(log_path, "ab")  # noqa: SIM115 - handed to the child
@@ -277,12 +277,17 @@ def start_container(podman: Podman, name: str, spec: dict[str, Any], pod: dict[s
                 child_env["KANIKO_SHIM_ROOT"] = scratch_root
             child_env["PYTHONPATH"] = REPO_ROOT
             child_env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            if netns:  # in the pod's network, as the real executor: registries, not 127.0.0.1
+                argv = ["ip", "netns", "exec", os.path.basename(netns), *argv]
             proc = subprocess.Popen(argv, stdout=logfh, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=child_env,
                                     start_new_session=True)
             return ContainerProcess(name, proc, True)
-        run = ["run", "--rm", "--name", name, "--network", "host", "--init", *ULIMITS,
+        network = f"ns:{netns}" if netns else "host"
+        run = ["run", "--rm", "--name", name, "--network", network, "--init", *ULIMITS,
                "--log-driver", "none", "--pull", "never"]
+        if netns:
+            run += ["--hostname", pod["metadata"]["name"][:63]]
         for k, v in env.items():
             run += ["-e", f"{k}={v}"]
         for host, ctr, ro in mounts:

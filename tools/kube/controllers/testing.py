@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .client import KubeClient
-from .runtime import REPO_ROOT
+from .runtime import REPO_ROOT, Podman
 
 T = TypeVar("T")
 
@@ -126,10 +126,7 @@ class StandinCluster:
 
     def podman_ps(self, fmt: str = "{{.Names}}") -> list[str]:
         """Containers (running or not) in the node's podman storage."""
-        base = os.path.join(self.state_dir, "podman")
-        res = subprocess.run(["podman", "--root", f"{base}/root", "--runroot", f"{base}/runroot",
-                              "--tmpdir", f"{base}/tmp", "ps", "-a", "--format", fmt],
-                             capture_output=True, text=True, check=False)
+        res = Podman(self.state_dir).run("ps", "-a", "--format", fmt)
         return res.stdout.split()
 
     def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -174,28 +171,10 @@ def dump_debug(cluster: StandinCluster, namespace: str) -> str:
     return "\n".join(out)
 
 
-# A tiny HTTP server for test pods: listens on $PORT, answers "<MSG> <path>", becomes ready
-# (GET /ready -> 200) DELAY seconds after start, /healthz is always 200.
-SERVER_PY = r"""
-import http.server, os, sys, time
-start = time.time()
-delay = float(os.environ.get("DELAY", "0"))
-msg = os.environ.get("MSG", "hello")
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        if self.path == "/ready" and time.time() - start < delay:
-            code, body = 503, b"not ready\n"
-        else:
-            code, body = 200, ("%s %s\n" % (msg, self.path)).encode()
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-print("serving", msg, "on", os.environ["PORT"], flush=True)
-http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-"""
+# The tests' fake model server (tests/fixtures/model_server.py): listens on 0.0.0.0:8080,
+# answers "<MSG> <path>", becomes ready (GET /ready -> 200) DELAY seconds after start.
+SERVER_PY = (Path(__file__).resolve().parents[3] / "tests" / "fixtures" /
+             "model_server.py").read_text()
 
 
 def server_deployment(name: str, image: str, msg: str = "v1", replicas: int = 1,
