@@ -117,8 +117,13 @@ def _kubectl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
                           text=True, timeout=120, env=env)
 
 
-def _ready_ports(env: dict[str, str], namespace: str, count: int) -> list[int]:
-    """Host ports of the ready control-plane pods (stand-in pods share the host network)."""
+def _container_port(pod: dict[str, Any]) -> int:
+    return int(pod["spec"]["containers"][0]["ports"][0]["containerPort"])
+
+
+def _ready_addresses(env: dict[str, str], namespace: str, count: int) -> list[str]:
+    """`podIP:containerPort` of the ready control-plane pods (the stand-in routes no
+    Service IPs and has no cluster DNS, so the test talks to each replica directly)."""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         proc = _kubectl(env, "-n", namespace, "get", "pods", "-l",
@@ -127,7 +132,7 @@ def _ready_ports(env: dict[str, str], namespace: str, count: int) -> list[int]:
         ready = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
                                         for c in p.get("status", {}).get("conditions", []))]
         if len(ready) >= count:
-            return [int(p["metadata"]["annotations"]["harness.local/port"]) for p in ready]
+            return [f"{p['status']['podIP']}:{_container_port(p)}" for p in ready]
         time.sleep(1)
     raise AssertionError(_kubectl(env, "-n", namespace, "get", "pods", "-o", "yaml").stdout)
 
@@ -138,7 +143,7 @@ def test_install_passes_helm_test_and_replicas_share_state(
 ) -> None:
     """postgresql: two replicas on the harness PostgreSQL, plain HTTP. sqlite-tls: one
     replica on a PVC serving HTTPS with a certificate Secret (the harness's server
-    certificate, valid for 127.0.0.1), `helm test` trusting its CA."""
+    certificate, valid for every pod address of the harness), `helm test` trusting its CA."""
     from tests.integration.controlplane.conftest import drop_database, fresh_database
 
     registry = harness_env.get("HARNESS_REGISTRY")
@@ -175,10 +180,7 @@ def test_install_passes_helm_test_and_replicas_share_state(
                         f"--from-file=ca.crt={tls / 'ca.crt'}").returncode == 0
         sets += ["tls.enabled=true", "tls.secretName=cp-tls"]
         scheme, verify = "https", str(tls / "ca.crt")
-    overlay = tmp_path / "standin.yaml"
-    overlay.write_text(yaml.safe_dump({"extraEnv": [
-        {"name": "MGMT_AGENT_CP_PORT", "value": "$(PORT)"}]}))
-    helm_args = [arg for s in sets for arg in ("--set", s)] + ["--values", str(overlay)]
+    helm_args = [arg for s in sets for arg in ("--set", s)]
     try:
         # the stand-in has no volume provisioner: a claim stays Pending (its pods still get a
         # directory), so `helm --wait`, which waits for claims to be Bound, is for PostgreSQL
@@ -188,26 +190,26 @@ def test_install_passes_helm_test_and_replicas_share_state(
                               capture_output=True, text=True, timeout=400, env=env)
         assert proc.returncode == 0, proc.stderr + _kubectl(
             env, "-n", namespace, "get", "pods", "-o", "yaml").stdout
-        ports = _ready_ports(env, namespace, replicas)
-        assert len(set(ports)) == replicas
+        addresses = _ready_addresses(env, namespace, replicas)
+        assert len(set(addresses)) == replicas
         # the stand-in gives pods no cluster DNS: the test pod calls one replica directly
         subprocess.run([find_helm(), "upgrade", "cp", str(CHART), "-n", namespace,
                         "--reuse-values", "--set",
-                        f"tests.url={scheme}://127.0.0.1:{ports[0]}"],
+                        f"tests.url={scheme}://{addresses[0]}"],
                        capture_output=True, text=True, timeout=400, env=env, check=True)
-        ports = _ready_ports(env, namespace, replicas)
+        addresses = _ready_addresses(env, namespace, replicas)
         test = subprocess.run([find_helm(), "test", "cp", "-n", namespace, "--logs",
                                "--timeout", "3m"],
                               capture_output=True, text=True, timeout=300, env=env)
         assert test.returncode == 0, test.stdout + test.stderr
         # what one replica writes, every replica serves
-        clients = [AdminClient(f"{scheme}://127.0.0.1:{port}", admin_token, timeout=10,
-                               verify=verify) for port in ports]
+        clients = [AdminClient(f"{scheme}://{address}", admin_token, timeout=10,
+                               verify=verify) for address in addresses]
         clients[0].create_environment("models")
         for client in clients:
             assert [e["id"] for e in client.list_environments()] == ["models"]
             client.close()
-        assert requests.get(f"{scheme}://127.0.0.1:{ports[-1]}/api/v1/healthz",
+        assert requests.get(f"{scheme}://{addresses[-1]}/api/v1/healthz",
                             timeout=10, verify=verify).status_code == 200
     finally:
         subprocess.run([find_helm(), "uninstall", "cp", "-n", namespace], capture_output=True,

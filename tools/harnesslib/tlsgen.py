@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from .procs import run
 _SERVER_EXT = """basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,DNS:localhost,IP:{host}
+subjectAltName=IP:127.0.0.1,DNS:localhost,{pod_ips}
 """
 _SIGNER_EXT = """basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature
@@ -29,7 +30,11 @@ def ensure_certs(layout: Layout) -> Path:
              "-addext", "basicConstraints=critical,CA:TRUE",
              "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
     # the servers listen on the harness address: it must be in the SANs (re-issued if not)
-    _issue(tls, "server", f"/CN={layout.host}", _SERVER_EXT.format(host=layout.host))
+    # and every pod address of this harness's /24, so a test server in a pod (the control
+    # plane chart with TLS) can present it too: a cluster would use a Service name instead
+    subnet = ipaddress.ip_network(f"{layout.host}/24", strict=False)
+    sans = ",".join(f"IP:{ip}" for ip in subnet.hosts())
+    _issue(tls, "server", f"/CN={layout.host}", _SERVER_EXT.format(pod_ips=sans))
     _issue(tls, "token-signer", "/CN=harness token signer", _SIGNER_EXT)
     certs_d = tls / "certs.d"  # skopeo --cert-dir wants a directory holding only ca.crt
     certs_d.mkdir(exist_ok=True)
