@@ -31,12 +31,21 @@ _secrets_lock = threading.Lock()
 _ordered: tuple[str, ...] = ()
 
 
+MIN_SECRET_LENGTH = 8
+
+
 def register_secret(value: str | None) -> None:
-    """Scrub this value from every log record from now on (values under 4 chars are ignored)."""
+    """Scrub this value from every log record from now on.
+
+    Values shorter than MIN_SECRET_LENGTH are ignored: scrubbing "true" or "s3" would
+    mangle every line while protecting nothing (register credential fields only).
+    """
     global _ordered
-    if value and len(value) >= 4:
+    if value and len(value.strip()) >= MIN_SECRET_LENGTH:
         with _secrets_lock:
             _secrets.add(value)
+            if value.strip() != value:
+                _secrets.add(value.strip())
             _ordered = tuple(sorted(_secrets, key=len, reverse=True))
 
 
@@ -49,15 +58,32 @@ def scrub(text: str) -> str:
 
 
 def redact_uri(uri: str | None) -> str:
-    """A URI fit for messages: user info and query string (signed URLs) removed."""
+    """A URI fit for messages, events and results: user info removed, query values redacted.
+
+    Signed URLs carry their credential in the query (`X-Amz-Signature`, `X-Goog-Signature`,
+    Azure SAS `sig=`, `token=`...): every value is replaced, the names are kept so the message
+    still says what kind of URL it was. The fragment is dropped. The one function every
+    message about a model location goes through.
+    """
     if not uri:
         return ""
     from urllib.parse import urlsplit, urlunsplit
 
-    parts = urlsplit(uri)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = "<redacted>" if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    try:
+        parts = urlsplit(uri)
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        query = "&".join(
+            f"{item.split('=', 1)[0]}=<redacted>" if item else ""
+            for item in parts.query.split("&")
+        ) if parts.query else ""
+        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    except ValueError:  # not parseable (e.g. a broken IPv6 literal): keep only what is safe
+        head = uri.split("?", 1)[0].split("#", 1)[0]
+        scheme, sep, rest = head.partition("://")
+        if sep:
+            authority, slash, path = rest.partition("/")
+            return f"{scheme}://{authority.rsplit('@', 1)[-1]}{slash}{path}"
+        return head
 
 
 @contextlib.contextmanager

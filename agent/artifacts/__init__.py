@@ -24,11 +24,12 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from agent.artifacts.credentials import Credentials, parse_credentials
+from agent.artifacts.credentials import Credentials, parse_credentials, register_credentials
 from agent.artifacts.digest import normalize
 from agent.artifacts.settings import ArtifactSettings
 from agent.artifacts.source import BaseSource, ModelFile, ModelSource, is_archive_name
 from agent.errors import ArtifactError
+from agent.logs import redact_uri
 
 __all__ = ["ArtifactSettings", "ModelFile", "ModelSource", "fetch_model", "open_model"]
 
@@ -64,7 +65,8 @@ def _open_raw(uri: str, settings: ArtifactSettings, creds: Credentials) -> BaseS
 
         return open_registered_model(uri, settings, creds, _open_raw)
     raise ArtifactError(
-        f"{uri}: unknown scheme {scheme!r} (supported: s3, gs, http, https, oci, file, pvc, models)"
+        f"{redact_uri(uri)}: unknown scheme {scheme!r} (supported: s3, gs, http, https, oci, "
+        "file, pvc, models)"
     )
 
 
@@ -81,6 +83,7 @@ def open_model(
     `credentials` is the decoded data of a Kubernetes secret in any supported
     format, `annotations` the secret's annotations (Seldon/KServe S3 endpoint).
     """
+    register_credentials(credentials)  # their secret values never reach a log line
     creds = parse_credentials(credentials, annotations)
     source = _open_raw(uri, settings, creds)
     try:
@@ -97,6 +100,7 @@ def open_model(
 
 
 def _write(f: ModelFile, target: Path, uri: str) -> None:
+    """Write one file; `uri` is the redacted URI messages show."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     check = hashlib.new(f.checksum[0]) if f.checksum else None
@@ -161,22 +165,23 @@ def fetch_model(
     them arrived and the digest matched; a failure leaves dest as it was.
     """
     dest = Path(dest)
+    shown = redact_uri(uri)
     want = None
     if expected_digest:
         try:
             want = normalize(expected_digest)
         except ValueError as exc:
-            raise ArtifactError(f"{uri}: {exc}") from exc
+            raise ArtifactError(f"{shown}: {exc}") from exc
     unpack = settings.unpack_archives if unpack is None else unpack
     existed = dest.is_dir()
     if dest.exists() and not existed:
-        raise ArtifactError(f"{uri}: destination {dest} exists and is not a directory")
+        raise ArtifactError(f"{shown}: destination {dest} exists and is not a directory")
     with open_model(uri, settings, credentials, annotations=annotations,
                     unpack_archives=unpack) as source:
         digest = source.digest
         if want and digest != want:
             raise ArtifactError(
-                f"{uri}: digest mismatch: expected {want}, the store has {digest} "
+                f"{shown}: digest mismatch: expected {want}, the store has {digest} "
                 "(the model changed since it was registered?)"
             )
         parent = dest if existed else dest.parent
@@ -191,12 +196,12 @@ def fetch_model(
                 source.extract_to(staged, scratch=staging)
             else:
                 staged.mkdir()
-                _write_all(list(source.files()), staged, uri, settings.download_workers)
+                _write_all(list(source.files()), staged, shown, settings.download_workers)
             final = source.digest
             if final != digest or (want and final != want):
-                raise ArtifactError(f"{uri}: the model changed during the download; retry")
+                raise ArtifactError(f"{shown}: the model changed during the download; retry")
             _install(staged, dest, staging, existed)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    log.info("fetched %s into %s (%s)", uri, dest, digest)
+    log.info("fetched %s into %s (%s)", shown, dest, digest)
     return digest

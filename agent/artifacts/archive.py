@@ -8,9 +8,14 @@ Policy (see docs/artifacts.md):
   link that escapes (absolute, ``..`` out of the root), dangles, or points at a
   directory is refused;
 - device files, FIFOs and sockets are refused;
-- the number of members is capped by ``max_archive_files`` and the bytes
-  actually written (decompressed, counted while copying, never trusting header
-  claims) by ``max_archive_bytes``;
+- the number of members is capped by ``max_archive_files``; the bytes an
+  archive unpacks to (link copies included) by ``max_archive_bytes`` and, once
+  past 64 MiB, by ``max_archive_ratio`` times the archive's own size (zip and
+  gzip bombs). Both are checked on the declared sizes before anything is
+  written, and again on the bytes actually written;
+- the data is read in one sequential pass after one pass over the table of
+  contents (a .tar.gz is decompressed twice, whatever the number of members;
+  it used to be reopened per member); links are copied from the written files;
 - on any refusal the partial output is removed and ``UnsafeArchiveError``
   names the archive and the member.
 """
@@ -18,23 +23,53 @@ Policy (see docs/artifacts.md):
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import posixpath
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from agent.artifacts.settings import ArtifactSettings
 from agent.artifacts.source import BaseSource, ModelFile
 from agent.errors import ArtifactError, UnsafeArchiveError
 
 CHUNK = 1024 * 1024
+#: below this many unpacked bytes the compression ratio is not judged (small, very
+#: compressible files such as JSON configs are normal)
+RATIO_GRACE = 64 * 1024 * 1024
+
+
+class Budget:
+    """Counts unpacked bytes against max_archive_bytes and the compression-ratio bound."""
+
+    def __init__(self, settings: ArtifactSettings, compressed: int, label: str) -> None:
+        self.total_limit = settings.max_archive_bytes
+        self.ratio = settings.max_archive_ratio
+        self.compressed = compressed
+        self.ratio_limit = max(int(self.ratio * max(compressed, 1)), RATIO_GRACE)
+        self.label = label
+        self.used = 0
+
+    def add(self, n: int, member: str) -> None:
+        self.used += n
+        if self.used > self.total_limit:
+            raise UnsafeArchiveError(
+                f"{self.label}: unpacks to more than {self.total_limit} bytes (limit "
+                f"artifacts.max_archive_bytes reached at member {member!r})"
+            )
+        if self.used > self.ratio_limit:
+            raise UnsafeArchiveError(
+                f"{self.label}: unpacks to more than {self.ratio:g} times its compressed size "
+                f"of {self.compressed} bytes (reached at member {member!r}): refused as a "
+                "decompression bomb; raise artifacts.max_archive_ratio if the model really "
+                "compresses that well"
+            )
 
 
 @dataclass
@@ -120,7 +155,7 @@ def scan(
     files: dict[str, Member] = {}
     links: dict[str, tuple[str, str, bool]] = {}
     count = 0
-    declared = 0
+    declared = Budget(settings, path.stat().st_size, label)
     try:
         entries: Iterator[tuple[str, str, int, int, Any, str]]
         entries = _tar_entries(path) if kind == "tar" else _zip_entries(path)
@@ -158,17 +193,15 @@ def scan(
                 links[clean] = (target, raw, typ == "symlink")
                 files.pop(clean, None)
                 continue
-            declared += size
-            if declared > settings.max_archive_bytes:
-                raise UnsafeArchiveError(
-                    f"{label}: more than {settings.max_archive_bytes} bytes "
-                    f"(limit max_archive_bytes reached at {raw!r})"
-                )
+            declared.add(size, raw)
             links.pop(clean, None)
             files[clean] = Member(clean, size, _mode(perm), key)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
         raise ArtifactError(f"{label}: not a readable {kind} archive: {exc}") from exc
     _resolve_links(files, links, label)
+    copies = Budget(settings, path.stat().st_size, label)  # link copies take disk space too
+    for member in files.values():
+        copies.add(member.size, member.name)
     names = set(files)
     for member_name in names:
         parent = posixpath.dirname(member_name)
@@ -182,8 +215,9 @@ def scan(
 
 
 def _tar_entries(path: Path) -> Iterator[tuple[str, str, int, int, Any, str]]:
+    """Members in archive order; the key is the member's position (unpack reads in order)."""
     with tarfile.open(path, mode="r:*") as tar:
-        for info in tar:
+        for index, info in enumerate(tar):
             if info.isdir():
                 typ = "dir"
             elif info.isreg():
@@ -194,7 +228,7 @@ def _tar_entries(path: Path) -> Iterator[tuple[str, str, int, int, Any, str]]:
                 typ = "hardlink"
             else:
                 typ = "other"
-            yield info.name, typ, info.size, info.mode, info.name, info.linkname
+            yield info.name, typ, info.size, info.mode, index, info.linkname
 
 
 def _zip_entries(path: Path) -> Iterator[tuple[str, str, int, int, Any, str]]:
@@ -218,53 +252,6 @@ def _zip_entries(path: Path) -> Iterator[tuple[str, str, int, int, Any, str]]:
             yield info.filename, typ, info.file_size, unix & 0o777, info.filename, target
 
 
-class _Counted(io.RawIOBase):
-    """Caps the bytes read from a member at its declared size (and the archive total)."""
-
-    def __init__(self, inner: BinaryIO, owner: Any, limit: int, label: str, name: str) -> None:
-        super().__init__()
-        self._inner, self._owner, self._limit = inner, owner, limit
-        self._label, self._name, self._read = label, name, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._inner.read(len(buffer))
-        self._read += len(data)
-        if self._read > self._limit:
-            raise UnsafeArchiveError(
-                f"{self._label}: member {self._name!r} decompresses to more than "
-                f"{self._limit} bytes"
-            )
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._inner.close()
-        with contextlib.suppress(Exception):
-            self._owner.close()
-        super().close()
-
-
-def open_member(path: Path, name: str, member: Member, limit: int, label: str) -> BinaryIO:
-    """A reader of one member's bytes (opens the archive; closed with the reader)."""
-    owner: Any
-    if archive_kind(name) == "tar":
-        owner = tarfile.open(path, mode="r:*")  # noqa: SIM115 - closed with the reader
-        extracted = owner.extractfile(member.key)
-        if extracted is None:
-            owner.close()
-            raise ArtifactError(f"{label}: cannot read member {member.name!r}")
-        inner: BinaryIO = extracted
-    else:
-        owner = zipfile.ZipFile(path)
-        inner = owner.open(member.key)
-    raw = _Counted(inner, owner, limit, label, member.name)
-    return io.BufferedReader(raw, buffer_size=CHUNK)
-
-
 def _clear(dest: Path) -> None:
     for child in dest.iterdir():
         if child.is_dir() and not child.is_symlink():
@@ -274,36 +261,86 @@ def _clear(dest: Path) -> None:
                 child.unlink()
 
 
-def extract(path: Path, name: str, dest: Path, settings: ArtifactSettings, label: str) -> None:
+def _create(dest: Path, member: Member) -> BinaryIO:
+    target = dest.joinpath(*member.name.split("/"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, member.mode)
+    return os.fdopen(fd, "wb")
+
+
+def _copy(src: IO[bytes], dest: Path, member: Member, budget: Budget) -> None:
+    """Write one member, refusing more bytes than its header declared."""
+    written = 0
+    with _create(dest, member) as out:
+        while chunk := src.read(CHUNK):
+            written += len(chunk)
+            if written > member.size:
+                raise UnsafeArchiveError(
+                    f"{budget.label}: member {member.name!r} decompresses to more than the "
+                    f"{member.size} bytes its header declares"
+                )
+            budget.add(len(chunk), member.name)
+            out.write(chunk)
+    os.chmod(dest.joinpath(*member.name.split("/")), member.mode)
+
+
+def unpack(path: Path, name: str, members: list[Member], dest: Path,
+           settings: ArtifactSettings, label: str) -> None:
+    """Write the scanned `members` under dest in one sequential pass over the archive."""
+    budget = Budget(settings, path.stat().st_size, label)
+    wanted: dict[Any, list[Member]] = {}
+    for member in members:
+        if not member.link:
+            wanted.setdefault(member.key, []).append(member)
+    first: dict[Any, Path] = {}
+    if archive_kind(name) == "tar":
+        with tarfile.open(path, mode="r:*") as tar:
+            for index, info in enumerate(tar):
+                for member in wanted.get(index, ()):
+                    stream = tar.extractfile(info)
+                    if stream is None:
+                        raise ArtifactError(f"{label}: cannot read member {member.name!r}")
+                    with stream:
+                        _copy(stream, dest, member, budget)
+                    first.setdefault(index, dest.joinpath(*member.name.split("/")))
+    else:
+        with zipfile.ZipFile(path) as zf:
+            for key, group in wanted.items():
+                for member in group:
+                    with zf.open(key) as stream:
+                        _copy(stream, dest, member, budget)
+                    first.setdefault(key, dest.joinpath(*member.name.split("/")))
+    for member in members:  # links become copies of the files written above
+        if member.link:
+            with first[member.key].open("rb") as stream:
+                _copy(stream, dest, member, budget)
+
+
+def extract(path: Path, name: str, dest: Path, settings: ArtifactSettings,
+            label: str) -> list[Member]:
     """Unpack the archive into the (empty) directory dest, or leave dest empty and raise."""
     dest.mkdir(parents=True, exist_ok=True)
     try:
         members = scan(path, name, settings, label)
-        total = 0
-        for member in members:
-            target = dest.joinpath(*member.name.split("/"))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(
-                target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, member.mode
-            )
-            with (
-                os.fdopen(fd, "wb") as out,
-                open_member(path, name, member, member.size, label) as src,
-            ):
-                while chunk := src.read(CHUNK):
-                    total += len(chunk)
-                    if total > settings.max_archive_bytes:
-                        raise UnsafeArchiveError(
-                            f"{label}: more than {settings.max_archive_bytes} bytes "
-                            f"decompressed (limit max_archive_bytes reached at {member.name!r})"
-                        )
-                    out.write(chunk)
-            os.chmod(target, member.mode)
+        unpack(path, name, members, dest, settings, label)
+        return members
     except BaseException as exc:
         _clear(dest)
-        if isinstance(exc, (zipfile.BadZipFile, tarfile.TarError, EOFError)):
+        if isinstance(exc, (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error)):
             raise ArtifactError(f"{label}: corrupt archive: {exc}") from exc
         raise
+
+
+def disk_files(dest: Path, members: list[Member], content_id: str) -> list[ModelFile]:
+    """ModelFiles reading unpacked members from disk."""
+    def opener(path: Path) -> Callable[[], BinaryIO]:
+        return lambda: path.open("rb")
+
+    return [
+        ModelFile(m.name, m.size, m.mode, content_id=content_id,
+                  opener=opener(dest.joinpath(*m.name.split("/"))))
+        for m in members
+    ]
 
 
 class ArchiveSource(BaseSource):
@@ -331,16 +368,15 @@ class ArchiveSource(BaseSource):
         return self._archive
 
     def _list(self) -> list[ModelFile]:
+        """The members, unpacked once into the private temp dir (read in one pass)."""
         path, name = self.download(), self.archive_file.path
-        members = scan(path, name, self.settings, self.uri)
-        return [
-            ModelFile(
-                m.name, m.size, m.mode, content_id="archive-member",
-                opener=lambda m=m: open_member(path, name, m, m.size, self.uri),  # type: ignore[misc]
-            )
-            for m in members
-        ]
+        dest = self.tempdir() / "unpacked"
+        members = extract(path, name, dest, self.settings, self.safe_uri)
+        path.unlink()
+        self._archive = None
+        return disk_files(dest, members, "archive-member")
 
     def extract_to(self, dest: Path, scratch: Path | None = None) -> None:
         """Unpack into dest; the archive is downloaded into scratch (same filesystem)."""
-        extract(self.download(scratch), self.archive_file.path, dest, self.settings, self.uri)
+        extract(self.download(scratch), self.archive_file.path, dest, self.settings,
+                self.safe_uri)

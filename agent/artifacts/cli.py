@@ -44,13 +44,12 @@ def main(args: argparse.Namespace) -> int:
     import logging
 
     from agent.artifacts import fetch_model
-    from agent.artifacts.credentials import read_credentials_dir
-    from agent.config import load_settings
+    from agent.artifacts.credentials import read_credentials_dir, register_credentials
+    from agent.config import LoggingSettings, load_settings
+    from agent.logs import configure_logging, redact_uri, scrub
 
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("botocore", "boto3", "urllib3", "google"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(LoggingSettings(level=args.log_level))  # scrubs registered secrets
+    logging.getLogger("google").setLevel(logging.WARNING)
     try:
         settings = load_settings(args.config, overrides=list(args.overrides)).artifacts
         if args.ca_bundle is not None:
@@ -65,6 +64,7 @@ def main(args: argparse.Namespace) -> int:
             annotations[key] = value
         credentials = (read_credentials_dir(args.credentials_dir)
                        if args.credentials_dir is not None else None)
+        register_credentials(credentials)
         digest = fetch_model(
             args.uri, args.dest, settings, credentials, expected_digest=args.digest,
             annotations=annotations or None, unpack=False if args.no_unpack else None,
@@ -73,10 +73,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"management-agent fetch-model: {exc}", file=sys.stderr)
         return 2
     except AgentError as exc:
-        print(f"management-agent fetch-model: error: {exc}", file=sys.stderr)
+        print(scrub(f"management-agent fetch-model: error: {exc}"), file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"management-agent fetch-model: error: {args.uri}: {exc}", file=sys.stderr)
+        print(scrub(f"management-agent fetch-model: error: {redact_uri(args.uri)}: {exc}"),
+              file=sys.stderr)
         return 1
     print(digest)
     return 0

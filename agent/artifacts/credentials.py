@@ -14,12 +14,22 @@ Accepted formats (several may coexist in one secret):
   annotations are read the same way), passed as the optional second mapping.
 - GCS: `gcs-key.json`, `GOOGLE_APPLICATION_CREDENTIALS_JSON`, `service-account.json`,
   `key.json` (a service-account key JSON).
-- HTTP: `token` / `bearer` (a bearer token) or `Authorization` (a full header value).
+- HTTP: `token` / `bearer` (a bearer token) or `Authorization` (a full header value),
+  bound to the endpoint named by `host` (see below).
 - MLflow: MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
-- OCI registries: `.dockerconfigjson` / `config.json` (docker config), or
-  `username` / `password`.
+- OCI registries: `.dockerconfigjson` / `config.json` (docker config: one login per
+  registry), or `username` / `password` bound to the registry named by `host`.
 
-Values never appear in `repr()` or error messages.
+Endpoint binding: a deployment chooses its model URI, so a token or password is
+sent only to the endpoint the Secret's owner named in its `host` key (also
+`endpoint`): comma-separated `host`, `host:port` or `https://host[:port]` (a
+scheme given must match too; without a port any port of that host matches).
+A token without `host` is never sent: the fetch is refused with a message that
+says what to add. S3 and GCS keys go only to the endpoint configured in the
+Secret or the settings, never to a host taken from the URI.
+
+Values never appear in `repr()` or error messages; `credential_values` lists
+the ones the log scrubber must know.
 """
 
 from __future__ import annotations
@@ -33,6 +43,19 @@ from typing import Any
 from agent.errors import ArtifactError
 
 TRUE = {"1", "true", "yes", "on"}
+HTTP_TOKEN_KEYS = ("token", "bearer", "TOKEN", "BEARER_TOKEN")
+#: keys whose values are credentials (scrubbed from logs); everything else in a Secret
+#: (endpoints, regions, flags, usernames) is configuration and stays readable
+SECRET_KEYS = frozenset({
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "awsAccessKeyID", "awsSecretAccessKey", "awsSessionToken",
+    "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "password", "Authorization",
+    *HTTP_TOKEN_KEYS,
+})
+RCLONE_SECRET_SUFFIXES = ("_ACCESS_KEY_ID", "_SECRET_ACCESS_KEY", "_SESSION_TOKEN")
+GCS_KEYS = ("gcs-key.json", "GOOGLE_APPLICATION_CREDENTIALS_JSON", "service-account.json",
+            "key.json")
+DOCKER_KEYS = (".dockerconfigjson", "config.json", ".dockercfg")
 ANNOTATION_PREFIXES = ("machinelearning.seldon.io/", "serving.kserve.io/")
 
 
@@ -75,8 +98,76 @@ class GcsCredentials:
 
 
 @dataclass(frozen=True)
+class Binding:
+    """The endpoints a credential may be sent to (from the Secret's `host` key)."""
+
+    entries: tuple[tuple[str | None, str, int | None], ...] = ()  # (scheme, host, port)
+
+    @classmethod
+    def parse(cls, value: str | None) -> Binding:
+        entries = []
+        for item in (value or "").replace(",", " ").split():
+            scheme = None
+            if "://" in item:
+                scheme, _, item = item.partition("://")
+                scheme = scheme.lower()
+            authority = item.split("/", 1)[0].rsplit("@", 1)[-1]
+            host, port = authority, None
+            if authority.startswith("["):
+                host, _, rest = authority[1:].partition("]")
+                port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+            elif authority.count(":") == 1:
+                name, _, digits = authority.partition(":")
+                if not digits.isdigit():
+                    raise ArtifactError(f"credentials key 'host': bad port in {item!r}")
+                host, port = name, int(digits)
+            if not host:
+                raise ArtifactError(f"credentials key 'host': no host in {item!r}")
+            entries.append((scheme, host.lower().rstrip("."), port))
+        return cls(tuple(entries))
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def allows(self, scheme: str | None, host: str, port: int | None) -> bool:
+        """Whether host[:port] (over scheme; None: any scheme, e.g. a registry) is bound."""
+        host = host.lower().rstrip(".").strip("[]")
+        default = {"https": 443, "http": 80}.get((scheme or "").lower())
+        for want_scheme, want_host, want_port in self.entries:
+            if want_host != host:
+                continue
+            if want_scheme and scheme and want_scheme != scheme.lower():
+                continue
+            if want_port is not None and want_port != (port if port is not None else default):
+                continue
+            return True
+        return False
+
+    def describe(self) -> str:
+        return ", ".join(
+            (f"{s}://" if s else "") + (f"[{h}]" if ":" in h else h) + (f":{p}" if p else "")
+            for s, h, p in self.entries
+        )
+
+
+def refuse_unbound(what: str, target: str, binding: Binding, kind: str) -> ArtifactError:
+    """The error when a credential would go to an endpoint it was not configured for."""
+    if not binding:
+        return ArtifactError(
+            f"{what}: the credentials secret has a {kind} but no 'host' key saying where it "
+            f"may be sent; refusing to send it to {target} (add host: {target} to the secret "
+            "if that is where it belongs)"
+        )
+    return ArtifactError(
+        f"{what}: the credentials secret's {kind} is bound to {binding.describe()}, not "
+        f"{target}; refusing to send it there (a deployment may not redirect credentials)"
+    )
+
+
+@dataclass(frozen=True)
 class HttpCredentials:
     authorization: str = field(repr=False)  # full header value, e.g. "Bearer abc"
+    binding: Binding = field(default_factory=Binding)
 
 
 @dataclass(frozen=True)
@@ -92,14 +183,19 @@ class OciCredentials:
     auths: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    binding: Binding = field(default_factory=Binding)
 
-    def for_registry(self, host: str) -> tuple[str, str] | None:
+    def for_registry(self, host: str, what: str = "") -> tuple[str, str] | None:
+        """The login for `host` (host[:port]); a bare username/password only for its `host`."""
         for key, value in self.auths.items():
             bare = key.split("://", 1)[-1].split("/", 1)[0]
-            if bare == host:
+            if bare.lower() == host.lower():
                 return value
         if self.username and self.password is not None:
-            return self.username, self.password
+            name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+            if self.binding.allows(None, name or host, int(port) if port.isdigit() else None):
+                return self.username, self.password
+            raise refuse_unbound(what or host, host, self.binding, "registry password")
         return None
 
 
@@ -195,8 +291,7 @@ def _seldon(data: Mapping[str, str], annotations: Mapping[str, str]) -> S3Creden
 
 
 def _gcs(data: Mapping[str, str]) -> GcsCredentials | None:
-    for key in ("gcs-key.json", "GOOGLE_APPLICATION_CREDENTIALS_JSON", "service-account.json",
-                "key.json"):
+    for key in GCS_KEYS:
         if key in data:
             try:
                 info = json.loads(data[key])
@@ -208,12 +303,16 @@ def _gcs(data: Mapping[str, str]) -> GcsCredentials | None:
     return None
 
 
+def _binding(data: Mapping[str, str]) -> Binding:
+    return Binding.parse(data.get("host") or data.get("endpoint"))
+
+
 def _http(data: Mapping[str, str]) -> HttpCredentials | None:
     if data.get("Authorization"):
-        return HttpCredentials(data["Authorization"].strip())
-    for key in ("token", "bearer", "TOKEN", "BEARER_TOKEN"):
+        return HttpCredentials(data["Authorization"].strip(), _binding(data))
+    for key in HTTP_TOKEN_KEYS:
         if data.get(key):
-            return HttpCredentials("Bearer " + data[key].strip())
+            return HttpCredentials("Bearer " + data[key].strip(), _binding(data))
     return None
 
 
@@ -227,7 +326,7 @@ def _mlflow(data: Mapping[str, str]) -> MlflowCredentials | None:
 
 def _oci(data: Mapping[str, str]) -> OciCredentials | None:
     auths: dict[str, tuple[str, str]] = {}
-    for key in (".dockerconfigjson", "config.json", ".dockercfg"):
+    for key in DOCKER_KEYS:
         if key not in data:
             continue
         try:
@@ -247,7 +346,7 @@ def _oci(data: Mapping[str, str]) -> OciCredentials | None:
     user = data.get("username")
     if not auths and not user:
         return None
-    return OciCredentials(auths, user, data.get("password"))
+    return OciCredentials(auths, user, data.get("password"), _binding(data))
 
 
 def parse_credentials(
@@ -271,6 +370,61 @@ def parse_credentials(
     return Credentials(
         s3=s3, gcs=_gcs(text), http=_http(text), mlflow=_mlflow(text), oci=_oci(text)
     )
+
+
+def credential_values(data: Mapping[str, Any] | None) -> list[str]:
+    """The secret values of a credentials Secret: credential fields only (for the scrubber).
+
+    Endpoints, regions, flags and user names are not secrets; a GCS key contributes its
+    private key (and the whole JSON), a docker config its passwords and `auth` strings.
+    """
+    values: list[str] = []
+    for key, raw in (data or {}).items():
+        key, value = str(key), _text(raw)
+        if key in SECRET_KEYS or (key.startswith("RCLONE_CONFIG_")
+                                  and key.endswith(RCLONE_SECRET_SUFFIXES)):
+            values.append(value)
+            if key == "Authorization" and " " in value.strip():
+                values.append(value.strip().split(" ", 1)[1])  # the token after "Bearer "
+        elif key in GCS_KEYS or key in DOCKER_KEYS:
+            values.append(value)
+            values.extend(_json_secrets(value))
+    return [v for v in values if v]
+
+
+def _json_secrets(text: str) -> list[str]:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return []
+    found: list[str] = []
+    if not isinstance(doc, dict):
+        return found
+    for name in ("private_key", "private_key_id", "refresh_token", "client_secret"):
+        if isinstance(doc.get(name), str):
+            found.append(doc[name])
+            found.extend(line for line in doc[name].splitlines() if len(line) >= 16)
+    entries = doc.get("auths", doc)
+    for entry in (entries.values() if isinstance(entries, dict) else []):
+        if isinstance(entry, dict):
+            for name in ("password", "auth", "identitytoken", "registrytoken"):
+                if isinstance(entry.get(name), str):
+                    found.append(entry[name])
+            if isinstance(entry.get("auth"), str):
+                try:
+                    decoded = base64.b64decode(entry["auth"]).decode("utf-8")
+                    found.append(decoded.partition(":")[2])
+                except (ValueError, UnicodeDecodeError):
+                    pass
+    return found
+
+
+def register_credentials(data: Mapping[str, Any] | None) -> None:
+    """Scrub a credentials Secret's secret values from every log line from now on."""
+    from agent.logs import register_secret
+
+    for value in credential_values(data):
+        register_secret(value)
 
 
 def read_credentials_dir(path: Any) -> dict[str, str]:

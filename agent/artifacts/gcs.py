@@ -19,10 +19,12 @@ import requests
 
 from agent.artifacts.credentials import GcsCredentials
 from agent.artifacts.http import classify as http_classify
-from agent.artifacts.http import status_error, verify_setting
+from agent.artifacts.http import status_error
 from agent.artifacts.settings import ArtifactSettings
 from agent.artifacts.source import BaseSource, ModelFile, ResumableStream, buffered
+from agent.artifacts.tls import verify_setting
 from agent.errors import ArtifactError
+from agent.logs import redact_uri
 
 SCOPES = ["https://www.googleapis.com/auth/devstorage.read_only"]
 PUBLIC = "https://storage.googleapis.com"
@@ -71,10 +73,10 @@ class GcsSource(BaseSource):
         super().__init__(uri, settings)
         parts = urlsplit(uri)
         if not parts.netloc:
-            raise ArtifactError(f"{uri}: expected gs://<bucket>/<object or prefix>")
+            raise ArtifactError(f"{redact_uri(uri)}: expected gs://<bucket>/<object or prefix>")
         self.bucket, self.name = parts.netloc, parts.path.lstrip("/")
         self.base, _ = endpoint(settings)
-        self.session = make_session(settings, creds, uri)
+        self.session = make_session(settings, creds, self.safe_uri)
         self._stack.callback(self.session.close)
 
     def _get(self, url: str, params: dict[str, str] | None = None,
@@ -88,23 +90,24 @@ class GcsSource(BaseSource):
             )
         except RefreshError as exc:
             raise ArtifactError(
-                f"{self.uri}: the GCS credentials were refused (expired or revoked key? "
+                f"{self.safe_uri}: the GCS credentials were refused (expired or revoked key? "
                 "check the service account)"
             ) from exc
         except TransportError as exc:
-            raise http_classify(ConnectionError(str(type(exc).__name__)), self.uri) from exc
+            raise http_classify(ConnectionError(str(type(exc).__name__)), self.safe_uri) from exc
         except Exception as exc:
-            raise http_classify(exc, self.uri) from exc
+            raise http_classify(exc, self.safe_uri) from exc
         if resp.status_code >= 400:
             resp.close()
             if resp.status_code == 404:
-                raise ArtifactError(f"{self.uri}: not found (check the bucket and object name)")
+                raise ArtifactError(
+                    f"{self.safe_uri}: not found (check the bucket and object name)")
             if resp.status_code in (401, 403):
                 raise ArtifactError(
-                    f"{self.uri}: access denied by GCS (HTTP {resp.status_code}; the service "
+                    f"{self.safe_uri}: access denied by GCS (HTTP {resp.status_code}; the service "
                     "account needs storage.objects.get and storage.objects.list)"
                 )
-            raise status_error(resp.status_code, self.uri, "GCS")
+            raise status_error(resp.status_code, self.safe_uri, "GCS")
         return resp
 
     def _object_url(self, name: str) -> str:
@@ -138,7 +141,7 @@ class GcsSource(BaseSource):
 
         return buffered(ResumableStream(
             f"gs://{self.bucket}/{name}", open_at, size, self.settings,
-            lambda e: http_classify(e, self.uri), ranges=True,
+            lambda e: http_classify(e, self.safe_uri), ranges=True,
         ))
 
     def _list(self) -> list[ModelFile]:
@@ -168,7 +171,7 @@ class GcsSource(BaseSource):
             if not token:
                 break
         if not result:
-            raise ArtifactError(f"{self.uri}: not found (no object or prefix with that name)")
+            raise ArtifactError(f"{self.safe_uri}: not found (no object or prefix with that name)")
         return result
 
 

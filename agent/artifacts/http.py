@@ -19,7 +19,8 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
-from agent.artifacts.credentials import HttpCredentials
+from agent.artifacts.credentials import HttpCredentials, refuse_unbound
+from agent.artifacts.egress import EgressPolicy, guarded_session
 from agent.artifacts.settings import ArtifactSettings
 from agent.artifacts.source import (
     BaseSource,
@@ -28,21 +29,29 @@ from agent.artifacts.source import (
     TransientArtifactError,
     buffered,
 )
+from agent.artifacts.tls import verify_setting
 from agent.errors import ArtifactError
+from agent.logs import redact_uri
 from agent.retry import is_transient_status
+
+__all__ = ["HttpSource", "classify", "status_error", "verify_setting"]
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
 
 
-def verify_setting(settings: ArtifactSettings) -> bool | str:
-    """`verify=` for requests: always passed per request (REQUESTS_CA_BUNDLE overrides Session)."""
-    return str(settings.ca_bundle) if settings.ca_bundle is not None else True
+def too_large(what: str, limit: int) -> ArtifactError:
+    return ArtifactError(
+        f"{what}: the download is larger than {limit} bytes (artifacts.max_archive_bytes); "
+        "raise the limit if the model really is that large"
+    )
 
 
 def classify(exc: BaseException, uri: str) -> ArtifactError:
+    """Map a requests/urllib3 exception to an ArtifactError naming the (redacted) URI."""
     if isinstance(exc, ArtifactError):
         return exc
+    uri = redact_uri(uri)
     if isinstance(exc, requests.exceptions.SSLError):
         return ArtifactError(
             f"{uri}: TLS verification failed (set artifacts.ca_bundle / --ca-bundle to the "
@@ -62,6 +71,7 @@ def classify(exc: BaseException, uri: str) -> ArtifactError:
 
 
 def status_error(status: int, uri: str, what: str = "server") -> ArtifactError:
+    uri = redact_uri(uri)
     if status == 404:
         return ArtifactError(f"{uri}: not found (HTTP 404; check the URL)")
     if status in (401, 403):
@@ -81,9 +91,16 @@ class HttpSource(BaseSource):
         self, uri: str, settings: ArtifactSettings, creds: HttpCredentials | None
     ) -> None:
         super().__init__(uri, settings)
-        self.session = requests.Session()
+        parts = urlsplit(uri)
+        if creds is not None and not creds.binding.allows(parts.scheme, parts.hostname or "",
+                                                          parts.port):
+            raise refuse_unbound(self.safe_uri, parts.netloc.rsplit("@", 1)[-1], creds.binding,
+                                 "token")
+        EgressPolicy.of(settings).check_url(uri, self.safe_uri)
+        self.session = guarded_session(settings)
         self.session.headers["Accept-Encoding"] = "identity"
         if creds is not None:
+            # requests drops the header on a redirect to another host, port or scheme
             self.session.headers["Authorization"] = creds.authorization
         self._stack.callback(self.session.close)
         self.single = True
@@ -98,10 +115,10 @@ class HttpSource(BaseSource):
                 timeout=self.settings.timeout_seconds, verify=verify_setting(self.settings),
             )
         except Exception as exc:
-            raise classify(exc, self.uri) from exc
+            raise classify(exc, self.safe_uri) from exc
         if resp.status_code >= 400:
             resp.close()
-            raise status_error(resp.status_code, self.uri)
+            raise status_error(resp.status_code, self.safe_uri)
         return resp
 
     def _list(self) -> list[ModelFile]:
@@ -122,13 +139,16 @@ class HttpSource(BaseSource):
         if length is None or content_id is None or "Content-Encoding" in headers:
             return [self._hashed()]
         size = int(length)
+        if size > self.settings.max_archive_bytes:
+            raise too_large(self.safe_uri, self.settings.max_archive_bytes)
         return [ModelFile(self.name, size, 0o644, content_id=content_id,
                           opener=lambda: self._open(size))]
 
     def _hashed(self) -> ModelFile:
         """No usable validator: download once into a temp file while hashing."""
         log.info("%s: no ETag/Last-Modified/length; hashing the content while downloading",
-                 self.uri)
+                 self.safe_uri)
+        limit = self.settings.max_archive_bytes
         self.ranges = False
         target = self.tempdir() / "download"
         digest = hashlib.sha256()
@@ -144,9 +164,11 @@ class HttpSource(BaseSource):
                     while chunk := resp.raw.read(CHUNK, decode_content=False):
                         digest.update(chunk)
                         size += len(chunk)
+                        if size > limit:
+                            raise too_large(self.safe_uri, limit)
                         out.write(chunk)
             except Exception as exc:
-                raise classify(exc, self.uri) from exc
+                raise classify(exc, self.safe_uri) from exc
             finally:
                 resp.close()
 
@@ -165,21 +187,22 @@ class HttpSource(BaseSource):
             resp = self.request("GET", headers)
             if offset and resp.status_code != 206:
                 # the range was ignored (or If-Range failed): restart and skip what we have
-                log.warning("%s: server ignored the byte range; restarting from byte 0", self.uri)
+                log.warning("%s: server ignored the byte range; restarting from byte 0",
+                            self.safe_uri)
                 body = _Body(resp)
                 remaining = offset
                 while remaining:
                     chunk = body.read(min(remaining, CHUNK))
                     if not chunk:
-                        raise TransientArtifactError(f"{self.uri}: transfer ended early")
+                        raise TransientArtifactError(f"{self.safe_uri}: transfer ended early")
                     remaining -= len(chunk)
                 return body
             return _Body(resp)
 
         if not self.ranges:
-            log.debug("%s: server does not announce Accept-Ranges: bytes", self.uri)
+            log.debug("%s: server does not announce Accept-Ranges: bytes", self.safe_uri)
         return buffered(ResumableStream(
-            self.uri, open_at, size, self.settings, lambda e: classify(e, self.uri),
+            self.safe_uri, open_at, size, self.settings, lambda e: classify(e, self.safe_uri),
             ranges=self.ranges,
         ))
 

@@ -28,10 +28,12 @@ from urllib.parse import quote, unquote, urlsplit
 import requests
 
 from agent.artifacts.credentials import Credentials, MlflowCredentials
+from agent.artifacts.egress import EgressPolicy, guarded_session
 from agent.artifacts.http import classify, status_error, verify_setting
 from agent.artifacts.settings import ArtifactSettings
 from agent.artifacts.source import BaseSource, ModelFile, ResumableStream, buffered
 from agent.errors import ArtifactError
+from agent.logs import redact_uri
 
 OpenRaw = Callable[[str, ArtifactSettings, Credentials], BaseSource]
 
@@ -41,15 +43,18 @@ class Tracking:
 
     def __init__(self, uri: str, settings: ArtifactSettings, creds: MlflowCredentials | None):
         self.uri = uri
+        self.safe_uri = redact_uri(uri)
         self.settings = settings
         base = settings.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if not base or not base.startswith(("http://", "https://")):
             raise ArtifactError(
-                f"{uri}: no MLflow tracking server configured (set artifacts.mlflow_tracking_uri "
+                f"{redact_uri(uri)}: no MLflow tracking server configured (set "
+                "artifacts.mlflow_tracking_uri "
                 "or MLFLOW_TRACKING_URI to its http(s) URL)"
             )
         self.base = base.rstrip("/")
-        self.session = requests.Session()
+        EgressPolicy.of(settings).check_url(self.base, f"{self.safe_uri}: MLflow tracking server")
+        self.session = guarded_session(settings)
         token = creds.token if creds else os.environ.get("MLFLOW_TRACKING_TOKEN")
         user = creds.username if creds else os.environ.get("MLFLOW_TRACKING_USERNAME")
         password = creds.password if creds else os.environ.get("MLFLOW_TRACKING_PASSWORD")
@@ -66,7 +71,7 @@ class Tracking:
                 timeout=self.settings.timeout_seconds, verify=verify_setting(self.settings),
             )
         except Exception as exc:
-            raise classify(exc, self.uri) from exc
+            raise classify(exc, self.safe_uri) from exc
         if resp.status_code >= 400:
             detail = ""
             if not stream:
@@ -77,13 +82,13 @@ class Tracking:
                     detail = ""
             resp.close()
             if resp.status_code == 404 or "RESOURCE_DOES_NOT_EXIST" in detail:
-                raise ArtifactError(f"{self.uri}: not found in the MLflow registry{detail}")
+                raise ArtifactError(f"{self.safe_uri}: not found in the MLflow registry{detail}")
             if resp.status_code in (401, 403):
                 raise ArtifactError(
-                    f"{self.uri}: the MLflow server refused access (HTTP {resp.status_code}; "
+                    f"{self.safe_uri}: the MLflow server refused access (HTTP {resp.status_code}; "
                     "check MLFLOW_TRACKING_TOKEN or USERNAME/PASSWORD)"
                 )
-            err = status_error(resp.status_code, self.uri, "MLflow server")
+            err = status_error(resp.status_code, self.safe_uri, "MLflow server")
             raise type(err)(f"{err}{detail}")
         return resp
 
@@ -93,7 +98,8 @@ class Tracking:
             try:
                 data = resp.json()
             except ValueError as exc:
-                raise ArtifactError(f"{self.uri}: the MLflow server answered non-JSON") from exc
+                raise ArtifactError(
+                    f"{self.safe_uri}: the MLflow server answered non-JSON") from exc
             return data if isinstance(data, dict) else {}
 
         from agent.artifacts.source import call_with_retries
@@ -104,7 +110,8 @@ class Tracking:
 def parse(uri: str) -> tuple[str, str, str]:
     """(kind, name, ref): kind is version | alias | stage | logged."""
     if not uri.startswith("models:/"):
-        raise ArtifactError(f"{uri}: expected models:/<name>/<version>, models:/<name>@<alias>")
+        raise ArtifactError(
+            f"{redact_uri(uri)}: expected models:/<name>/<version>, models:/<name>@<alias>")
     rest = unquote(uri[len("models:/"):].lstrip("/"))
     if "/" not in rest and "@" not in rest and rest.startswith("m-"):
         return "logged", rest, ""
@@ -117,7 +124,7 @@ def parse(uri: str) -> tuple[str, str, str]:
         if name and ref:
             return ("version" if ref.isdigit() else "stage"), name, ref
     raise ArtifactError(
-        f"{uri}: expected models:/<name>/<version>, models:/<name>@<alias>, "
+        f"{redact_uri(uri)}: expected models:/<name>/<version>, models:/<name>@<alias>, "
         "models:/<name>/<stage|latest> or models:/m-<id>"
     )
 
@@ -129,7 +136,8 @@ def resolve(uri: str, tracking: Tracking) -> tuple[str, str]:
         info = tracking.json(f"/api/2.0/mlflow/logged-models/{quote(name, safe='')}", {})
         location = info.get("model", {}).get("info", {}).get("artifact_uri")
         if not location:
-            raise ArtifactError(f"{uri}: the MLflow server returned no artifact location")
+            raise ArtifactError(
+                f"{redact_uri(uri)}: the MLflow server returned no artifact location")
         return str(location), f"logged model {name}"
     if kind == "alias":
         version = tracking.json("/api/2.0/mlflow/registered-models/alias",
@@ -144,11 +152,11 @@ def resolve(uri: str, tracking: Tracking) -> tuple[str, str]:
         versions = tracking.json("/api/2.0/mlflow/registered-models/get-latest-versions",
                                  params).get("model_versions", [])
         if not versions:
-            raise ArtifactError(f"{uri}: no version of {name!r} in stage {ref!r}")
+            raise ArtifactError(f"{redact_uri(uri)}: no version of {name!r} in stage {ref!r}")
         version = max(versions, key=lambda v: int(v.get("version", 0)))
     number = str(version.get("version", ""))
     if not number:
-        raise ArtifactError(f"{uri}: the MLflow server returned no model version")
+        raise ArtifactError(f"{redact_uri(uri)}: the MLflow server returned no model version")
     try:
         location = tracking.json("/api/2.0/mlflow/model-versions/get-download-uri",
                                  {"name": name, "version": number}).get("artifact_uri")
@@ -156,7 +164,7 @@ def resolve(uri: str, tracking: Tracking) -> tuple[str, str]:
         location = None
     location = location or version.get("source")
     if not location:
-        raise ArtifactError(f"{uri}: model version {number} has no source")
+        raise ArtifactError(f"{redact_uri(uri)}: model version {number} has no source")
     if str(location).startswith("models:/m-"):
         return resolve(str(location), tracking)
     return str(location), f"{name} version {number}"
@@ -200,7 +208,8 @@ class MlflowProxySource(BaseSource):
                     opener=self._opener(posixpath.join(self.root, rel), size),
                 ))
         if not result:
-            raise ArtifactError(f"{self.uri}: the model's artifact location {self.location} "
+            raise ArtifactError(f"{self.safe_uri}: the model's artifact location "
+                                f"{redact_uri(self.location)} "
                                 "is empty")
         return result
 
@@ -214,8 +223,8 @@ class MlflowProxySource(BaseSource):
             return _Raw(resp)
 
         return buffered(ResumableStream(
-            f"{self.uri} ({path})", open_at, size, self.settings,
-            lambda e: classify(e, self.uri), ranges=False,
+            f"{self.safe_uri} ({path})", open_at, size, self.settings,
+            lambda e: classify(e, self.safe_uri), ranges=False,
         ))
 
 
@@ -241,12 +250,12 @@ def open_registered_model(uri: str, settings: ArtifactSettings, creds: Credentia
     if scheme in ("", "file") and not location.startswith("file:"):
         location = "file://" + location
     if scheme in ("dbfs", "runs", "wasbs", "abfss", "hdfs", "ftp", "sftp"):
-        raise ArtifactError(f"{uri}: {what} is stored at {location}, a scheme the agent "
-                            "cannot read; serve artifacts through the tracking server "
-                            "(mlflow server --serve-artifacts)")
+        raise ArtifactError(f"{redact_uri(uri)}: {what} is stored at {redact_uri(location)}, "
+                            "a scheme the agent cannot read; serve artifacts through the "
+                            "tracking server (mlflow server --serve-artifacts)")
     try:
         source = open_raw(location, settings, creds)
         source.entries()
     except ArtifactError as exc:
-        raise type(exc)(f"{uri} ({what} at {location}): {exc}") from exc
+        raise type(exc)(f"{redact_uri(uri)} ({what} at {redact_uri(location)}): {exc}") from exc
     return source

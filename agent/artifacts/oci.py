@@ -22,10 +22,12 @@ import hashlib
 import posixpath
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from agent.artifacts import archive
 from agent.artifacts.credentials import OciCredentials
 from agent.artifacts.digest import listing_digest
+from agent.artifacts.egress import EgressPolicy, guarded_session
 from agent.artifacts.settings import ArtifactSettings
 from agent.artifacts.source import (
     BaseSource,
@@ -35,6 +37,7 @@ from agent.artifacts.source import (
     buffered,
 )
 from agent.errors import AgentError, ArtifactError
+from agent.logs import redact_uri
 
 TITLE = "org.opencontainers.image.title"
 CHUNK = 1024 * 1024
@@ -46,14 +49,14 @@ def parse(uri: str) -> tuple[str, str, str]:
     rest = uri[len("oci://"):] if uri.startswith("oci://") else ""
     host, _, path = rest.partition("/")
     if not host or not path:
-        raise ArtifactError(f"{uri}: expected oci://<registry>/<repository>[:tag|@digest]")
+        raise ArtifactError(f"{redact_uri(uri)}: expected oci://<registry>/<repository>[:tag|@digest]")
     if "@" in path:
         repo, ref = path.split("@", 1)
     else:
         head, _, tail = path.rpartition(":")
         repo, ref = (head, tail) if head and "/" not in tail else (path, "latest")
     if not repo or not ref:
-        raise ArtifactError(f"{uri}: expected oci://<registry>/<repository>[:tag|@digest]")
+        raise ArtifactError(f"{redact_uri(uri)}: expected oci://<registry>/<repository>[:tag|@digest]")
     return host, repo, ref
 
 
@@ -72,15 +75,24 @@ class OciSource(BaseSource):
             from agent.images.registry import Registry
             from agent.images.settings import ImageSettings
         except ImportError as exc:  # pragma: no cover - the images package ships with us
-            raise ArtifactError(f"{uri}: the OCI registry client is not available") from exc
-        login = creds.for_registry(self.host) if creds else None
+            raise ArtifactError(
+                f"{self.safe_uri}: the OCI registry client is not available") from exc
+        login = creds.for_registry(self.host, self.safe_uri) if creds else None
         provider: Any = BasicProvider(*login) if login else AnonymousProvider()
         image_settings = ImageSettings(
             insecure_registries=list(settings.oci_insecure_registries),
             ca_bundle=settings.ca_bundle, retries=min(settings.retries, 20),
             timeout_seconds=settings.timeout_seconds,
         )
-        self.registry = self._wrap(lambda: Registry(self.host, image_settings, provider))
+        try:
+            where = urlsplit("//" + self.host)
+            port = where.port
+        except ValueError as exc:
+            raise ArtifactError(f"{self.safe_uri}: bad registry address {self.host!r}") from exc
+        EgressPolicy.of(settings).check_host(where.hostname or self.host, port, self.safe_uri)
+        session = guarded_session(settings)  # the token realm is fetched through it too
+        self.registry = self._wrap(lambda: Registry(self.host, image_settings, provider,
+                                                    session=session))
         self._stack.callback(self.registry.session.close)
         self.layers = self._layers()
 
@@ -94,17 +106,23 @@ class OciSource(BaseSource):
             text = (str(exc).replace("images.ca_bundle", "artifacts.ca_bundle (--ca-bundle)")
                     .replace("images.insecure_registries", "artifacts.oci_insecure_registries")
                     .replace(" (or list the registry in images.skip_tls_verify_registries)", ""))
-            raise err(f"{self.uri}: {text}") from exc
+            raise err(f"{self.safe_uri}: {text}") from exc
 
     def _layers(self) -> list[dict[str, Any]]:
         manifest = self._wrap(lambda: self.registry.get_manifest(self.repo, self.ref))
         if manifest is None:
-            raise ArtifactError(f"{self.uri}: not found in the registry (check repository and tag)")
+            raise ArtifactError(
+                f"{self.safe_uri}: not found in the registry (check repository and tag)")
         if manifest.is_index:
             manifest = self._wrap(lambda: self.registry.resolve_image(self.repo, self.ref))
         layers = list(manifest.data.get("layers", []))
         if not layers:
-            raise ArtifactError(f"{self.uri}: the manifest has no layers")
+            raise ArtifactError(f"{self.safe_uri}: the manifest has no layers")
+        total = sum(int(layer.get("size", 0)) for layer in layers)
+        if total > self.settings.max_archive_bytes:
+            raise ArtifactError(
+                f"{self.safe_uri}: the layers add up to {total} bytes, more than "
+                f"artifacts.max_archive_bytes ({self.settings.max_archive_bytes})")
         return layers
 
     @property
@@ -124,16 +142,16 @@ class OciSource(BaseSource):
             ))
             if offset and resp.status_code != 206:
                 resp.close()
-                raise ArtifactError(f"{self.uri}: the registry ignored the byte range")
+                raise ArtifactError(f"{self.safe_uri}: the registry ignored the byte range")
             return _Raw(resp)
 
         def classify(exc: BaseException) -> ArtifactError:
             from agent.artifacts.http import classify as http_classify
 
-            return http_classify(exc, self.uri)
+            return http_classify(exc, self.safe_uri)
 
         return buffered(ResumableStream(
-            f"{self.uri} blob {digest[:19]}", open_at, size, self.settings, classify
+            f"{self.safe_uri} blob {digest[:19]}", open_at, size, self.settings, classify
         ))
 
     def _download(self, index: int, layer: dict[str, Any]) -> Path:
@@ -145,7 +163,7 @@ class OciSource(BaseSource):
                 check.update(chunk)
                 out.write(chunk)
         if digest.startswith("sha256:") and "sha256:" + check.hexdigest() != digest:
-            raise ArtifactError(f"{self.uri}: layer {digest} is corrupt (digest mismatch)")
+            raise ArtifactError(f"{self.safe_uri}: layer {digest} is corrupt (digest mismatch)")
         return target
 
     def _list(self) -> list[ModelFile]:
@@ -157,7 +175,7 @@ class OciSource(BaseSource):
             if not is_tar(media):
                 if not title:
                     raise ArtifactError(
-                        f"{self.uri}: layer {layer['digest']} ({media}) is neither a tar nor "
+                        f"{self.safe_uri}: layer {layer['digest']} ({media}) is neither a tar nor "
                         f"a titled file ({TITLE})"
                     )
                 digest, size = str(layer["digest"]), int(layer.get("size", 0))
@@ -171,24 +189,25 @@ class OciSource(BaseSource):
             downloaded.append(self._download(i, layer))
         # a modelcar: only /models matters (the base image's absolute links are ignored);
         # otherwise every member of every layer, under the strict archive rules
-        scanned = [(p, archive.scan(p, "layer.tar", self.settings, self.uri, select=_models))
+        label = self.safe_uri
+        scanned = [(p, archive.scan(p, "layer.tar", self.settings, label, select=_models))
                    for p in downloaded]
         if not any(members for _, members in scanned):
-            scanned = [(p, archive.scan(p, "layer.tar", self.settings, self.uri))
+            scanned = [(p, archive.scan(p, "layer.tar", self.settings, label))
                        for p in downloaded]
         merged: dict[str, ModelFile] = {}
         for path, members in scanned:
-            for m in members:
-                name = m.name
-                base = posixpath.basename(name)
+            # each layer is unpacked once, in one pass; the files are then read from disk
+            dest = path.with_suffix(".d")
+            dest.mkdir()
+            archive.unpack(path, "layer.tar", members, dest, self.settings, label)
+            path.unlink()
+            for f in archive.disk_files(dest, members, "oci-layer-member"):
+                base = posixpath.basename(f.path)
                 if base.startswith(".wh."):
-                    _whiteout(merged, posixpath.dirname(name), base[len(".wh."):])
+                    _whiteout(merged, posixpath.dirname(f.path), base[len(".wh."):])
                     continue
-                merged[name] = ModelFile(
-                    name, m.size, m.mode, content_id="oci-layer-member",
-                    opener=lambda p=path, m=m: archive.open_member(  # type: ignore[misc]
-                        p, "layer.tar", m, m.size, self.uri),
-                )
+                merged[f.path] = f
         for f in plain:
             merged[f.path] = f
         return list(merged.values())

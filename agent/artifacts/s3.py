@@ -23,7 +23,9 @@ from agent.artifacts.source import (
     TransientArtifactError,
     buffered,
 )
+from agent.artifacts.tls import verify_setting
 from agent.errors import ArtifactError
+from agent.logs import redact_uri
 
 TRANSIENT_CODES = {"500", "502", "503", "504", "429", "SlowDown", "InternalError",
                    "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed", "Throttling"}
@@ -32,7 +34,7 @@ TRANSIENT_CODES = {"500", "502", "503", "504", "429", "SlowDown", "InternalError
 def parse_uri(uri: str) -> tuple[str, str]:
     parts = urlsplit(uri)
     if not parts.netloc:
-        raise ArtifactError(f"{uri}: expected s3://<bucket>/<key or prefix>")
+        raise ArtifactError(f"{redact_uri(uri)}: expected s3://<bucket>/<key or prefix>")
     return parts.netloc, parts.path.lstrip("/")
 
 
@@ -64,7 +66,7 @@ def make_client(
         }
     verify: bool | str | None = None
     if settings.ca_bundle is not None:
-        verify = str(settings.ca_bundle)
+        verify = verify_setting(settings)  # system roots + the configured CAs
     if creds is not None and not creds.verify:
         verify = False
     session = boto3.session.Session(region_name=region, **kwargs)
@@ -87,6 +89,7 @@ def classify(exc: BaseException, uri: str) -> ArtifactError:
 
     if isinstance(exc, ArtifactError):
         return exc
+    uri = redact_uri(uri)
     if isinstance(exc, bx.NoCredentialsError):
         return ArtifactError(
             f"{uri}: no S3 credentials found (give a credentials secret, or configure "
@@ -160,14 +163,14 @@ class S3Source(BaseSource):
     ) -> None:
         super().__init__(uri, settings)
         self.bucket, self.key = parse_uri(uri)
-        self.client = make_client(settings, creds, uri)
+        self.client = make_client(settings, creds, self.safe_uri)
 
     def _call(self, fn: Any, **kwargs: Any) -> Any:
         def once() -> Any:
             try:
                 return fn(**kwargs)
             except Exception as exc:
-                raise classify(exc, self.uri) from exc
+                raise classify(exc, self.safe_uri) from exc
 
         return self.call(once)
 
@@ -189,7 +192,7 @@ class S3Source(BaseSource):
 
         what = f"s3://{self.bucket}/{key}"
         return buffered(ResumableStream(
-            what, open_at, size, self.settings, lambda e: classify(e, self.uri), ranges=True
+            what, open_at, size, self.settings, lambda e: classify(e, self.safe_uri), ranges=True
         ))
 
     def _list(self) -> list[ModelFile]:
@@ -226,5 +229,6 @@ class S3Source(BaseSource):
                 break
             token = page.get("NextContinuationToken")
         if not result:
-            raise ArtifactError(f"{self.uri}: object not found (no object or prefix with that key)")
+            raise ArtifactError(
+                f"{self.safe_uri}: object not found (no object or prefix with that key)")
         return result

@@ -19,8 +19,9 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from agent.artifacts.credentials import parse_credentials, rclone_remotes
-from agent.errors import AgentError
+from agent.artifacts.credentials import parse_credentials, rclone_remotes, register_credentials
+from agent.artifacts.settings import ArtifactSettings
+from agent.errors import AgentError, ArtifactError
 
 ANNOTATION = "management-agent.io/credentials-secret"
 
@@ -186,3 +187,46 @@ def main(args: argparse.Namespace) -> int:
               "check --kubeconfig/--context and the RBAC (list deployments, get/patch secrets)",
               file=sys.stderr)
         return 1
+
+
+# -- which Secrets a deployment may name (ops' policy) -------------------------------------------
+
+def check_credentials_secret(name: str, labels: Mapping[str, str] | None,
+                             settings: ArtifactSettings) -> None:
+    """Refuse a credentials Secret a deployment names outside the ops' policy.
+
+    Without a policy, a deployment could name any Secret of the namespace (the agent's
+    own token, the registry push secret) and have it sent to a host of its choosing.
+    `artifacts.credentials_secret_prefix` and `artifacts.credentials_secret_label` (chart
+    values) restrict the choice; `artifacts.default_credentials_secret` is exempt (ops
+    chose it). Raises ArtifactError, reported to the control plane as the action's failure.
+    """
+    prefix, label = settings.credentials_secret_prefix, settings.credentials_secret_label
+    if prefix and not name.startswith(prefix):
+        raise ArtifactError(
+            f"credentials secret {name!r} may not be used by deployments: its name must start "
+            f"with {prefix!r} (artifacts.credentials_secret_prefix)")
+    if label:
+        key, sep, value = label.partition("=")
+        have = (labels or {}).get(key.strip())
+        if have is None or (sep and have != value.strip()):
+            raise ArtifactError(
+                f"credentials secret {name!r} may not be used by deployments: it lacks the "
+                f"label {label} (artifacts.credentials_secret_label)")
+
+
+def read_credentials_secret(kube: Any, name: str, settings: ArtifactSettings) -> dict[str, str]:
+    """The decoded data of a deployment's credentials Secret, after the policy check.
+
+    `kube` is a KubeClient (`get(api_version, kind, name)`). Only the credential fields
+    are registered with the log scrubber (not endpoints, regions or flags).
+    """
+    secret = kube.get("v1", "Secret", name)
+    if secret is None:
+        raise ArtifactError(f"credentials secret {name!r} not found")
+    meta = secret.get("metadata") or {}
+    if name != settings.default_credentials_secret:
+        check_credentials_secret(name, meta.get("labels"), settings)
+    data = _decoded(secret)
+    register_credentials(data)
+    return data

@@ -19,6 +19,7 @@ from tenacity import Retrying
 from agent.artifacts.digest import listing_digest
 from agent.artifacts.settings import ArtifactSettings
 from agent.errors import ArtifactError
+from agent.logs import redact_uri
 from agent.retry import retrying as policy
 from agent.retry import wait_for
 
@@ -75,6 +76,8 @@ class BaseSource:
 
     def __init__(self, uri: str, settings: ArtifactSettings) -> None:
         self.uri = uri
+        #: the URI as messages, events and logs show it (no user info, no query values)
+        self.safe_uri = redact_uri(uri)
         self.settings = settings
         self._stack = contextlib.ExitStack()
         self._entries: list[ModelFile] | None = None
@@ -107,10 +110,10 @@ class BaseSource:
         if self._entries is None:
             listed = self._list()
             if not listed:
-                raise ArtifactError(f"{self.uri}: no files found (check the path or prefix)")
+                raise ArtifactError(f"{self.safe_uri}: no files found (check the path or prefix)")
             by_path: dict[str, ModelFile] = {}
             for f in listed:
-                by_path[check_relpath(f.path, self.uri)] = f
+                by_path[check_relpath(f.path, self.safe_uri)] = f
             self._entries = sorted(by_path.values(), key=lambda f: f.path.encode("utf-8"))
         return self._entries
 

@@ -48,6 +48,8 @@ SCENARIOS: dict[str, tuple[list[Path], list[str]]] = {
         "predictionServer.publicProbeCA.configMap=pub-ca", "predictionServer.ingressMode=gateway",
         "predictionServer.securityContext.runAsUser=1000", "imageBuilder.compressionLevel=3",
         "artifacts.defaultCredentialsSecret=models", "artifacts.s3AddressingStyle=path",
+        "artifacts.credentialsSecretPrefix=models-",
+        "artifacts.credentialsSecretLabel=management-agent.io/model-credentials=true",
         "artifacts.gcsEndpointUrl=http://gcs:4443", "predictionServer.securityContext.runAsGroup=1",
         "predictionServer.securityContext.fsGroup=1", "predictionServer.monitoring.image=mon:1",
         "imageBuilder.ecr.endpointUrl=http://moto:5000", "imageBuilder.ecr.registryOverride=r:1",

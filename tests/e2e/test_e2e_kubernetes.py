@@ -77,6 +77,7 @@ def agent_config(path: Path, cluster: dict[str, str], cp_url: str, env_id: str,
                           "poll_interval_seconds": 0.5, "heartbeat_interval_seconds": 2},
         "health": {"enabled": False},
         "logging": {"level": "INFO"},
+        "artifacts": {"file_roots": [str(path.parent)]},  # the models are file:// below it
         "images": {
             "builder": "direct",
             "generated_image_repository": f"{cluster['HARNESS_REGISTRY']}/e2e-models",

@@ -259,10 +259,11 @@ def test_artifact_store_check_opens_the_model(tmp_path: Path) -> None:
     model.mkdir()
     (model / "model.pkl").write_bytes(b"weights")
     (model / "MLmodel").write_text("flavors: {}\n")
-    ok = doctor.check_artifact_store(Context(_settings(), model_uri=model.as_uri()))
+    settings = _settings(f"artifacts.file_roots=[{tmp_path}]")  # file:// is refused elsewhere
+    ok = doctor.check_artifact_store(Context(settings, model_uri=model.as_uri()))
     assert ok.status == "OK"
     assert "2 file(s)" in ok.detail and "sha256:" in ok.detail
-    [failed] = [r for r in run_checks(Context(_settings(), model_uri=(tmp_path / "nope").as_uri()),
+    [failed] = [r for r in run_checks(Context(settings, model_uri=(tmp_path / "nope").as_uri()),
                                       skip=[n for n in doctor.CHECKS if n != "artifact-store"])
                 if r.name == "artifact-store"]
     assert failed.status == "FAIL"

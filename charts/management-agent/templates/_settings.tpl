@@ -140,6 +140,12 @@ entries:
   - {values: artifacts.unpackArchives, settings: artifacts.unpack_archives, type: any, unset: keep}
   - {values: artifacts.maxArchiveBytes, settings: artifacts.max_archive_bytes, type: integer, unset: keep}
   - {values: artifacts.maxArchiveFiles, settings: artifacts.max_archive_files, type: integer, unset: keep}
+  - {values: artifacts.maxArchiveRatio, settings: artifacts.max_archive_ratio, type: any, unset: keep}
+  - {values: artifacts.fileRoots, settings: artifacts.file_roots, type: any, unset: keep}
+  - {values: artifacts.blockedNetworks, settings: artifacts.blocked_networks, type: any, unset: keep}
+  - {values: artifacts.allowedNetworks, settings: artifacts.allowed_networks, type: any, unset: keep}
+  - {values: artifacts.credentialsSecretPrefix, settings: artifacts.credentials_secret_prefix, type: string, unset: omit}
+  - {values: artifacts.credentialsSecretLabel, settings: artifacts.credentials_secret_label, type: string, unset: omit}
   - {values: artifacts.ociInsecureRegistries, settings: artifacts.oci_insecure_registries, type: any, unset: keep}
   - {values: artifacts.downloadWorkers, settings: artifacts.download_workers, type: integer, unset: keep}
   - {values: artifacts.listPageSize, settings: artifacts.list_page_size, type: integer, unset: keep}

@@ -172,14 +172,16 @@ def test_bearer_token_and_errors(server: Any, tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="HTTP 401") as err:
         open_model(f"{url}/m/model.bin", ArtifactSettings())
     assert f"{url}/m/model.bin" in str(err.value)
+    host = url.split("://", 1)[1]  # a token goes only to the host its secret names
     with pytest.raises(ArtifactError, match="HTTP 401") as err:
-        open_model(f"{url}/m/model.bin", ArtifactSettings(), {"token": "wrong-tok"})
+        open_model(f"{url}/m/model.bin", ArtifactSettings(), {"token": "wrong-tok", "host": host})
     assert "wrong-tok" not in str(err.value)
     fetch_model(f"{url}/m/model.bin", tmp_path / "d", ArtifactSettings(),
-                {"token": "tok-secret-42"})
+                {"token": "tok-secret-42", "host": host})
     assert (tmp_path / "d" / "model.bin").stat().st_size == len(BODY)
     with pytest.raises(ArtifactError, match="not found"):
-        open_model(f"{url}/m/missing.bin", ArtifactSettings(), {"token": "tok-secret-42"})
+        open_model(f"{url}/m/missing.bin", ArtifactSettings(),
+                   {"token": "tok-secret-42", "host": host})
 
 
 def _make_ca(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -248,3 +250,34 @@ def test_https_with_private_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def _tls_server(tmp_path: Path) -> tuple[str, Path, ThreadingHTTPServer]:
+    tmp_path.mkdir()
+    ca, cert, key = _make_ca(tmp_path)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(State()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return f"https://127.0.0.1:{httpd.server_address[1]}/m/model.bin", ca, httpd
+
+
+def test_ca_bundle_adds_to_the_default_roots(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """artifacts.ca_bundle (a private CA for the in-house store) must not make servers
+    signed by the default roots fail. The default roots are stood in for by
+    REQUESTS_CA_BUNDLE, which requests would otherwise let override the configured CA."""
+    public_url, public_ca, public = _tls_server(tmp_path / "public")
+    private_url, private_ca, private = _tls_server(tmp_path / "private")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(public_ca))
+    try:
+        settings = ArtifactSettings(ca_bundle=private_ca, retries=0)
+        fetch_model(private_url, tmp_path / "a", settings)
+        fetch_model(public_url, tmp_path / "b", settings)
+        assert (tmp_path / "a" / "model.bin").read_bytes() == BODY
+        assert (tmp_path / "b" / "model.bin").read_bytes() == BODY
+    finally:
+        for httpd in (public, private):
+            httpd.shutdown()
+            httpd.server_close()

@@ -289,6 +289,7 @@ def test_production_path_opens_the_model_with_artifacts(
         tmp_path: Path) -> None:
     """No `source=`: the builder calls agent.artifacts.open_model on the spec's file:// URI."""
     settings = _settings(registries, registries.plain, repo="models/artifacts")
+    settings.artifacts.file_roots = [model_dir]  # file:// is refused outside these
     spec = DeploymentSpec(id="fromuri", model=ModelRef(id="m2", uri=model_dir.as_uri()))
     built = build_model_image(spec, base_images["plain-oci"], "/mnt/models", settings, Events())
     _assert_model_in(_unpack(registries, built.reference, tmp_path), model_dir, "/mnt/models")

@@ -288,7 +288,7 @@ def test_storage_initializer_fetches_model_into_base_image(
     tool.mkdir()
     (tool / "management-agent").write_text(FAKE_AGENT)
     (tool / "management-agent").chmod(0o755)
-    build_settings = Settings.model_validate({"images": {
+    build_settings = Settings.model_validate({"artifacts": {"file_roots": [str(tool)]}, "images": {
         "builder": "direct",
         "generated_image_repository": f"{cluster['HARNESS_REGISTRY']}/k8s-plugin-it",
         "insecure_registries": [cluster["HARNESS_REGISTRY"]]}})

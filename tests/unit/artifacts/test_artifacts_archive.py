@@ -7,11 +7,17 @@ import stat
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.artifacts import ArtifactSettings, fetch_model, open_model
 from agent.errors import ArtifactError, UnsafeArchiveError
+
+
+def allow(root: Path, **settings: Any) -> ArtifactSettings:
+    """Settings that let file:// read below root (refused by default)."""
+    return ArtifactSettings(file_roots=[root], **settings)
 
 
 def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w") -> Path:
@@ -46,7 +52,7 @@ def _zip(path: Path, members: dict[str, bytes]) -> Path:
 
 
 def _fetch(archive: Path, dest: Path, **limits: int) -> str:
-    return fetch_model(f"file://{archive}", dest, ArtifactSettings(**limits))
+    return fetch_model(f"file://{archive}", dest, allow(archive.parent, **limits))
 
 
 def test_good_tgz_unpacks_with_modes_and_internal_links(tmp_path: Path) -> None:
@@ -63,14 +69,14 @@ def test_good_tgz_unpacks_with_modes_and_internal_links(tmp_path: Path) -> None:
     assert not (dest / "model" / "alias.bin").is_symlink()
     assert (dest / "model" / "hard.bin").stat().st_nlink == 1
     assert stat.S_IMODE((dest / "model" / "run.sh").stat().st_mode) == 0o755
-    with open_model(f"file://{archive}", ArtifactSettings()) as src:
+    with open_model(f"file://{archive}", allow(tmp_path)) as src:
         assert src.digest == digest
         files = {f.path: f for f in src.files()}
         assert sorted(files) == ["model/alias.bin", "model/hard.bin", "model/run.sh",
                                  "model/weights.bin"]
         with files["model/alias.bin"].open() as stream:
             assert stream.read() == b"w" * 1000
-    with open_model(f"file://{archive}", ArtifactSettings(), unpack_archives=False) as src:
+    with open_model(f"file://{archive}", allow(tmp_path), unpack_archives=False) as src:
         assert [f.path for f in src.files()] == ["model.tar.gz"]
 
 
@@ -83,7 +89,7 @@ def test_good_zip(tmp_path: Path) -> None:
 
 def test_unpack_false_keeps_the_archive(tmp_path: Path) -> None:
     archive = _zip(tmp_path / "m.zip", {"c.txt": b"x"})
-    fetch_model(f"file://{archive}", tmp_path / "d", ArtifactSettings(), unpack=False)
+    fetch_model(f"file://{archive}", tmp_path / "d", allow(tmp_path), unpack=False)
     assert [p.name for p in (tmp_path / "d").iterdir()] == ["m.zip"]
 
 

@@ -14,11 +14,12 @@ from agent.cli import main
 def test_fetch_model_ok_and_digest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "m.bin").write_bytes(b"abc")
-    assert main(["fetch-model", f"file://{tmp_path / 'src'}", str(tmp_path / "d")]) == 0
+    allow = ["--set", f"artifacts.file_roots=[{tmp_path}]"]
+    assert main(["fetch-model", f"file://{tmp_path / 'src'}", str(tmp_path / "d"), *allow]) == 0
     digest = capsys.readouterr().out.strip()
     assert digest.startswith("sha256:")
     assert main(["fetch-model", f"file://{tmp_path / 'src'}", str(tmp_path / "d2"),
-                 "--digest", digest]) == 0
+                 "--digest", digest, *allow]) == 0
     assert (tmp_path / "d2" / "m.bin").read_bytes() == b"abc"
 
 

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.artifacts import ArtifactSettings, fetch_model, open_model
 from agent.artifacts.digest import listing_digest, normalize
+
+
+def allow(root: Path, **settings: Any) -> ArtifactSettings:
+    """Settings that let file:// read below root (refused by default)."""
+    return ArtifactSettings(file_roots=[root], **settings)
 
 
 def test_listing_digest_is_order_independent_and_content_sensitive() -> None:
@@ -38,7 +44,7 @@ def _tree(root: Path) -> None:
 
 
 def test_file_digest_stable_across_copies_and_refetches(tmp_path: Path) -> None:
-    settings = ArtifactSettings()
+    settings = allow(tmp_path)
     _tree(tmp_path / "a")
     _tree(tmp_path / "b")
     os.utime(tmp_path / "b" / "model.pkl", (1, 1))  # mtime does not matter

@@ -44,12 +44,19 @@ def test_aws_default_is_virtual_and_region_from_secret() -> None:
     assert "amazonaws.com" in client.meta.endpoint_url
 
 
-def test_ca_bundle_is_passed_as_verify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ca_bundle_is_added_to_the_default_roots(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import certifi
+
     ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    ca.write_text("-----BEGIN CERTIFICATE-----\nPRIVATE-CA\n-----END CERTIFICATE-----\n")
     monkeypatch.setenv("AWS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     client = make_client(ArtifactSettings(ca_bundle=ca, s3_endpoint_url="https://s:1"), None)
-    assert client._endpoint.http_session._verify == str(ca)
+    bundle = Path(client._endpoint.http_session._verify).read_text()
+    assert "PRIVATE-CA" in bundle  # the configured CA...
+    assert Path(certifi.where()).read_text().strip()[:2000] in bundle  # ...plus the public roots
     no_verify = parse_credentials({"awsAccessKeyID": "a", "awsSecretAccessKey": "b"},
                                   {"serving.kserve.io/s3-verifyssl": "0"}).s3
     client = make_client(ArtifactSettings(ca_bundle=ca), no_verify)
