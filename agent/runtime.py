@@ -12,11 +12,12 @@ backing off on failure, logging an outage once. Signal handlers only set a
 flag. On SIGTERM the agent stops claiming, lets in-flight actions finish
 within the grace period and releases the leases of the rest, so another
 replica can pick them up at once; a second SIGTERM/SIGINT skips the wait.
+Results are delivered, and malformed, exhausted or timed-out actions failed,
+by `agent.reporting.ResultReporter`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -31,10 +32,11 @@ from agent.errors import AgentError, InvalidActionError, LeaseConflictError
 from agent.health import HealthState, Metrics, stall_seconds
 from agent.leader import AlwaysLeader, Leadership
 from agent.logs import action_context
-from agent.model import Action, ActionRef, ActionResult, InvalidActionRef, Status, bounded
+from agent.model import Action, ActionRef, InvalidActionRef, Status
 from agent.plugins import Plugin
-from agent.retry import Outage, retrying, service_loop
-from agent.worker import attempts_exhausted, execute
+from agent.reporting import ResultReporter
+from agent.retry import Outage, service_loop
+from agent.worker import execute
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class Runtime:
         self.plugin = plugin
         self.leadership = leadership or AlwaysLeader()
         self.metrics = metrics or Metrics()
+        self.reporter = ResultReporter(settings, control_plane, self.metrics)
         self.health = HealthState(stall_seconds(settings), self.leadership.is_leader,
                                   workers=settings.runtime.workers, stuck=self.stuck_workers)
         self.metrics.stuck_workers.set_function(lambda: len(self.stuck_workers()))
@@ -88,7 +91,6 @@ class Runtime:
         # is not executed a second time, so the run ends
         self._once_claimed: set[str] | None = None
         self._threads: list[threading.Thread] = []
-        self._unreportable: set[str] = set()  # malformed entries already logged as such
         self._poll_outage = Outage("polling the control plane", log)
         self._heartbeat_outage = Outage("heartbeat to the control plane", log)
 
@@ -207,7 +209,7 @@ class Runtime:
     def _dispatch(self, ref: ActionRef) -> bool:
         """Claim and queue one action; False when the pool is full (stop looking)."""
         if isinstance(ref, InvalidActionRef):
-            self._reject_listed(ref)
+            self.reporter.reject_listed(ref)
             return True
         key = ref.deployment_id or f"action:{ref.id}"
         with self._lock:
@@ -223,10 +225,10 @@ class Runtime:
             log.debug("action %s is leased by another agent", ref.id)
             return True
         except InvalidActionError as exc:
-            self._complete_invalid(ref, exc)
+            self.reporter.complete_invalid(ref, exc)
             return True
         if action.attempt > self.settings.runtime.max_delivery_attempts:
-            self._complete_exhausted(action)
+            self.reporter.complete_exhausted(action)
             return True
         item = _InFlight(action, key)
         with self._lock:
@@ -238,46 +240,6 @@ class Runtime:
         self._claimed_in_poll += 1
         self._work.put(item)
         return True
-
-    def _complete_invalid(self, ref: ActionRef, exc: InvalidActionError) -> None:
-        with action_context(ref.id, ref.deployment_id):
-            log.warning("malformed action completed as failing: %s", exc)
-            self.metrics.actions.labels(ref.type, "invalid").inc()
-            self._complete(ref.id, ActionResult.failing(bounded(f"invalid action: {exc}")))
-
-    def _reject_listed(self, ref: InvalidActionRef) -> None:
-        """Report a malformed pending entry as failing: claim it (the lease is what lets us
-        complete it), then complete it with the validation error. An entry the control plane
-        cannot claim or complete is logged once and skipped; the poll goes on either way."""
-        with action_context(ref.id or "-", ref.deployment_id):
-            try:
-                if not ref.id:
-                    raise InvalidActionError("it has no usable id")
-                # a malformed payload raises InvalidActionError, but the lease is ours all the same
-                with contextlib.suppress(InvalidActionError):
-                    self.control_plane.claim(ref.id, self.settings.control_plane.lease_seconds)
-                self.metrics.actions.labels(ref.type, "invalid").inc()
-                log.warning("malformed pending entry completed as failing: %s", ref.reason)
-                self._complete(ref.id, ActionResult.failing(bounded(f"invalid action: "
-                                                                    f"{ref.reason}")))
-            except LeaseConflictError:
-                log.debug("malformed pending entry %s is leased by another agent", ref.id)
-            except AgentError as exc:
-                if ref.id not in self._unreportable:
-                    if len(self._unreportable) < 1000:
-                        self._unreportable.add(ref.id)
-                    log.error("malformed pending entry skipped (%s), not reportable to the "
-                              "control plane: %s", ref.reason, exc)
-
-    def _complete_exhausted(self, action: Action) -> None:
-        """Fail an action delivered more often than allowed, without running it again: the
-        earlier deliveries never finished, most likely because running it killed the agent."""
-        with action_context(action.id, action.deployment_id):
-            limit = self.settings.runtime.max_delivery_attempts
-            log.error("delivery attempt %d exceeds runtime.max_delivery_attempts=%d: "
-                      "completing it as failing without running it", action.attempt, limit)
-            self.metrics.actions.labels(action.type, "attempts_exhausted").inc()
-            self._complete(action.id, attempts_exhausted(action, limit))
 
     def _run_once(self) -> None:
         """Claim what is pending, wait for it, repeat until nothing is claimable; heartbeat."""
@@ -342,7 +304,7 @@ class Runtime:
                     log.warning("finished after its time limit; already reported as failed, "
                                 "this late result is not sent (state=%s)", result.state)
                 else:
-                    self._complete(action.id, result)
+                    self.reporter.complete(action.id, result)
         except Exception:  # a bug in reporting must not leave the deployment blocked forever
             with action_context(action.id, action.deployment_id):
                 log.exception("unexpected error while completing the action; the control "
@@ -354,16 +316,6 @@ class Runtime:
             self.metrics.in_flight.dec()
             item.done.set()
             self._wake.set()  # a follow-up action on this deployment may be deliverable now
-
-    def _complete(self, action_id: str, result: ActionResult) -> None:
-        """Report the result, retrying until the lease would have expired anyway."""
-        try:
-            retrying(f"reporting the result of action {action_id}", None, logger=log,
-                     deadline=self.settings.control_plane.lease_seconds)(
-                self.control_plane.complete, action_id, result)
-        except AgentError as exc:
-            log.error("result not delivered (%s); the control plane will re-deliver the "
-                      "action when its lease expires", exc)
 
     # -- background loops -------------------------------------------------------------------
 
@@ -393,15 +345,7 @@ class Runtime:
         """Report a hung action as failed. Its deployment stays busy until the plugin call
         returns, so no later action on it can run alongside the hung one."""
         item.timed_out = True
-        action = item.action
-        with action_context(action.id, action.deployment_id):
-            log.error("%s exceeded runtime.action_timeout_seconds (%.0fs); reporting it as "
-                      "failed", action.type, limit)
-            self.metrics.actions.labels(action.type, "timed_out").inc()
-            self._complete(action.id, ActionResult.failing(
-                f"{action.type} did not finish within {limit:.0f}s "
-                "(runtime.action_timeout_seconds); the deployment may be partly changed: "
-                "check its status, then retry"))
+        self.reporter.complete_timed_out(item.action, limit)
 
     def _heartbeat_loop(self) -> None:
         service_loop(self._heartbeat_turn,

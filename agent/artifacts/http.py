@@ -19,7 +19,8 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
-from agent.artifacts.credentials import HttpCredentials, refuse_unbound
+from agent.artifacts.binding import refuse_unbound
+from agent.artifacts.credentials import HttpCredentials
 from agent.artifacts.egress import EgressPolicy, guarded_session
 from agent.artifacts.settings import ArtifactSettings
 from agent.artifacts.source import (

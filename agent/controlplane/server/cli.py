@@ -18,119 +18,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.controlplane.server.cli_args import (
+    DEFAULT_URL,
+    ENV_DATABASE_URL,
+    ENV_ENVIRONMENT,
+    ENV_TOKEN,
+    ENV_URL,
+    add_arguments,
+)
 from agent.controlplane.server.client import AdminApiError, AdminClient
 from agent.errors import ConfigError
 
-DEFAULT_URL = "http://127.0.0.1:8080"
-ENV_URL = "MGMT_AGENT_CP_URL"
-ENV_TOKEN = "MGMT_AGENT_CP_ADMIN_TOKEN"
-ENV_ENVIRONMENT = "MGMT_AGENT_CP_ENVIRONMENT"
-ENV_DATABASE_URL = "MGMT_AGENT_CP_DATABASE_URL"
+__all__ = ["add_arguments", "main"]
 
 log = logging.getLogger(__name__)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `control-plane` sub-command tree."""
-    commands = parser.add_subparsers(dest="cp_command", required=True, metavar="COMMAND")
-
-    serve = commands.add_parser("serve", help="run the reference control plane")
-    serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("MGMT_AGENT_CP_PORT", 8080)),
-                       help="listen port (default 8080, or env MGMT_AGENT_CP_PORT)")
-    serve.add_argument("--db", type=Path, default=Path(os.environ.get(
-        "MGMT_AGENT_CP_DB", "control-plane.db")), help="SQLite file (default ./control-plane.db)")
-    serve.add_argument("--database-url", default=os.environ.get(ENV_DATABASE_URL),
-                       help="a postgresql:// (or sqlite:///) URL instead of --db; prefer env "
-                       f"{ENV_DATABASE_URL} or {ENV_DATABASE_URL}_FILE: it holds a password")
-    serve.add_argument("--tls-cert", type=Path, default=os.environ.get("MGMT_AGENT_CP_TLS_CERT"),
-                       help="serve HTTPS with this PEM certificate (chain)")
-    serve.add_argument("--tls-key", type=Path, default=os.environ.get("MGMT_AGENT_CP_TLS_KEY"),
-                       help="the certificate's PEM private key")
-    serve.add_argument("--admin-token", help=f"admin token (or env {ENV_TOKEN})")
-    serve.add_argument("--admin-token-file", type=Path, help=f"file with it ({ENV_TOKEN}_FILE)")
-    serve.add_argument("--lease-seconds", type=int, default=120,
-                       help="lease length when an agent does not ask for one (default 120)")
-    serve.add_argument("--log-level", default="INFO",
-                       choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-
-    openapi = commands.add_parser("openapi", help="print the protocol's OpenAPI document")
-    openapi.add_argument("--output", type=Path, help="write to this file instead of stdout")
-
-    def client_command(name: str, help_text: str, env: bool = True) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--url", help=f"control plane URL (env {ENV_URL}, default {DEFAULT_URL})")
-        sub.add_argument("--token", help=f"admin token (env {ENV_TOKEN})")
-        sub.add_argument("--token-file", type=Path, help=f"file with it (env {ENV_TOKEN}_FILE)")
-        sub.add_argument("--ca-bundle", type=Path, help="CA bundle for an https URL")
-        sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
-        if env:
-            sub.add_argument("-E", "--environment", help=f"environment id (env {ENV_ENVIRONMENT}, "
-                             "default 'default')")
-        return sub
-
-    def add_wait(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                         help="wait up to this long for the action to complete; exit 1 if it "
-                         "fails or does not complete")
-
-    def add_model(sub: argparse.ArgumentParser, required: bool) -> None:
-        sub.add_argument("--model-id", required=required, help="control-plane model id")
-        source = sub.add_mutually_exclusive_group(required=required)
-        source.add_argument("--model-uri", help="artifact URI (s3://, gs://, https://, oci://, "
-                            "file://, models:/)")
-        source.add_argument("--image", help="a ready-built image (no build)")
-        sub.add_argument("--digest", help="expected model digest sha256:...")
-        sub.add_argument("--credentials-secret", help="Kubernetes secret with artifact creds")
-
-    create = client_command("env-create", "create an environment; prints its agent token", False)
-    create.add_argument("environment_id", metavar="ENVIRONMENT")
-    create.add_argument("--name", help="display name")
-    client_command("env-list", "list environments", False)
-    rotate = client_command("env-rotate-token", "replace an environment's agent token", False)
-    rotate.add_argument("environment_id", metavar="ENVIRONMENT")
-
-    deploy = client_command("deploy", "create a deployment and enqueue its start")
-    deploy.add_argument("deployment_id", metavar="DEPLOYMENT")
-    add_model(deploy, required=False)
-    deploy.add_argument("--spec-file", type=Path,
-                        help="a DeploymentSpec as JSON/YAML; flags override its fields")
-    deploy.add_argument("--replicas", type=int)
-    deploy.add_argument("--request", action="append", default=[], metavar="RES=QTY",
-                        help="resource request, e.g. cpu=100m (repeatable)")
-    deploy.add_argument("--limit", action="append", default=[], metavar="RES=QTY",
-                        help="resource limit, e.g. memory=1Gi (repeatable)")
-    deploy.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="environment variable of the server (repeatable)")
-    deploy.add_argument("--server-profile", help="server profile name")
-    deploy.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
-                        help="plugin setting (repeatable; value parsed as YAML)")
-    add_wait(deploy)
-
-    replace = client_command("replace", "replace a deployment's model")
-    replace.add_argument("deployment_id", metavar="DEPLOYMENT")
-    add_model(replace, required=True)
-    add_wait(replace)
-
-    for name, help_text in (("stop", "stop a deployment"),
-                            ("relaunch", "relaunch a deployment with its stored spec")):
-        sub = client_command(name, help_text)
-        sub.add_argument("deployment_id", metavar="DEPLOYMENT")
-        add_wait(sub)
-
-    status = client_command("status", "request a status report from the agent "
-                            "(deployment_status, or environment_status without DEPLOYMENT)")
-    status.add_argument("deployment_id", metavar="DEPLOYMENT", nargs="?")
-    add_wait(status)
-
-    client_command("list", "list deployments with their state")
-    show = client_command("show", "show one deployment")
-    show.add_argument("deployment_id", metavar="DEPLOYMENT")
-    events = client_command("events", "event history of a deployment (or the environment)")
-    events.add_argument("deployment_id", metavar="DEPLOYMENT", nargs="?")
-    events.add_argument("--limit", type=int, default=200)
-    actions = client_command("actions", "list actions, newest first")
-    actions.add_argument("deployment_id", metavar="DEPLOYMENT", nargs="?")
 
 
 def main(args: argparse.Namespace) -> int:
