@@ -21,6 +21,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agent.artifacts.secrets import read_credentials_secret
 from agent.errors import AgentError, BuildError, InvalidActionError, RegistryError
 from agent.images.delivery import DeliveryMode, ModelDelivery, delivery_mode
 from agent.images.naming import parse_reference, target_repository
@@ -90,7 +91,9 @@ def resolve_image(spec: DeploymentSpec, profile: ServerProfile, settings: Settin
             "model.image or use storage-initializer mode")
     credentials = None
     if spec.model.credentials_secret and kube is not None:
-        credentials = kube.read_secret(spec.model.credentials_secret)
+        # the ops' Secret-name policy applies before any value is read (docs/security.md)
+        credentials = read_credentials_secret(kube, spec.model.credentials_secret,
+                                              settings.artifacts)
     report(f"building the model image from {profile.image}")
     built = build_model_image(spec, profile.image, profile.model_path, settings, report,
                               credentials, kube=kube)

@@ -320,11 +320,13 @@ class KubernetesPlugin:
 
     def _configure_server(self, spec: DeploymentSpec, report: Reporter) -> DeploymentSpec:
         """Built-in profiles: recognise the model and set the server's runtime (agent.serving)."""
+        from agent.artifacts.secrets import read_credentials_secret
         from agent.serving import configure_for_model
 
         credentials = None
         if spec.model.credentials_secret and spec.model.uri and not spec.model.image:
-            credentials = self.client.read_secret(spec.model.credentials_secret)
+            credentials = read_credentials_secret(self.client, spec.model.credentials_secret,
+                                                  self.settings.artifacts)
         spec, found = configure_for_model(spec, self.k8s, self.settings.artifacts, credentials)
         if found:
             report(found)
