@@ -14,7 +14,7 @@ from enum import StrEnum
 
 import yaml
 
-PEEK_BYTES = 64 * 1024
+PEEK_BYTES = 1024 * 1024  # an MLmodel with a large signature still parses
 
 SKLEARN_SUFFIXES = (".joblib", ".pkl", ".pickle")
 XGBOOST_SUFFIXES = (".json", ".ubj", ".bst")
@@ -113,7 +113,7 @@ def _mlflow(path: str, read: Reader, files: tuple[str, ...]) -> ModelFormat:
     except yaml.YAMLError:
         meta = {}
     flavors = meta.get("flavors") if isinstance(meta, dict) else None
-    names = tuple(sorted(flavors)) if isinstance(flavors, dict) else ()
+    names = tuple(sorted(str(k) for k in flavors)) if isinstance(flavors, dict) else ()
     return ModelFormat(Kind.MLFLOW, _dirname(path), flavors=names, files=files)
 
 

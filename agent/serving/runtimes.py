@@ -10,6 +10,7 @@ it before it binds its port).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,8 @@ SERVED_BY = {
     Kind.UNKNOWN: (),
 }
 PYFUNC = "python_function"
+
+_URL_SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # goes into health and predict paths
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,9 @@ def _mlserver(profile: str, fmt: ModelFormat, model_path: str, name: str) -> Run
         served = fmt.name or (fmt.path.rsplit("/", 1)[-1] if fmt.path else None)
         if served is None:
             raise _refuse(profile, fmt, ", but it declares no model name (\"name\")")
+        if not _URL_SAFE_NAME.fullmatch(served):
+            raise _refuse(profile, fmt, f", but its model name {served!r} cannot be part of a "
+                          "URL path (use letters, digits, '.', '_' and '-')")
         return Runtime(f"{fmt.describe()} (model {served!r})", env={},
                        health_path=f"/v2/models/{served}/ready",
                        predict_path=f"/v2/models/{served}/infer")

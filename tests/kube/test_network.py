@@ -98,8 +98,8 @@ def test_unmodified_server_on_a_fixed_port_serves_through_its_ingress_route(
     ips = sorted(p["status"]["podIP"] for p in pods)
     assert len(pods) == 2 and all(p["status"]["phase"] == "Running" for p in pods)
     assert len(set(ips)) == 2 and "127.0.0.1" not in ips, ips
-    assert all(c["type"] != "Ready" or c["status"] == "True"
-               for p in pods for c in p["status"]["conditions"])
+    assert all(any(c["type"] == "Ready" and c["status"] == "True"
+                   for c in p["status"].get("conditions", [])) for p in pods)
     def addresses() -> list[str]:
         ep = client.get("endpoints", ns, "web") or {}
         return sorted(f"{a['ip']}:{s['ports'][0]['port']}" for s in ep.get("subsets") or []

@@ -72,9 +72,11 @@ class Postgres(Server):
             self.data.mkdir(mode=0o700)
             _chown(self.data, user)
             pwfile = base / "pwfile"
-            pwfile.write_text(self.password + "\n")
+            pwfile.unlink(missing_ok=True)  # created 0600 before the password is written
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(self.password + "\n")
             _chown(pwfile, user)
-            pwfile.chmod(0o600)
             try:
                 run(["runuser", "-u", USER, "--", str(bindir() / "initdb"), "-D", str(self.data),
                      "-U", USER, "--pwfile", str(pwfile), "--auth=scram-sha-256",

@@ -21,7 +21,8 @@ class DeploymentOptions(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    rollout_timeout_seconds: Annotated[float, Field(gt=0, strict=True)] | None = Field(
+    rollout_timeout_seconds: Annotated[
+        float, Field(gt=0, le=86400, allow_inf_nan=False, strict=True)] | None = Field(
         default=None, description="Seconds to wait for the rollout (plugin default otherwise).")
     run_as_non_root: bool | None = Field(
         default=None, description="Override of the profile's / environment's runAsNonRoot.")

@@ -234,6 +234,8 @@ def test_invalid_specs_fail_clearly() -> None:
     ({"run_as_non_root": "maybe"}, "config.run_as_non_root"),
     ({"service_account_name": 5}, "config.service_account_name"),
     ({"rollout_timeout_seconds": True}, "config.rollout_timeout_seconds"),
+    ({"rollout_timeout_seconds": float("inf")}, "config.rollout_timeout_seconds"),
+    ({"rollout_timeout_seconds": 10**9}, "config.rollout_timeout_seconds"),
     ({"profile": "mlserver"}, "config.profile"),
 ])
 def test_wrong_config_types_name_the_key(config: dict[str, Any], key: str) -> None:

@@ -31,6 +31,13 @@ def test_mlflow_directory_with_its_flavours_wins_over_the_pickle_inside() -> Non
     assert (fmt.kind, fmt.path, fmt.flavors) == (Kind.MLFLOW, "", ("python_function", "sklearn"))
 
 
+def test_mlmodel_with_odd_flavour_keys_and_a_large_signature_still_parses() -> None:
+    big = b"signature:\n  inputs: '" + b"x" * 200_000 + b"'\nflavors:\n  1: {}\n  sklearn: {}\n"
+    files = {"MLmodel": big, "model.pkl": b"x"}
+    fmt = detect(list(files), reader(files))
+    assert (fmt.kind, fmt.flavors) == (Kind.MLFLOW, ("1", "sklearn"))
+
+
 def test_nested_mlflow_model_is_found_with_its_folder() -> None:
     files = {"model/MLmodel": MLMODEL, "model/model.pkl": b"x"}
     fmt = detect(list(files), reader(files))

@@ -36,6 +36,13 @@ def test_mlserver_model_settings_answer_under_their_own_name() -> None:
         "/v2/models/flowers/ready", "/v2/models/flowers/infer")
 
 
+@pytest.mark.parametrize("name", ["my model", "a/b", "x?y=1", "m#1"])
+def test_a_declared_name_that_cannot_be_a_url_path_is_refused(name: str) -> None:
+    fmt = ModelFormat(Kind.MLSERVER_SETTINGS, "", name=name)
+    with pytest.raises(InvalidActionError, match="cannot be part of a URL path"):
+        configure("mlserver", MLSERVER, fmt, "/mnt/models", "iris")
+
+
 def test_mlflow_server_serves_a_pyfunc_directory_where_it_lies() -> None:
     fmt = ModelFormat(Kind.MLFLOW, "model", flavors=("python_function", "xgboost"))
     runtime = configure("mlflow-pyfunc", MLFLOW, fmt, "/mnt/models", "iris")
