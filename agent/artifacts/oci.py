@@ -6,7 +6,10 @@ A model packaged as an OCI artifact or image:
   rest of the image (a busybox base, with its absolute symlinks) is ignored;
 - an artifact whose layers are tars without `models/`: all their files;
 - an ORAS-style artifact: non-tar layers carrying an
-  `org.opencontainers.image.title` annotation are files of that name.
+  `org.opencontainers.image.title` annotation are files of that name;
+- a CNCF ModelPack artifact (`application/vnd.cncf.model.*`, or the older
+  `vnd.cnai.model.*`): its `.tar` layers hold the files, a `.raw` layer is
+  one file named by `org.cncf.model.filepath` (`org.cnai.model.filepath`).
 Layer contents go through the same safety checks as archives.
 
 The digest is computed from the manifest's layer digests and sizes before any
@@ -37,6 +40,7 @@ from agent.artifacts.source import (
     buffered,
 )
 from agent.errors import AgentError, ArtifactError
+from agent.images.modelpack import file_path_annotation
 from agent.logs import redact_uri
 
 TITLE = "org.opencontainers.image.title"
@@ -171,7 +175,8 @@ class OciSource(BaseSource):
         plain: list[ModelFile] = []
         for i, layer in enumerate(self.layers):
             media = str(layer.get("mediaType", ""))
-            title = layer.get("annotations", {}).get(TITLE)
+            notes = layer.get("annotations") or {}
+            title = notes.get(TITLE) or file_path_annotation(notes)
             if not is_tar(media):
                 if not title:
                     raise ArtifactError(

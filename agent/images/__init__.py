@@ -60,16 +60,19 @@ def image_labels(spec: DeploymentSpec) -> dict[str, str]:
 
 
 def resolve_image(spec: DeploymentSpec, profile: ServerProfile, settings: Settings,
-                  report: Reporter, *, kube: Any = None) -> ModelDelivery:
+                  report: Reporter, *, kube: Any = None,
+                  mode: DeliveryMode | None = None) -> ModelDelivery:
     """What the server container of `spec` runs, built first when the mode needs it.
 
     A ready `spec.model.image` is used as named (the rollout's pull says
     whether it exists). `kube`: the plugin's KubeClient; it reads the model's
     credentials secret and runs Kaniko builds. Without it (the filesystem
-    plugin) only the direct builder can build.
+    plugin) only the direct builder can build. `mode`: the plugin's decision
+    (`delivery_mode` with the cluster's version); None decides without one.
     """
-    mode = delivery_mode(spec.model, settings.plugin.kubernetes.model_delivery,
-                         settings.images.builder)
+    if mode is None:
+        mode = delivery_mode(spec.model, settings.plugin.kubernetes.model_delivery,
+                             settings.images.builder)
     if spec.model.image:
         return ModelDelivery(mode, spec.model.image)
     if profile.image is None:
@@ -80,6 +83,13 @@ def resolve_image(spec: DeploymentSpec, profile: ServerProfile, settings: Settin
         report(f"storage-initializer mode: {profile.image} fetches "
                f"{redact_uri(spec.model.uri)} at start")
         return ModelDelivery(mode, profile.image)
+    credentials = None
+    if spec.model.credentials_secret and kube is not None:
+        # the ops' Secret-name policy applies before any value is read (docs/security.md)
+        credentials = read_credentials_secret(kube, spec.model.credentials_secret,
+                                              settings.artifacts)
+    if mode is DeliveryMode.IMAGE_VOLUME:
+        return _model_volume(spec, profile.image, settings, report, credentials)
     if settings.images.builder == "none":
         raise InvalidActionError(
             f"deployment {spec.id}: images.builder is none and plugin.kubernetes.model_delivery "
@@ -89,17 +99,36 @@ def resolve_image(spec: DeploymentSpec, profile: ServerProfile, settings: Settin
             f"deployment {spec.id}: images.builder is kaniko, which needs a cluster; the "
             "filesystem plugin builds model images with images.builder=direct only: give "
             "model.image or use storage-initializer mode")
-    credentials = None
-    if spec.model.credentials_secret and kube is not None:
-        # the ops' Secret-name policy applies before any value is read (docs/security.md)
-        credentials = read_credentials_secret(kube, spec.model.credentials_secret,
-                                              settings.artifacts)
     report(f"building the model image from {profile.image}")
     built = build_model_image(spec, profile.image, profile.model_path, settings, report,
                               credentials, kube=kube)
     report(f"model image {built.reference} ({built.digest}) "
            + ("reused" if built.reused else "built"), image=built.reference)
     return ModelDelivery(mode, built.reference, built.digest, built.reused)
+
+
+def _model_volume(spec: DeploymentSpec, server_image: str, settings: Settings,
+                  report: Reporter, credentials: Mapping[str, str] | None) -> ModelDelivery:
+    """image-volume mode: push the model as an artifact (or reuse it); no image is built."""
+    from agent.images.modelpack import push_model_artifact
+
+    images = settings.images
+    target = target_repository(images.generated_image_repository, images.repository_layout,
+                               spec.id, spec.model.id)
+    report(f"image-volume mode: {server_image} mounts the model from an image volume")
+    try:
+        with _open_model(spec, settings, credentials) as source:
+            pushed = push_model_artifact(images, target, source, image_labels(spec), report)
+    except AgentError:
+        raise
+    except OSError as exc:
+        raise BuildError(f"pushing the model artifact of deployment {spec.id} failed: "
+                         f"{type(exc).__name__}: {exc.strerror or ''}") from None
+    if not pushed.reused:
+        report(f"model artifact pushed: {pushed.volume} (ModelPack: {pushed.artifact})",
+               image=pushed.volume, digest=pushed.digest, bytes_uploaded=pushed.bytes_uploaded)
+    return ModelDelivery(DeliveryMode.IMAGE_VOLUME, server_image, pushed.digest, pushed.reused,
+                         volume=pushed.volume)
 
 
 def _ready_image(image: str, settings: Settings) -> BuiltImage:

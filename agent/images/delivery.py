@@ -4,10 +4,16 @@
   deployment names a ready `spec.model.image`);
 - `storage-initializer`: the unchanged base server image, plus an init
   container running the agent's own image (`management-agent fetch-model`)
-  into an emptyDir; a `pvc://` model is mounted instead.
+  into an emptyDir; a `pvc://` model is mounted instead;
+- `image-volume`: the unchanged base server image, and the model pushed once
+  as a ModelPack artifact + model-only image (`agent.images.modelpack`),
+  mounted read-only at the model path by a Kubernetes image volume
+  (`volumes[].image`: beta and on by default since 1.35, GA in 1.36).
 
-`plugin.kubernetes.model_delivery: auto` means storage-initializer when
-`images.builder` is `none` (nothing can build an image), image otherwise.
+`plugin.kubernetes.model_delivery: auto` means image-volume when the cluster's
+version (discovery) is at least `image_volume_min_version` and the direct
+builder pushes (the agent itself uploads the artifact), otherwise image, and
+storage-initializer when `images.builder` is `none` (nothing can build or push).
 
 Adding a mode is local: a `DeliveryMode` member, its `Mode` entry in `MODES`,
 the value in `KubernetesSettings.model_delivery`, its branch in
@@ -34,6 +40,7 @@ class DeliveryMode(StrEnum):
 
     IMAGE = "image"
     STORAGE_INITIALIZER = "storage-initializer"
+    IMAGE_VOLUME = "image-volume"
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,12 @@ MODES: dict[DeliveryMode, Mode] = {
     DeliveryMode.IMAGE: Mode(BUILD_SCHEMES, "", needs_agent_image=False),
     DeliveryMode.STORAGE_INITIALIZER: Mode(FETCH_SCHEMES, "by the storage initializer",
                                            needs_agent_image=True),
+    DeliveryMode.IMAGE_VOLUME: Mode(BUILD_SCHEMES, "from an image volume",
+                                    needs_agent_image=False),
 }
+
+#: the tag prefix of a model-only image (`agent.images.modelpack`): what an image volume mounts
+VOLUME_TAG_PREFIX = "mv-"
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,12 @@ class ModelDelivery:
     image: str  # the server container's image
     digest: str | None = None  # manifest digest of a built image, when known
     reused: bool = False  # True when a built image's content-addressed tag already existed
+    volume: str | None = None  # image-volume mode: the model-only image mounted at the model path
+
+    @property
+    def model_image(self) -> str:
+        """What carries the model (recorded as last good, reported): the volume or the image."""
+        return self.volume or self.image
 
 
 def scheme(uri: str) -> str:
@@ -67,17 +85,47 @@ def scheme(uri: str) -> str:
     return uri.split(":", 1)[0].lower()
 
 
-def delivery_mode(model: ModelRef, configured: str, builder: str = "direct") -> DeliveryMode:
+def parse_version(version: str) -> tuple[int, int]:
+    """(major, minor) of `1.35`, `v1.35.2`, `1.36+` (GKE/EKS add suffixes)."""
+    major, _, rest = version.strip().lstrip("v").partition(".")
+    minor = "".join(ch for ch in rest.split(".")[0] if ch.isdigit())
+    return int(major or 0), int(minor or 0)
+
+
+def image_volumes_supported(cluster_version: str | None, minimum: str) -> bool:
+    """Does a cluster of `cluster_version` mount image volumes (on by default)?"""
+    return cluster_version is not None and \
+        parse_version(cluster_version) >= parse_version(minimum)
+
+
+def delivery_mode(model: ModelRef, configured: str, builder: str = "direct",
+                  cluster_version: str | None = None,
+                  image_volume_min_version: str = "1.35") -> DeliveryMode:
     """The mode of one model: a ready image or no URI is always `image`.
 
     `configured` is `plugin.kubernetes.model_delivery` (auto | image |
-    storage-initializer), `builder` is `images.builder`.
+    storage-initializer | image-volume), `builder` is `images.builder`,
+    `cluster_version` the API server's `/version` (None: unknown, e.g. the
+    filesystem plugin: `auto` then never picks image-volume).
     """
     if model.image is not None or model.uri is None:
         return DeliveryMode.IMAGE
     if configured == "auto":
-        return DeliveryMode.STORAGE_INITIALIZER if builder == "none" else DeliveryMode.IMAGE
+        if builder == "none":
+            return DeliveryMode.STORAGE_INITIALIZER
+        if builder == "direct" and image_volumes_supported(cluster_version,
+                                                           image_volume_min_version):
+            return DeliveryMode.IMAGE_VOLUME
+        return DeliveryMode.IMAGE
     return DeliveryMode(configured)
+
+
+def mode_of_last_good(image: str, current: DeliveryMode) -> DeliveryMode:
+    """The mode a recorded last-good model image was delivered in (for a rollback)."""
+    tag = image.rsplit("/", 1)[-1].partition(":")[2]
+    if tag.startswith(VOLUME_TAG_PREFIX):
+        return DeliveryMode.IMAGE_VOLUME
+    return DeliveryMode.IMAGE if current is DeliveryMode.IMAGE_VOLUME else current
 
 
 def check_delivery(spec: DeploymentSpec, mode: DeliveryMode, base_image: str | None,

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tools.kube.apiserver import KubeServer
+from tools.kube.apiserver import KubeServer, version
 
 log = logging.getLogger("tools.kube")
 ADMIN_TOKEN = "admin-token"
@@ -72,6 +72,7 @@ def serve(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "logs").mkdir(exist_ok=True)
+    version.configure(args.server_version, state_dir)
     server = KubeServer((args.host, args.port), state_dir, parse_restricted(args.restricted_token),
                         persist=not args.in_memory, tls=args.tls)
     kc = Path(args.kubeconfig_out).resolve()
@@ -112,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tls", action="store_true",
                    help="serve HTTPS with a throw-away CA (kubectl/helm send tokens only over "
                         "TLS: needed for --restricted-token with them)")
+    p.add_argument("--server-version", default=None, metavar="1.35.0",
+                   help="the Kubernetes version reported and whose feature gates apply "
+                        "(default: KUBE_STANDIN_VERSION or 1.33.0; a file server-version in "
+                        "the state dir overrides it at run time)")
     p.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,

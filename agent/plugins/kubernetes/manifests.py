@@ -7,10 +7,8 @@ touches a cluster.
 
 Objects: Deployment, Service, the exposure (Ingress / Route / HTTPRoute, see
 `ingress.py`) and, where configured, HorizontalPodAutoscaler, PodDisruptionBudget
-and NetworkPolicy. The delivery mode (`agent.images.delivery`) is either a
-model image (built by `agent.images`) or *storage-initializer* mode: the
-unchanged base server image plus the fetch-model init container
-(`agent.images.fetcher`) filling a shared emptyDir.
+and NetworkPolicy. `_model_delivery` adds what the delivery mode needs (fetch-model
+init container: `agent.images.fetcher`; image volume: `model_volume.py`).
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from agent.images.fetcher import fetch_model_container
 from agent.model import DeploymentSpec
 from agent.plugins.kubernetes import names
 from agent.plugins.kubernetes.ingress import health_url, prediction_url, render_exposure
+from agent.plugins.kubernetes.model_volume import image_volume
 from agent.plugins.kubernetes.options import DeploymentOptions, deployment_options
 from agent.plugins.kubernetes.settings import KubernetesSettings, ServerProfile
 from agent.plugins.kubernetes.validation import resources, validate_spec
@@ -88,12 +87,13 @@ def render(
     restarted_at: str | None = None,
     fetcher_env: dict[str, str] | None = None,
     mode: DeliveryMode | None = None,
+    model_volume: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every object that serves `spec` with `image` (the server image), in apply order.
 
     `mode`: the delivery mode `agent.images.resolve_image` chose (None: from
     `settings.model_delivery`, `auto` counting as image). `fetcher_env`
-    configures the storage initializer (`agent.images.fetcher.fetcher_env`).
+    configures the storage initializer; `model_volume` is image-volume mode's image.
     """
     if mode is None:
         mode = delivery_mode(spec.model, settings.model_delivery)
@@ -109,7 +109,8 @@ def render(
     }
     objects = [
         _deployment(spec, settings, profile, image, name, labels, annotations, restarted_at,
-                    _model_delivery(spec, settings, profile, mode, fetcher_env or {})),
+                    _model_delivery(spec, settings, profile, mode, fetcher_env or {},
+                                    model_volume)),
         _service(settings, profile, name, labels, annotations, spec.id),
         *render_exposure(spec, settings, name, labels, annotations),
     ]
@@ -130,12 +131,12 @@ def _min_replicas(spec: DeploymentSpec, settings: KubernetesSettings) -> int:
 
 def _model_delivery(
     spec: DeploymentSpec, settings: KubernetesSettings, profile: ServerProfile,
-    mode: DeliveryMode, fetcher_env: dict[str, str],
+    mode: DeliveryMode, fetcher_env: dict[str, str], model_volume: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(init containers, volumes, server volume mounts) that bring the model to the server.
-
-    Init containers get the server's container security context in `_deployment`.
-    """
+    """(init containers, volumes, server mounts) that bring the model to the server (init
+    containers get the server's container security context in `_deployment`)."""
+    if mode is DeliveryMode.IMAGE_VOLUME:
+        return image_volume(MODEL_VOLUME, model_volume, profile.model_path)
     if mode is not DeliveryMode.STORAGE_INITIALIZER:
         return [], [], []
     uri = spec.model.uri or ""
@@ -145,9 +146,8 @@ def _model_delivery(
         claim, _, sub_path = uri.split("://", 1)[1].partition("/")
         if sub_path:
             server_mount["subPath"] = sub_path
-        volume = {"name": MODEL_VOLUME,
-                  "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
-        return [], [volume], [server_mount]
+        return [], [{"name": MODEL_VOLUME, "persistentVolumeClaim": {
+            "claimName": claim, "readOnly": True}}], [server_mount]
     init, volumes = fetch_model_container(
         name="storage-initializer", image=settings.agent_image or "", uri=uri,
         dest=profile.model_path, mounts=[{"name": MODEL_VOLUME, "mountPath": profile.model_path}],

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.errors import AgentError
 from agent.images import resolve_image
-from agent.images.delivery import delivery_mode
+from agent.images.delivery import DeliveryMode, delivery_mode, mode_of_last_good
 from agent.images.fetcher import fetcher_env
 from agent.model import (
     ActionResult,
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 ROLLBACK_TIMEOUT_SECONDS = 300.0
 STOP_WAIT_SECONDS = 60.0
+VERSION_TTL_SECONDS = 600.0  # the cluster's version is read again after an upgrade
 
 
 class KubernetesPlugin:
@@ -76,6 +77,7 @@ class KubernetesPlugin:
         self.environment_id = settings.control_plane.environment_id
         self._client = client
         self._lock = threading.Lock()
+        self._version: tuple[float, str | None] = (-VERSION_TTL_SECONDS, None)
 
     @property
     def client(self) -> KubeClient:
@@ -190,8 +192,8 @@ class KubernetesPlugin:
                   restarted_at: str | None = None) -> ActionResult:
         """Apply `spec` and carry out what `converge.decide` says follows the attempt."""
         spec = self._with_default_credentials(spec)
-        mode = delivery_mode(spec.model, self.k8s.model_delivery, self.settings.images.builder)
-        profile = validate_spec(spec, self.k8s, mode)  # before any cluster call
+        mode = self._mode(spec)
+        profile = validate_spec(spec, self.k8s, mode)
         timeout = deployment_options(spec).rollout_timeout_seconds \
             or self.k8s.rollout_timeout_seconds
         name = names.object_name(spec.id, self.k8s.name_prefix)
@@ -202,10 +204,11 @@ class KubernetesPlugin:
                 names.ANNOTATION_RESTARTED_AT)
         try:
             spec = self._configure_server(spec, report)
-            delivery = resolve_image(spec, profile, self.settings, report, kube=self.client)
+            delivery = resolve_image(spec, profile, self.settings, report, kube=self.client,
+                                     mode=mode)
             objects = render(spec, self.k8s, delivery.image, self.environment_id,
                              restarted_at=restarted_at, fetcher_env=self.fetcher_env,
-                             mode=delivery.mode)
+                             mode=delivery.mode, model_volume=delivery.volume)
         except AgentError as exc:
             if converge.decide(Outcome.PREPARE_FAILED, live=live, last_good=good,
                                wanted=None).next is Next.FAIL:
@@ -215,7 +218,7 @@ class KubernetesPlugin:
                                               prediction_url(good[0], self.k8s), exc)
             report(result.data.message or "", level="error")
             return result
-        image = delivery.image
+        image = delivery.model_image  # in image-volume mode: the model-only image
         verb = "replacing the model with" if replacing and live is not None else "deploying"
         report(f"{verb} model {spec.model.id} ({image}); applying {len(objects)} objects",
                image=image, model_id=spec.model.id)
@@ -290,10 +293,13 @@ class KubernetesPlugin:
         report(f"{reason}; rolling back to model {old_spec.model.id}", level="error")
         name = names.object_name(spec.id, self.k8s.name_prefix)
         try:
-            objects = render(old_spec, self.k8s, old_image, self.environment_id,
+            mode = mode_of_last_good(old_image, self._mode(old_spec))
+            server, volume = old_image, None
+            if mode is DeliveryMode.IMAGE_VOLUME:  # the old model's image is the volume
+                server, volume = validate_spec(old_spec, self.k8s, mode).image or "", old_image
+            objects = render(old_spec, self.k8s, server, self.environment_id,
                              restarted_at=restarted_at, fetcher_env=self.fetcher_env,
-                             mode=delivery_mode(old_spec.model, self.k8s.model_delivery,
-                                                self.settings.images.builder))
+                             mode=mode, model_volume=volume)
             apply_all(self.client, objects)
             prune(self.client, self.k8s, name, objects)
             back = wait_for_rollout(self.client, self.k8s, name,
@@ -310,6 +316,27 @@ class KubernetesPlugin:
         return result
 
     # ---- helpers -----------------------------------------------------------------------
+
+    def _mode(self, spec: DeploymentSpec) -> DeliveryMode:
+        """The delivery mode of `spec`; `auto` asks the cluster's version (discovery)."""
+        version = self._cluster_version() if self.k8s.model_delivery == "auto" else None
+        return delivery_mode(spec.model, self.k8s.model_delivery, self.settings.images.builder,
+                             version, self.k8s.image_volume_min_version)
+
+    def _cluster_version(self) -> str | None:
+        """`major.minor` from `/version`, cached; None (no image volumes) when unreadable."""
+        read_at, version = self._version
+        if time.monotonic() - read_at < VERSION_TTL_SECONDS:
+            return version
+        try:
+            info = self.client.request("GET", "/version", verb="get")
+            version = f"{info.get('major', '')}.{info.get('minor', '')}"
+        except AgentError as exc:
+            log.warning("cannot read the cluster's version (%s): auto delivery will not use "
+                        "image volumes", exc)
+            version = None
+        self._version = (time.monotonic(), version)
+        return version
 
     def _with_default_credentials(self, spec: DeploymentSpec) -> DeploymentSpec:
         default = self.settings.artifacts.default_credentials_secret

@@ -218,10 +218,19 @@ class KubernetesSettings(_Section):
         description="Server profiles added to (or replacing) the built-ins, by name.",
     )
     default_server_profile: str | None = Field(default=None, description="None: mlserver.")
-    model_delivery: Literal["auto", "image", "storage-initializer"] = Field(
+    model_delivery: Literal["auto", "image", "storage-initializer", "image-volume"] = Field(
         default="auto",
         description="image: build a model image; storage-initializer: base image + init "
-        "container that fetches the model; auto: storage-initializer when images.builder=none.",
+        "container that fetches the model; image-volume: base image + the model pushed as an "
+        "OCI artifact and mounted as an image volume; auto: image-volume on clusters of at "
+        "least image_volume_min_version with images.builder=direct, else image, and "
+        "storage-initializer when images.builder=none.",
+    )
+    image_volume_min_version: str = Field(
+        default="1.35", pattern=r"^v?[0-9]+\.[0-9]+$",
+        description="auto picks image-volume on clusters of this Kubernetes version or newer "
+        "(1.35: ImageVolume beta and on by default; raise it where the nodes' runtime cannot "
+        "mount image volumes yet, e.g. containerd before 2.1).",
     )
     agent_image: str | None = Field(
         default=None, description="The agent's own image, run as the storage initializer."

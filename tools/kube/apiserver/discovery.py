@@ -9,14 +9,9 @@ import hashlib
 from typing import Any
 
 from .resources import RESOURCES, Resource, group_versions, in_group_version
+from .version import info as _version_info
 
-VERSION = {
-    "major": "1", "minor": "33", "emulationMajor": "1", "emulationMinor": "33",
-    "minCompatibilityMajor": "1", "minCompatibilityMinor": "32",
-    "gitVersion": "v1.33.0", "gitCommit": "60a317eadfcb839692a68eab88b2096f4d708f4f",
-    "gitTreeState": "clean", "buildDate": "2025-04-23T13:01:20Z", "goVersion": "go1.24.2",
-    "compiler": "gc", "platform": "linux/amd64",
-}
+VERSION = _version_info()  # at import; the server answers /version with version.info()
 
 
 def api_versions(server_address: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from . import discovery, subresources
+from . import discovery, subresources, version
 from .api import Api, Request, check_method
 from .auth import Authenticator, User, allowed, verb_for
 from .errors import ApiError, forbidden, method_not_allowed, not_implemented
@@ -238,7 +238,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, b"ok", "text/plain; charset=utf-8")
             return
         if path == "/version":
-            self._send(200, discovery.VERSION)
+            self._send(200, version.info())
             return
         if path == "/api":
             host, port = srv.server_address[:2]

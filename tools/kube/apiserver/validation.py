@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from . import version
 from .errors import ApiError, bad_request, invalid
 from .resources import Resource
 from .selectors import match_labels, selector_from_match
@@ -232,6 +233,14 @@ def _pod_causes(pod: dict[str, Any], base: str) -> list[dict[str, str]]:
                                      "FieldValueRequired"))
     if "containers" in pod and not pod.get("containers"):
         causes.append(_cause(f"{base}.containers", "Required value", "FieldValueRequired"))
+    if not version.image_volumes_enabled():
+        # feature gate ImageVolume off (before 1.35): the server drops `image`, and a volume
+        # left without a source is refused
+        for i, vol in enumerate(pod.get("volumes") or []):
+            if isinstance(vol, dict) and "image" in vol and len(vol) == 2:
+                causes.append(_cause(f"{base}.volumes[{i}]",
+                                     "Required value: must specify a volume type",
+                                     "FieldValueRequired"))
     return causes
 
 

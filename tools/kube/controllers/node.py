@@ -29,6 +29,7 @@ from tools.harnesslib.netns import NetError, PodNetwork
 
 from . import kubelet_security, podspec
 from .client import ApiError, Informer, KubeClient, Obj, key_of, now_iso
+from .image_volumes import ImageVolumeError, mount_image_volumes, unmount_image_volumes
 from .runtime import ContainerProcess, Podman, start_container, write_authfile
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,7 @@ class PodWorker(threading.Thread):
         self.pod_ip = ""
         self.netns_path = ""
         self.volumes: dict[str, str] = {}
+        self.image_mounts: dict[str, str] = {}  # image volumes: always mounted read-only
         self.authfile: str | None = None
         self.phase = "Pending"
         self.initialized = not self.inits
@@ -228,6 +230,9 @@ class PodWorker(threading.Thread):
         return None
 
     def _release(self) -> None:
+        if self.image_mounts:
+            unmount_image_volumes(self.node.podman, self.pod, self.image_mounts)
+            self.image_mounts = {}
         if self.net_index:
             self.node.net.del_pod(self.net_index)
             with self.node.net_lock:
@@ -315,8 +320,17 @@ class PodWorker(threading.Thread):
                 kubelet_security.apply_fs_group(self.pod, self.volumes)
                 configs = podspec.docker_configs(self.client, self.pod)
                 self.authfile = write_authfile(os.path.join(self.pod_dir, "auth.json"), configs)
+                self.image_mounts = mount_image_volumes(self.node.podman, self.pod,
+                                                        self.authfile, self.gone)
+                self.volumes.update(self.image_mounts)
                 self.mount_error = ""
                 return True
+            except ImageVolumeError as exc:
+                if str(exc) != self.mount_error:
+                    self.event("Failed", f"Error: {exc}", "Warning")
+                self.mount_error = str(exc)
+                self.push_status()
+                self.gone.wait(10)  # the kubelet backs off image pulls
             except podspec.MountError as exc:
                 msg = f"MountVolume.SetUp failed: {exc}"
                 if msg != self.mount_error:
@@ -435,7 +449,7 @@ class PodWorker(threading.Thread):
         try:
             env = podspec.resolve_env(self.client, self.pod, c.spec, self.pod_ip,
                                       self.node.net.gateway)
-            mounts = podspec.mounts(c.spec, self.volumes)
+            mounts = podspec.mounts(c.spec, self.volumes, read_only=set(self.image_mounts))
         except podspec.MountError as exc:
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
             self.event("Failed", f"Error: {exc}", "Warning")

@@ -218,8 +218,10 @@ def _write_downward(target: str, pod: Obj, items: list[Obj]) -> None:
             fh.write(value)
 
 
-def mounts(container: Obj, volumes: dict[str, str]) -> list[tuple[str, str, bool]]:
-    """(host path, container path, read-only) for each volumeMount."""
+def mounts(container: Obj, volumes: dict[str, str],
+           read_only: set[str] | None = None) -> list[tuple[str, str, bool]]:
+    """(host path, container path, read-only) for each volumeMount; `read_only` volumes
+    (image volumes) are read-only whatever the mount says."""
     out = []
     for vm in container.get("volumeMounts") or []:
         host = volumes.get(vm["name"])
@@ -229,7 +231,8 @@ def mounts(container: Obj, volumes: dict[str, str]) -> list[tuple[str, str, bool
             host = os.path.join(host, vm["subPath"])
             if not os.path.exists(host):
                 os.makedirs(host, exist_ok=True)
-        out.append((host, vm["mountPath"], bool(vm.get("readOnly"))))
+        out.append((host, vm["mountPath"],
+                    bool(vm.get("readOnly")) or vm["name"] in (read_only or set())))
     return out
 
 
