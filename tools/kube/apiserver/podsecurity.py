@@ -268,7 +268,8 @@ def capabilities_restricted(meta: Obj, spec: Obj) -> Result:
     return ("unrestricted capabilities", "; ".join(details)) if details else None
 
 
-RESTRICTED_VOLUME_KINDS = ("configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+# `image`: allowed since 1.33 at every policy version (kubernetes/kubernetes#130394)
+RESTRICTED_VOLUME_KINDS = ("configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "image",
                            "persistentVolumeClaim", "projected", "secret")
 
 

@@ -1,0 +1,192 @@
+"""image-volume delivery: the real MLServer image, unchanged, with the model mounted from an image.
+
+The harness cluster plays a Kubernetes 1.35 (the stand-in's `server-version`
+file): `model_delivery: auto` then picks image-volume from the cluster's
+`/version`. The same scikit-learn model is served once from a built image (an
+agent with `model_delivery: image`) and once from an image volume; both answer
+what the model answers locally. A replace pushes only the new model artifact
+(no image with the server base is pushed), and deploying a model the registry
+already holds uploads nothing. With the cluster back at 1.33 (ImageVolume off
+by default), the API server refuses the volume the way a real one does.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.e2e.test_e2e_kubernetes import Agent
+from tests.e2e.test_e2e_serving import (
+    CASES,
+    answers,
+    finish,
+    local_predictions,
+    save_joblib,
+    serving_config,
+    upload,
+)
+from tests.fixtures.harness import S3, harness_dir
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CASE = CASES["mlserver"]
+VERSION_FILE = harness_dir() / "data" / "kube" / "server-version"
+
+
+@pytest.fixture
+def cluster_version() -> Iterator[Any]:
+    """Set the stand-in's reported Kubernetes version for one test (removed afterwards)."""
+    def set_version(version: str) -> None:
+        VERSION_FILE.write_text(version + "\n")
+
+    try:
+        yield set_version
+    finally:
+        VERSION_FILE.unlink(missing_ok=True)
+
+
+def _agent(control_plane: Any, cluster: dict[str, str], s3: S3, tmp: Path,
+           delivery: str) -> tuple[str, Agent]:
+    import yaml
+
+    tmp.mkdir()
+    env_id, token = control_plane.create_environment()
+    config = serving_config(tmp / "agent.yaml", cluster, s3, control_plane.url, env_id, token)
+    data = yaml.safe_load(config.read_text())
+    data["plugin"]["kubernetes"]["model_delivery"] = delivery
+    config.write_text(yaml.safe_dump(data))
+    return env_id, Agent(config, tmp / "agent.log")
+
+
+def _tags(cluster: dict[str, str]) -> set[str]:
+    response = requests.get(f"http://{cluster['HARNESS_REGISTRY']}/v2/e2e-models/tags/list",
+                            timeout=10)
+    return set(response.json().get("tags") or []) if response.status_code == 200 else set()
+
+
+def _details(control_plane: Any, env_id: str, deployment: str) -> list[dict[str, Any]]:
+    return [{"message": e["message"], **(e.get("details") or e.get("data") or {})}
+            for e in control_plane.admin.events(env_id, deployment)]
+
+
+def test_image_volume_serves_like_a_built_image_and_replaces_without_a_build(
+        control_plane: Any, cluster: dict[str, str], s3: S3, tmp_path: Path,
+        cluster_version: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.plugins.kubernetes import names
+    from agent.plugins.kubernetes.client import KubeClient
+    from agent.plugins.kubernetes.settings import KubernetesSettings
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", s3.region)
+    cluster_version("1.35.0")
+    v1, v2 = CASE.train("v1"), CASE.train("v2")
+    run = uuid.uuid4().hex  # a note per run: new model digests, so new artifacts each run
+    for version, model in (("v1", v1), ("v2", v2)):
+        (save_joblib(model, tmp_path / version) / "NOTES.md").write_text(f"{version} {run}\n")
+    uri1, uri2 = upload(s3, tmp_path / "v1"), upload(s3, tmp_path / "v2")
+
+    built_env, built_agent = _agent(control_plane, cluster, s3, tmp_path / "built", "image")
+    try:
+        result = finish(control_plane, built_env, control_plane.deploy(
+            built_env, "built", "iv-v1", uri=uri1, server_profile="mlserver"), built_agent)
+        assert result["state"] == "ready", (result, built_agent.log()[-4000:])
+        built_answers = answers(CASE, result["data"]["predictionUrl"])
+    finally:
+        built_agent.stop()
+    assert built_answers == local_predictions(v1)
+
+    env_id, agent = _agent(control_plane, cluster, s3, tmp_path / "volume", "auto")
+    kube = KubeClient(KubernetesSettings(kubeconfig=Path(cluster["HARNESS_KUBECONFIG"]),
+                                         namespace=cluster["NAMESPACE"]))
+    try:
+        result = finish(control_plane, env_id, control_plane.deploy(
+            env_id, "volume", "iv-v1", uri=uri1, server_profile="mlserver"), agent)
+        assert result["state"] == "ready", (result, agent.log()[-4000:])
+        url = result["data"]["predictionUrl"]
+        assert answers(CASE, url) == built_answers
+
+        name = names.object_name("volume", KubernetesSettings().name_prefix)
+        pod = kube.get("apps/v1", "Deployment", name)["spec"]["template"]["spec"]
+        server = next(c for c in pod["containers"] if c["name"] == "server")
+        assert server["image"] == cluster["HARNESS_MLSERVER_IMAGE"]  # the profile's, unchanged
+        volume = next(v for v in pod["volumes"] if "image" in v)
+        assert volume["image"]["reference"].startswith(
+            f"{cluster['HARNESS_REGISTRY']}/e2e-models:mv-")
+        mount = next(m for m in server["volumeMounts"] if m["name"] == volume["name"])
+        assert mount["readOnly"] is True
+
+        # a replace: only the new model's artifact is pushed, no image is built
+        before = _tags(cluster)
+        result = finish(control_plane, env_id, control_plane.admin.replace(
+            env_id, "volume", {"model": {"id": "iv-v2", "uri": uri2}}), agent)
+        assert result["state"] == "ready", (result, agent.log()[-4000:])
+        deadline = time.monotonic() + 60  # the ingress drops the old pod's endpoint
+        while answers(CASE, url) != local_predictions(v2) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert answers(CASE, url) == local_predictions(v2)
+        new_tags = _tags(cluster) - before
+        assert {t[:3] for t in new_tags} == {"mp-", "mv-"}, new_tags  # no m-<hash> image
+        messages = [e["message"] for e in _details(control_plane, env_id, "volume")]
+        assert not any("building" in m for m in messages), messages
+
+        # the first model again, under another deployment: nothing is uploaded
+        result = finish(control_plane, env_id, control_plane.deploy(
+            env_id, "volume-again", "iv-v1", uri=uri1, server_profile="mlserver"), agent)
+        assert result["state"] == "ready", (result, agent.log()[-4000:])
+        events = _details(control_plane, env_id, "volume-again")
+        assert any(e["message"].startswith("model artifact reused: ") for e in events), events
+        assert not any(e["message"].startswith("model artifact pushed") for e in events)
+        assert _tags(cluster) - before == new_tags
+        assert answers(CASE, result["data"]["predictionUrl"]) == local_predictions(v1)
+    except BaseException:
+        print(f"\n----- agent log -----\n{agent.log()[-6000:]}")
+        raise
+    finally:
+        agent.stop()
+        kube.close()
+
+
+def test_a_cluster_before_1_35_refuses_an_image_volume_and_auto_builds_an_image(
+        control_plane: Any, cluster: dict[str, str], s3: S3, tmp_path: Path,
+        cluster_version: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.errors import AgentError
+    from agent.plugins.kubernetes.client import KubeClient
+    from agent.plugins.kubernetes.settings import KubernetesSettings
+
+    cluster_version("1.34.2")
+    kube = KubeClient(KubernetesSettings(kubeconfig=Path(cluster["HARNESS_KUBECONFIG"]),
+                                         namespace=cluster["NAMESPACE"]))
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "iv"},
+           "spec": {"containers": [{"name": "c", "image": cluster["HARNESS_MLSERVER_IMAGE"],
+                                    "volumeMounts": [{"name": "m", "mountPath": "/mnt/m"}]}],
+                    "volumes": [{"name": "m", "image": {"reference": "r/m:mv-1"}}]}}
+    try:
+        with pytest.raises(AgentError) as refused:
+            kube.create(pod)
+        assert refused.value.status == 422
+        assert "spec.volumes[0]: Required value: must specify a volume type" in \
+            str(refused.value)
+    finally:
+        kube.close()
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", s3.region)
+    model = CASE.train("v1")
+    env_id, agent = _agent(control_plane, cluster, s3, tmp_path / "old", "auto")
+    try:
+        result = finish(control_plane, env_id, control_plane.deploy(
+            env_id, "old", "old-v1", uri=upload(s3, save_joblib(model, tmp_path / "m")),
+            server_profile="mlserver"), agent)
+        assert result["state"] == "ready", (result, agent.log()[-4000:])
+        assert ":m-" in result["data"]["image"], result  # a built model image
+        assert answers(CASE, result["data"]["predictionUrl"]) == local_predictions(model)
+    finally:
+        agent.stop()
