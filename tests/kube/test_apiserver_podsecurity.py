@@ -203,3 +203,38 @@ def test_older_policy_versions_skip_newer_checks() -> None:
     assert v121.evaluate("enforce", {}, spec) == ""
     latest = podsecurity.Policy({PSA + "enforce": "restricted"})
     assert latest.evaluate("enforce", {}, spec).startswith("unrestricted capabilities")
+
+
+def image_volume_pod(name: str) -> dict[str, Any]:
+    body = pod(name, **RESTRICTED_OK, volumeMounts=[{"name": "model", "mountPath": "/mnt/m"}])
+    body["spec"]["volumes"] = [{"name": "model", "image": {
+        "reference": "reg/models:mv-1", "pullPolicy": "IfNotPresent"}}]
+    return body
+
+
+def test_image_volume_is_admitted_under_restricted_from_1_35(
+        kube_api: KubeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools.kube.apiserver import version
+
+    monkeypatch.setattr(version, "_configured", "1.35.0")
+    assert requests.get(f"{kube_api.url}/version", timeout=10).json()["gitVersion"] == "v1.35.0"
+    ns = ns_with(kube_api, {PSA + "enforce": "restricted"})
+    r = create(kube_api, ns, image_volume_pod("iv"))
+    assert r.status_code == 201, r.text
+    assert r.json()["spec"]["volumes"][0]["image"]["reference"] == "reg/models:mv-1"
+
+
+def test_server_before_1_35_refuses_an_image_volume_like_a_disabled_feature_gate(
+        kube_api: KubeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ImageVolume is off by default before 1.35: the field is dropped, the volume has no
+    source, and validation says so (pkg/apis/core/validation: "must specify a volume type")."""
+    from tools.kube.apiserver import version
+
+    monkeypatch.setattr(version, "_configured", "1.34.2")
+    assert requests.get(f"{kube_api.url}/version", timeout=10).json()["minor"] == "34"
+    r = create(kube_api, kube_api.namespace("old"), image_volume_pod("iv"))
+    assert r.status_code == 422, r.text
+    assert r.json()["details"]["causes"] == [{
+        "reason": "FieldValueRequired", "field": "spec.volumes[0]",
+        "message": "Required value: must specify a volume type"}]
+    assert 'spec.volumes[0]: Required value: must specify a volume type' in r.json()["message"]

@@ -42,6 +42,7 @@ entries:
   - {values: predictionServer.serverProfiles, settings: plugin.kubernetes.server_profiles, type: models, unset: keep, keys: {image: image, modelPath: model_path, port: port, healthPath: health_path, predictPath: predict_path, metricsPort: metrics_port, metricsPath: metrics_path, command: command, args: args, env: env, runAsNonRoot: run_as_non_root, runAsUser: run_as_user}}
   - {values: predictionServer.defaultServerProfile, settings: plugin.kubernetes.default_server_profile, type: string, unset: omit}
   - {values: predictionServer.modelDelivery, settings: plugin.kubernetes.model_delivery, type: any, unset: keep}
+  - {values: predictionServer.imageVolumeMinVersion, settings: plugin.kubernetes.image_volume_min_version, type: string, unset: keep}
   - {values: predictionServer.namePrefix, settings: plugin.kubernetes.name_prefix, type: string, unset: keep}
   - {values: predictionServer.outfacingUrlRoot, settings: plugin.kubernetes.outfacing_url_root, type: string, unset: keep}
   - {values: predictionServer.ingressMode, settings: plugin.kubernetes.ingress_mode, type: any, unset: keep}

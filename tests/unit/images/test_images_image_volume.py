@@ -1,0 +1,115 @@
+"""image-volume mode: when `auto` picks it, how the pod mounts the model, how files are typed.
+
+The rendered objects are validated against the real Kubernetes 1.35 schemas
+(`kubernetes_validate`, strict). Pushing and serving are tested against real
+servers in tests/integration/images/test_images_modelpack.py and
+tests/e2e/test_e2e_image_volume.py.
+"""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+from pydantic import ValidationError
+
+from agent.errors import InvalidActionError
+from agent.images.delivery import (
+    DeliveryMode,
+    check_delivery,
+    delivery_mode,
+    mode_of_last_good,
+    parse_version,
+)
+from agent.images.modelpack import file_kind, file_path_annotation, is_modelpack, model_format
+from agent.model import DeploymentSpec, ModelRef
+from agent.plugins.kubernetes.manifests import render
+from agent.plugins.kubernetes.settings import KubernetesSettings
+
+MODEL = ModelRef(id="m1", uri="s3://bucket/model/")
+VOLUME = "reg.example/models:mv-0123456789abcdef0123"
+
+
+@pytest.mark.parametrize(("version", "builder", "expected"), [
+    ("1.35", "direct", DeliveryMode.IMAGE_VOLUME),
+    ("1.36", "direct", DeliveryMode.IMAGE_VOLUME),
+    ("2.0", "direct", DeliveryMode.IMAGE_VOLUME),
+    ("1.34", "direct", DeliveryMode.IMAGE),  # ImageVolume beta but off by default
+    (None, "direct", DeliveryMode.IMAGE),  # version unknown (filesystem plugin, no access)
+    ("1.36", "kaniko", DeliveryMode.IMAGE),  # the agent may not push with Kaniko's identity
+    ("1.36", "none", DeliveryMode.STORAGE_INITIALIZER),
+])
+def test_auto_picks_image_volume_on_clusters_that_mount_them(
+        version: str | None, builder: str, expected: DeliveryMode) -> None:
+    assert delivery_mode(MODEL, "auto", builder, version) is expected
+
+
+def test_the_version_gate_is_configurable_and_explicit_modes_ignore_it() -> None:
+    assert delivery_mode(MODEL, "auto", "direct", "1.35", "1.36") is DeliveryMode.IMAGE
+    assert delivery_mode(MODEL, "image-volume", "direct", None) is DeliveryMode.IMAGE_VOLUME
+    assert delivery_mode(ModelRef(id="m", image="reg/srv:1"), "auto", "direct", "1.36") \
+        is DeliveryMode.IMAGE  # a ready server image is used as named
+    with pytest.raises(ValidationError):
+        KubernetesSettings(image_volume_min_version="one.35")
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    ("1.35", (1, 35)), ("v1.35.2", (1, 35)), ("1.36+", (1, 36)), ("1.33-eks-abc", (1, 33))])
+def test_cluster_versions_of_managed_clusters_parse(text: str, parsed: tuple[int, int]) -> None:
+    assert parse_version(text) == parsed
+
+
+def test_rollback_renders_the_last_good_model_in_the_mode_it_was_delivered_in() -> None:
+    assert mode_of_last_good(VOLUME, DeliveryMode.IMAGE) is DeliveryMode.IMAGE_VOLUME
+    assert mode_of_last_good("reg:5000/models:m-0123", DeliveryMode.IMAGE_VOLUME) \
+        is DeliveryMode.IMAGE
+    assert mode_of_last_good("reg:5000/srv:1", DeliveryMode.STORAGE_INITIALIZER) \
+        is DeliveryMode.STORAGE_INITIALIZER
+
+
+def test_pod_runs_the_unchanged_profile_image_with_the_model_mounted_read_only() -> None:
+    spec = DeploymentSpec(id="d1", model=MODEL)
+    settings = KubernetesSettings(namespace="models", model_delivery="image-volume")
+    objects = render(spec, settings, "docker.io/seldonio/mlserver:1.7.1", "env-1",
+                     mode=DeliveryMode.IMAGE_VOLUME, model_volume=VOLUME)
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.35.0", strict=True)
+    pod = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert "initContainers" not in pod or not pod["initContainers"]
+    assert pod["volumes"] == [{"name": "model", "image": {"reference": VOLUME,
+                                                          "pullPolicy": "IfNotPresent"}}]
+    server = pod["containers"][0]
+    assert server["image"] == "docker.io/seldonio/mlserver:1.7.1"
+    assert {"name": "model", "mountPath": "/mnt/models", "readOnly": True} in \
+        server["volumeMounts"]
+    assert {"name": "MODEL_PATH", "value": "/mnt/models"} in server["env"]
+
+
+def test_image_volume_mode_needs_the_pushed_reference_and_a_base_image() -> None:
+    spec = DeploymentSpec(id="d1", model=MODEL)
+    settings = KubernetesSettings(model_delivery="image-volume")
+    with pytest.raises(InvalidActionError, match="image reference"):
+        render(spec, settings, "srv:1", "env-1", mode=DeliveryMode.IMAGE_VOLUME)
+    with pytest.raises(InvalidActionError, match="no base image"):
+        check_delivery(spec, DeliveryMode.IMAGE_VOLUME, None, None)
+    check_delivery(spec, DeliveryMode.IMAGE_VOLUME, "srv:1", None)  # no agent image needed
+
+
+@pytest.mark.parametrize(("path", "kind"), [
+    ("model.joblib", "weight"), ("sub/model.safetensors", "weight"), ("model.json", "weight"),
+    ("MLmodel", "weight.config"), ("requirements.txt", "weight.config"),
+    ("tokenizer.json", "weight.config"), ("README.md", "doc"), ("LICENSE", "doc"),
+    ("code/predict.py", "code")])
+def test_files_get_modelpack_layer_kinds(path: str, kind: str) -> None:
+    assert file_kind(path) == kind
+
+
+def test_model_format_and_both_media_type_prefixes() -> None:
+    assert model_format(["MLmodel", "model.pkl"]) == "mlflow"
+    assert model_format(["model.joblib"]) == "joblib"
+    assert model_format(["model.json"]) == "xgboost"
+    assert model_format(["notes.txt"]) == "unknown"
+    assert is_modelpack("application/vnd.cncf.model.weight.v1.tar")
+    assert is_modelpack("application/vnd.cnai.model.manifest.v1+json")
+    assert not is_modelpack("application/vnd.oci.image.layer.v1.tar")
+    assert file_path_annotation({"org.cnai.model.filepath": "w.bin"}) == "w.bin"
+    assert file_path_annotation({"other": "x"}) is None
