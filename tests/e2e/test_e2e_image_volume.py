@@ -145,6 +145,24 @@ def test_image_volume_serves_like_a_built_image_and_replaces_without_a_build(
         assert not any(e["message"].startswith("model artifact pushed") for e in events)
         assert _tags(cluster) - before == new_tags
         assert answers(CASE, result["data"]["predictionUrl"]) == local_predictions(v1)
+
+        # a model the server cannot load: the rollback mounts the last good model volume again
+        v2_volume = kube.get("apps/v1", "Deployment", name)["spec"]["template"]["spec"][
+            "volumes"][0]["image"]["reference"]
+        broken = tmp_path / "broken"
+        broken.mkdir()
+        (broken / "model.joblib").write_bytes(b"this is not a pickle " + run.encode())
+        result = finish(control_plane, env_id, control_plane.admin.replace(
+            env_id, "volume", {"model": {"id": "iv-broken", "uri": upload(s3, broken)},
+                               "config": {"rollout_timeout_seconds": 120}}), agent,
+            timeout=300)
+        assert result["data"]["oldModelInUse"] is True, result
+        assert "rolled back: model iv-v2 is still serving" in result["data"]["message"], result
+        assert result["data"]["image"] == v2_volume, result
+        pod = kube.get("apps/v1", "Deployment", name)["spec"]["template"]["spec"]
+        assert pod["volumes"][0]["image"]["reference"] == v2_volume
+        assert pod["containers"][0]["image"] == cluster["HARNESS_MLSERVER_IMAGE"]
+        assert answers(CASE, url) == local_predictions(v2)
     except BaseException:
         print(f"\n----- agent log -----\n{agent.log()[-6000:]}")
         raise
