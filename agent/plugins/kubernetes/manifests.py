@@ -119,9 +119,10 @@ def render(
     if settings.pdb.enabled and _min_replicas(spec, settings) > 1:
         objects.append(_pdb(spec, settings, name, labels, annotations))
     if settings.network_policy.enabled:
-        objects.append(network_policy(spec, settings, profile,
-                                      _metadata(name, settings, labels, annotations), mode,
-                                      fetcher_env or {}))
+        # first: the pods (their storage initializer included) must not start unrestricted
+        objects.insert(0, network_policy(spec, settings, profile,
+                                         _metadata(name, settings, labels, annotations), mode,
+                                         fetcher_env or {}))
     return objects
 
 
