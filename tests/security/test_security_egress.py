@@ -101,7 +101,9 @@ def test_a_policy_without_the_stores_port_keeps_the_fetch_out(
     try:
         result = plugin.start(_spec(cluster, "egress-blocked", bundle_server), events())
         assert result.status == Status.FAILING
-        assert "storage-initializer" in (result.data.message or ""), result.data.message
+        message = result.data.message or ""
+        assert "container storage-initializer fails" in message, message
+        assert "No route to host" in message, message  # the node rejected the connection
     finally:
         plugin.stop("egress-blocked", events())
         plugin.close()
