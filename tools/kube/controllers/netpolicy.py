@@ -22,7 +22,7 @@ import ipaddress
 import logging
 import subprocess
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from .client import Informer, KubeClient, Obj, label_selector_matches
@@ -168,7 +168,7 @@ class EgressEnforcer:
         with self.lock:
             self.applied.pop(netns_path, None)
 
-    def sync(self, pods: list[PodView]) -> None:
+    def sync(self, pods: Sequence[PodView]) -> None:
         """Rewrite what changed for every pod with a sandbox; forget pods that are gone."""
         live = [p for p in pods if p.netns_path]
         for view in live:
