@@ -193,7 +193,7 @@ class KubernetesPlugin:
         """Apply `spec` and carry out what `converge.decide` says follows the attempt."""
         spec = self._with_default_credentials(spec)
         mode = self._mode(spec)
-        profile = validate_spec(spec, self.k8s, mode)
+        profile = validate_spec(spec, self.k8s, mode, self.fetcher_env)  # before any apply
         timeout = deployment_options(spec).rollout_timeout_seconds \
             or self.k8s.rollout_timeout_seconds
         name = names.object_name(spec.id, self.k8s.name_prefix)
@@ -296,7 +296,8 @@ class KubernetesPlugin:
             mode = mode_of_last_good(old_image, self._mode(old_spec))
             server, volume = old_image, None
             if mode is DeliveryMode.IMAGE_VOLUME:  # the old model's image is the volume
-                server, volume = validate_spec(old_spec, self.k8s, mode).image or "", old_image
+                profile = validate_spec(old_spec, self.k8s, mode, self.fetcher_env)
+                server, volume = profile.image or "", old_image
             objects = render(old_spec, self.k8s, server, self.environment_id,
                              restarted_at=restarted_at, fetcher_env=self.fetcher_env,
                              mode=mode, model_volume=volume)
