@@ -1,8 +1,9 @@
 """Model images: the whole image question of a deployment, answered in one place.
 
 `resolve_image` is what plugins call: it picks the delivery mode
-(`agent.images.delivery`), and in image mode builds (or reuses) the model
-image. `build_model_image` is the build itself (see
+(`agent.images.delivery`), in image mode builds (or reuses) the model image,
+and in image-volume mode pushes (or reuses) the model artifact
+(`agent.images.modelpack`) and builds nothing. `build_model_image` is the build itself (see
 docs/dev/team-contracts.md): it names the image after its content (model
 digest + base image digest + recipe) and checks the registry once
 (`agent.images.content`), reuses the image when the tag is there, and
