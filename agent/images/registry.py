@@ -33,7 +33,8 @@ import requests
 from tenacity import Retrying
 
 from agent.errors import RegistryError
-from agent.images.auth import AnonymousProvider, CredentialProvider, fetch_token
+from agent.images.auth import AnonymousProvider, CredentialProvider
+from agent.images.trust import fetch_token
 from agent.images.oci import ACCEPT, Manifest
 from agent.images.settings import ImageSettings
 from agent.images.upload import BlobUpload
@@ -226,7 +227,8 @@ class Registry:
             params.extend(("scope", scope) for scope in scopes)
             token, lifetime = fetch_token(self.session, realm, params, self.provider, self.host,
                                           verify=self._verify_for(realm),
-                                          timeout=self.settings.timeout_seconds)
+                                          timeout=self.settings.timeout_seconds,
+                                          insecure=self.settings.insecure_registries)
             self._tokens[key] = (str(token), time.time() + max(lifetime - 10, 5))
             return str(token)
 

@@ -23,6 +23,12 @@ class RegistryCredentials(_Section):
         description="How to log in; auto: by registry host (ECR, GCP, ACR with workload "
         "identity), else docker config or user.",
     )
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="Registry hosts (host[:port]) these credentials are sent to, besides the "
+        "generated image repository's host (and a cloud provider's own hosts); every other "
+        "registry, and a token service on another host, gets no credentials.",
+    )
     username: str | None = Field(default=None, description="User name for basic auth.")
     password: SecretStr | None = Field(
         default=None,
