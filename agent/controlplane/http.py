@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from agent import __version__
 from agent.errors import ControlPlaneError, InvalidActionError, LeaseConflictError
+from agent.logs import register_secret
 from agent.model import (
     Action,
     ActionRef,
@@ -214,6 +215,7 @@ class NativeControlPlane:
                 f"cannot read control_plane.token_file: {exc.strerror or exc}"
             ) from exc
         if token:
+            register_secret(token)  # re-read on rotation: every value is scrubbed
             headers["Authorization"] = f"Bearer {token}"
         verify: bool | str = str(self.config.ca_bundle) if self.config.ca_bundle else True
         try:

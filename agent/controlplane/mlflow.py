@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from agent.errors import ControlPlaneError, InvalidActionError, LeaseConflictError
+from agent.logs import register_secret
 from agent.model import (
     Action,
     ActionRef,
@@ -112,9 +113,11 @@ class MLflowRegistry:
             raise ControlPlaneError(f"cannot read control_plane.mlflow.token_file: "
                                     f"{exc.strerror or exc}") from exc
         if token:
+            register_secret(token)  # re-read on rotation: every value is scrubbed
             return {"headers": {"Authorization": f"Bearer {token}"}}
         if self.settings.username:
             password = self.settings.password.get_secret_value() if self.settings.password else ""
+            register_secret(password)
             return {"auth": (self.settings.username, password)}
         return {}
 

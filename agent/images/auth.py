@@ -22,12 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import requests
-
 from agent.errors import RegistryError
-from agent.logs import register_secret
 from agent.images.settings import ImageSettings, RegistryCredentials
 from agent.images.trust import ACR_HOST, ECR_HOST, GCP_HOST, Binding, normalise_host
+from agent.logs import register_secret
 
 log = logging.getLogger(__name__)
 

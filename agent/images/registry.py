@@ -34,9 +34,9 @@ from tenacity import Retrying
 
 from agent.errors import RegistryError
 from agent.images.auth import AnonymousProvider, CredentialProvider
-from agent.images.trust import fetch_token
 from agent.images.oci import ACCEPT, Manifest
 from agent.images.settings import ImageSettings
+from agent.images.trust import fetch_token
 from agent.images.upload import BlobUpload
 from agent.retry import is_transient_status, retry_after_of, retrying
 
