@@ -35,6 +35,7 @@ from agent.model import (
     bounded,
 )
 from agent.retry import error_for_status, retry_after_of, retrying
+from agent.tls import verify_for
 
 if TYPE_CHECKING:
     from agent.config import Settings
@@ -217,7 +218,7 @@ class NativeControlPlane:
         if token:
             register_secret(token)  # re-read on rotation: every value is scrubbed
             headers["Authorization"] = f"Bearer {token}"
-        verify: bool | str = str(self.config.ca_bundle) if self.config.ca_bundle else True
+        verify = verify_for(self.config.ca_bundle, "control_plane.ca_bundle")  # adds to roots
         try:
             response = self.session.request(
                 method, url, json=json, params=params, headers=headers, timeout=timeout,

@@ -45,6 +45,7 @@ from agent.model import (
     Status,
 )
 from agent.retry import is_transient_status, retry_after_of, retrying
+from agent.tls import verify_for
 
 if TYPE_CHECKING:
     from agent.config import MLflowSettings, Settings
@@ -124,7 +125,7 @@ class MLflowRegistry:
     def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """One REST call with short retries on transient failures; errors as ControlPlaneError."""
         url = f"{self.base}/{path}"
-        verify: Any = str(self.settings.ca_bundle) if self.settings.ca_bundle else True
+        verify = verify_for(self.settings.ca_bundle, "control_plane.mlflow.ca_bundle")
 
         def attempt() -> dict[str, Any]:
             try:

@@ -151,7 +151,8 @@ def _builder(settings: Settings, kube: Any) -> Builder:
         from agent.images.kaniko import KanikoBuilder
 
         namespace = settings.images.kaniko.namespace or kube.namespace  # the agent's own
-        return KanikoBuilder(settings.images, kube, namespace, fetcher_env(settings.artifacts))
+        env = fetcher_env(settings.artifacts, settings.tls)
+        return KanikoBuilder(settings.images, kube, namespace, env)
     from agent.images.direct import DirectBuilder
 
     return DirectBuilder(settings.images)

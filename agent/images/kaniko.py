@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from agent.errors import BuildError, RegistryError
 from agent.images.build_job import KubeLike, run_build_job
 from agent.images.content import Destination
-from agent.images.fetcher import fetch_model_container
+from agent.images.fetcher import CA_VOLUME, fetch_model_container
 from agent.images.naming import BUILDER_RECIPE, ImageRef, parse_reference
 from agent.images.settings import ImageSettings, KanikoSettings
 from agent.plugins.kubernetes import names
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 WORKSPACE = "/workspace"
 DOCKER_CONFIG_DIR = "/kaniko/.docker"
 CERTS_DIR = "/kaniko/certs"
+#: the executor image sets SSL_CERT_DIR=/kaniko/ssl/certs: Go adds every file there to its roots
+KANIKO_EXTRA_CA = "/kaniko/ssl/certs/management-agent-ca.crt"
 KANIKO_RECIPE = "kaniko-1"
 DEFAULT_FETCHER_IMAGE = "ghcr.io/management-agent/management-agent:latest"
 _DNS_LABEL = re.compile(r"[^a-z0-9-]+")
@@ -171,6 +173,9 @@ def render_build_job(*, destination: str, base_image: str, model_uri: str, model
         model_credentials_secret or kaniko.model_credentials_secret, model_digest,
         artifact_env, dockerfile(base_image, model_path))
     volumes.extend(fetch_volumes)
+    if getattr(artifact_env, "ca_volume", None):  # tls CA: one more file in Kaniko's roots dir
+        mounts.append({"name": CA_VOLUME, "mountPath": KANIKO_EXTRA_CA, "subPath": "ca.crt",
+                       "readOnly": True})
     executor = {
         "name": "kaniko",
         "image": kaniko.image,
