@@ -227,3 +227,13 @@ class ImageSettings(_Section):
         default="1", description="Bump to force new tags (part of the content address)."
     )
     kaniko: KanikoSettings = Field(default_factory=KanikoSettings)
+
+    @model_validator(mode="after")
+    def _base_login_names_its_registry(self) -> ImageSettings:
+        base = self.base_credentials
+        if (base is not None and base.username and base.provider in ("auto", "basic")
+                and not base.hosts):
+            raise ValueError(
+                "images.base_credentials.hosts is empty: name the base images' registry "
+                "(host[:port]); the login is sent to no other host")
+        return self

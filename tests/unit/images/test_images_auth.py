@@ -190,3 +190,9 @@ def test_google_provider_refreshes_default_credentials(monkeypatch: pytest.Monke
     assert provider.get("europe-docker.pkg.dev") == Credential("oauth2accesstoken",
                                                                "ya29.access-1")
     assert fake.refreshed == 1
+
+
+def test_a_base_image_login_must_name_its_registry() -> None:
+    with pytest.raises(ValueError, match=r"base_credentials.hosts is empty"):
+        ImageSettings.model_validate({"base_credentials": {"username": "u", "password": "p"}})
+    ImageSettings.model_validate({"base_credentials": {"provider": "gcp"}})  # its cloud's hosts
