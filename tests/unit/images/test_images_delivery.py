@@ -129,6 +129,8 @@ def test_the_tls_ca_is_mounted_into_both_fetchers_and_the_kaniko_executor() -> N
             in spec["initContainers"][0]["volumeMounts"]
     assert {"name": "agent-ca", "mountPath": "/kaniko/ssl/certs/management-agent-ca.crt",
             "subPath": "ca.crt", "readOnly": True} in job["containers"][0]["volumeMounts"]
+    assert "--registry-certificate=r.io=/kaniko/ssl/certs/management-agent-ca.crt" in \
+        job["containers"][0]["args"]  # Kaniko appends it to the system pool for that registry
     assert fetcher_env(ArtifactSettings(), Settings().tls).ca_volume is None
 
 
