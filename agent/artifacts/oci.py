@@ -110,6 +110,8 @@ class OciSource(BaseSource):
             err = TransientArtifactError if exc.transient else ArtifactError
             text = (str(exc).replace("images.ca_bundle", "artifacts.ca_bundle (--ca-bundle)")
                     .replace("images.insecure_registries", "artifacts.oci_insecure_registries")
+                    .replace("(images.credentials.hosts, images.base_credentials.hosts)",
+                             "(model.credentials_secret)")
                     .replace(" (or list the registry in images.skip_tls_verify_registries)", ""))
             raise err(f"{self.safe_uri}: {text}") from exc
 

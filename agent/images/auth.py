@@ -323,14 +323,14 @@ def provider_for(settings: RegistryCredentials, registry: str,
     host names; for any other registry this is the anonymous provider.
     """
     kind = _kind(settings, registry)
-    binding = Binding([*bound_to, *settings.hosts, settings.ecr_registry_override or ""],
-                      kind, setting)
-    if kind in ("anonymous", "dockerconfig"):  # a docker config is keyed by host already
-        binding = Binding((), kind, setting)
-    elif not binding.allows(registry):
-        if kind != "auto":
-            log.info("no %s credentials sent to registry %s: not one of the hosts they are "
-                     "configured for (%s)", kind, registry, setting)
+    hosts = [*bound_to, *settings.hosts]
+    if kind == "ecr" and settings.ecr_registry_override:
+        hosts.append(settings.ecr_registry_override)
+    binding = Binding(hosts, kind, setting)
+    # a docker config is keyed by host already: its binding only decides token realms
+    if kind not in ("anonymous", "dockerconfig") and not binding.allows(registry):
+        log.debug("no %s credentials sent to registry %s: not one of the hosts they are "
+                  "configured for (%s)", kind, registry, setting)
         return AnonymousProvider()
     provider = _make(kind, settings)
     provider.binding = binding

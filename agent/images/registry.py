@@ -223,6 +223,11 @@ class Registry:
         except ValueError:
             pass
         suffix = f" [{detail}]" if detail else ""
+        if code == 401 and self.provider.name == "anonymous":
+            return RegistryError(
+                f"{what}: registry {self.host} asks for a login (401) and none is configured "
+                "for it: a login goes only to the hosts it is bound to "
+                f"(images.credentials.hosts, images.base_credentials.hosts){suffix}")
         if code == 401:
             return RegistryError(
                 f"{what}: registry {self.host} refused the login (401): check the credentials "
