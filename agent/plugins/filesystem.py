@@ -181,7 +181,8 @@ class FilesystemPlugin:
         image = delivery.image
         objects = render(spec, self.kube, image, self.settings.control_plane.environment_id,
                          restarted_at=restarted_at, mode=delivery.mode,
-                         fetcher_env=fetcher_env(self.settings.artifacts))
+                         fetcher_env=fetcher_env(self.settings.artifacts,
+                                                 self.settings.tls))
         url = prediction_url(spec, self.kube)
         folder = self._folder(spec.id)
         manifests = yaml.safe_dump_all(objects, sort_keys=False)
