@@ -182,7 +182,8 @@ class FilesystemPlugin:
         objects = render(spec, self.kube, delivery.image,
                          self.settings.control_plane.environment_id,
                          restarted_at=restarted_at, mode=delivery.mode,
-                         fetcher_env=fetcher_env(self.settings.artifacts),
+                         fetcher_env=fetcher_env(self.settings.artifacts,
+                                                 self.settings.tls),
                          model_volume=delivery.volume)
         url = prediction_url(spec, self.kube)
         folder = self._folder(spec.id)

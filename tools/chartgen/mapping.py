@@ -43,6 +43,7 @@ RENAMES: dict[str, str] = {
     "images.kaniko.extra_volumes": "imageBuilder.extraVolumes",
     "images.kaniko.extra_volume_mounts": "imageBuilder.extraVolumeMounts",
     "images.kaniko.registry_certificates": "imageBuilder.registryCertificates",
+    "images.credentials.hosts": "imageBuilder.credentialHosts",
 }
 
 #: Settings the chart's templates (`_config.tpl`) set from its own wiring: mounted files,
@@ -79,6 +80,10 @@ WIRED: dict[str, str] = {
     "artifacts.ca_bundle": "artifacts.caBundle, mounted",
     "artifacts.cache_dir": "the downloads emptyDir",
     "artifacts.mlflow_tracking_uri": "falls back to controlPlane.mlflow.trackingUri",
+    "tls.ca_bundle": "caBundle, mounted",
+    "tls.ca_config_map": "caBundle.configMap",
+    "tls.ca_secret": "caBundle.secret",
+    "tls.ca_key": "caBundle.key",
 }
 
 #: Wired settings that still have a value of their own (`RENAMES` or camelCase): their schema

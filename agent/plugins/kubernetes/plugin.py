@@ -73,7 +73,7 @@ class KubernetesPlugin:
     def __init__(self, settings: Settings, *, client: KubeClient | None = None) -> None:
         self.settings = settings
         self.k8s = settings.plugin.kubernetes
-        self.fetcher_env = fetcher_env(settings.artifacts)
+        self.fetcher_env = fetcher_env(settings.artifacts, settings.tls)
         self.environment_id = settings.control_plane.environment_id
         self._client = client
         self._lock = threading.Lock()

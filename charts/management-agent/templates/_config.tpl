@@ -12,6 +12,12 @@ names it derives, and fallbacks between values. agent.extraConfig is merged last
 {{- range (include "management-agent.mounts" . | fromYaml).mounts }}
 {{- $_ := set $files .name (ternary (printf "%s/%s" .dir .file) .dir (hasKey . "file")) }}
 {{- end }}
+{{- /* tls: one CA for every client (and the pods the agent renders) */}}
+{{- $tls := dict "ca_key" $v.caBundle.key }}
+{{- with $files.tlsCA }}{{ $_ := set $tls "ca_bundle" . }}{{ end }}
+{{- with $v.caBundle.configMap }}{{ $_ := set $tls "ca_config_map" . }}{{ end }}
+{{- with $v.caBundle.secret }}{{ $_ := set $tls "ca_secret" . }}{{ end }}
+{{- $_ := set $config "tls" $tls }}
 {{- /* control_plane */}}
 {{- $cp := $config.control_plane }}
 {{- $mlflow := $cp.mlflow }}

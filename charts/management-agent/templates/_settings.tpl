@@ -106,6 +106,7 @@ entries:
   - {values: imageBuilder.generatedImageRepository, settings: images.generated_image_repository, type: string, unset: omit}
   - {values: imageBuilder.repositoryLayout, settings: images.repository_layout, type: any, unset: keep}
   - {values: imageBuilder.registryAuth, settings: images.credentials.provider, type: any, unset: keep}
+  - {values: imageBuilder.credentialHosts, settings: images.credentials.hosts, type: any, unset: keep}
   - {values: imageBuilder.username, settings: images.credentials.username, type: string, unset: omit}
   - {values: imageBuilder.ecr.createRepositories, settings: images.credentials.ecr_create_repositories, type: any, unset: keep}
   - {values: imageBuilder.ecr.region, settings: images.credentials.aws_region, type: string, unset: omit}
