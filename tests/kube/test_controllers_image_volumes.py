@@ -49,7 +49,8 @@ def _push_model(env: dict[str, str], tmp: Path) -> str:
         ca_bundle=Path(env["HARNESS_CA_CERT"]),
         credentials=RegistryCredentials(provider="basic",
                                         username=env["HARNESS_REGISTRY_TLS_USER"],
-                                        password=env["HARNESS_REGISTRY_TLS_PASSWORD"]))
+                                        password=env["HARNESS_REGISTRY_TLS_PASSWORD"],
+                                        hosts=[env["HARNESS_REGISTRY_TLS"]]))
     target = parse_reference(f"{env['HARNESS_REGISTRY_TLS']}/volumes/m-{uuid.uuid4().hex[:6]}")
     with DirectorySource(model) as source:
         return push_model_artifact(settings, target, source, {}, lambda *a, **k: None).volume
