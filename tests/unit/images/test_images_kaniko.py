@@ -85,7 +85,9 @@ def test_gke_workload_identity_needs_only_the_service_account() -> None:
                   destination="europe-docker.pkg.dev/proj/models/img:m-0123456789abcdef0123")
     pod = _pod(job)
     assert pod["serviceAccountName"] == "builder-wi"
-    assert [v["name"] for v in pod["volumes"]] == ["workspace"]
+    assert [v["name"] for v in pod["volumes"]] == ["workspace", "fetch-tmp"]
+    # the cloud SDK exchanges the service account's token for the builder identity
+    assert pod["automountServiceAccountToken"] is True
 
 
 def test_insecure_and_skip_tls_registries_become_flags() -> None:
@@ -128,9 +130,10 @@ def test_job_shape_context_and_scheduling() -> None:
     assert pod["restartPolicy"] == "Never"
     fetch = pod["initContainers"][0]
     assert fetch["image"] == "agent:1.0"
-    assert fetch["args"][:3] == ["fetch-model", "s3://bucket/models/iris/", "/workspace/model"]
+    assert fetch["args"][:4] == ["fetch-model", "--uri-from-env", "MODEL_URI", "/workspace/model"]
     assert "--credentials-dir" in fetch["args"]
-    env = {e["name"]: e["value"] for e in fetch["env"]}
+    assert "s3://bucket/models/iris/" not in str(job), "the URI is in the build's Secret"
+    env = {e["name"]: e.get("value") for e in fetch["env"]}
     assert env["DOCKERFILE"].splitlines()[:2] == [f"FROM {BASE}", "COPY model /mnt/models"]
     args = _kaniko(job)["args"]
     assert f"--destination={DEST}" in args and "--compression=zstd" in args
@@ -341,8 +344,11 @@ def test_no_registry_identity_warns_and_builds_with_kaniko(
         image = build_model_image(spec, OTHER_BASE, "/mnt/models", settings,
                                   lambda *a, **k: None, kube=kube, source=nullcontext(_Source()))
     assert not image.reused and image.digest == "sha256:" + "b" * 64
-    assert kube.calls == ["create"] and kube.job is not None
+    # the build's Secret (model URI) before the Job, then owned by it
+    assert kube.calls == ["apply", "create", "apply"] and kube.job is not None
     assert _model_credentials(kube.job) == "iris-creds"
+    secret = kube.objects[("Secret", kube.job["metadata"]["name"] + "-model")]
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == kube.job["metadata"]["uid"]
     host = "base.example.org" if fail == "resolve_image" else "registry.example.com"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(host in w and "builder's identity" in w for w in warnings), warnings
