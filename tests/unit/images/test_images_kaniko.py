@@ -352,3 +352,64 @@ def test_no_registry_identity_warns_and_builds_with_kaniko(
     host = "base.example.org" if fail == "resolve_image" else "registry.example.com"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(host in w and "builder's identity" in w for w in warnings), warnings
+
+
+# -- pod security, secrets out of the Job ----------------------------------------------------
+
+PSA_MESSAGE = ('Error creating: pods "model-build-x-abcde" is forbidden: violates PodSecurity '
+               '"restricted:latest": runAsNonRoot != true (container "kaniko" must not set '
+               'securityContext.runAsUser=0)')
+
+
+def test_a_pod_refused_by_pod_security_fails_the_build_at_once_and_says_what_to_do() -> None:
+    """The Job controller's FailedCreate event, as the real one records it (the stand-in's
+    Job controller is checked to record the same in tests/integration/images)."""
+    kube = FakeKube(on_get=lambda job, gets: None, events=[{
+        "reason": "FailedCreate", "type": "Warning", "message": PSA_MESSAGE,
+        "involvedObject": {"kind": "Job", "name": job_name(DEST)}}])
+    times = iter(float(t) for t in range(1000))
+    with pytest.raises(BuildError) as caught:
+        run_build_job(kube, _render({}), lambda *a, **k: None, sleep=lambda s: None,
+                      clock=lambda: next(times))
+    text = str(caught.value)
+    assert 'violates PodSecurity "restricted:latest"' in text
+    assert "images.builder: direct" in text and "must run as root" in text
+    assert kube.calls == ["create", "delete"], "the refused Job is not left to its deadline"
+
+
+def test_other_failed_creates_are_left_to_the_job_controller_to_retry() -> None:
+    kube = job_kube({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]},
+                    {"containerStatuses": []})
+    kube.events = [{"reason": "FailedCreate", "message": 'pods "x" is forbidden: exceeded '
+                    'quota: builds', "involvedObject": {"kind": "Job", "name": job_name(DEST)}}]
+    assert run_build_job(kube, _render({}), lambda *a, **k: None, sleep=lambda s: None) == ""
+
+
+SIGNED = ("https://user:pa55word-xyz@store.example.com/m.tgz?X-Amz-Signature=deadbeefcafe"
+          "&X-Goog-Signature=feedface01&sig=c2FzLXNpZw%3D%3D")
+
+
+def test_failure_log_tail_carries_no_user_info_or_signed_query() -> None:
+    kube = job_kube(
+        {"failed": 1, "conditions": [{"type": "Failed", "status": "True",
+                                      "reason": "BackoffLimitExceeded"}]},
+        {"initContainerStatuses": [{"name": "fetch-model", "state": {"terminated": {
+            "exitCode": 1, "reason": "Error"}}}]},
+        log=f"management-agent fetch-model: error: GET {SIGNED} answered 403\n")
+    with pytest.raises(BuildError) as caught:
+        run_build_job(kube, _render({}), lambda *a, **k: None, sleep=lambda s: None)
+    text = str(caught.value)
+    assert "https://store.example.com/m.tgz?X-Amz-Signature=<redacted>" in text
+    for secret in ("pa55word-xyz", "deadbeefcafe", "feedface01", "c2FzLXNpZw"):
+        assert secret not in text
+
+
+def test_kaniko_pod_is_hardened_where_it_can_be() -> None:
+    pod = _pod(_render({}))
+    assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod["automountServiceAccountToken"] is False, "no builder identity: no token"
+    fetch = pod["initContainers"][0]["securityContext"]
+    assert fetch == {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
+                     "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True}
+    assert _kaniko(_render({}))["securityContext"] == {"runAsUser": 0,
+                                                      "allowPrivilegeEscalation": False}
