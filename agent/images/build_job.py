@@ -18,6 +18,7 @@ the new Job's Secret with it.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import re
 import time
@@ -56,7 +57,7 @@ class KubeLike(Protocol):
               field_manager: str = ..., force: bool = True) -> dict[str, Any]: ...
 
     def events_for(self, kind: str, name: str,
-                   namespace: str | None = None) -> list[dict[str, Any]]: ...
+                   namespace: str | None = None) -> builtins.list[dict[str, Any]]: ...
 
 
 def _scrub(text: str) -> str:

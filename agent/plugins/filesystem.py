@@ -31,8 +31,8 @@ from typing import Any
 import yaml
 
 from agent import __version__
-from agent.config import Settings
 from agent.artifacts.secrets import check_credentials_secret
+from agent.config import Settings
 from agent.errors import ArtifactError, InvalidActionError, PluginError
 from agent.logs import redact_uri
 from agent.model import (
@@ -213,7 +213,8 @@ class FilesystemPlugin:
         names = [f"{o['kind']}/{o['metadata']['name']}" for o in objects]
         previous = self._read_state(spec.id) or {}
         record = {
-            "deployment_id": spec.id, "model_id": spec.model.id, "model_uri": redact_uri(spec.model.uri) or None,
+            "deployment_id": spec.id, "model_id": spec.model.id,
+            "model_uri": redact_uri(spec.model.uri) or None,
             "image": image, "prediction_url": url, "state": state.value,
             "updated_at": previous.get("updated_at") if not changed else
             datetime.now(UTC).isoformat(),

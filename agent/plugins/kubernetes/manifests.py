@@ -23,8 +23,8 @@ from typing import Any
 from agent.images.delivery import DeliveryMode, delivery_mode
 from agent.model import DeploymentSpec
 from agent.plugins.kubernetes import names
-from agent.plugins.kubernetes.modelsecret import text_hash
 from agent.plugins.kubernetes.ingress import health_url, prediction_url, render_exposure
+from agent.plugins.kubernetes.modelsecret import text_hash
 from agent.plugins.kubernetes.options import DeploymentOptions, deployment_options
 from agent.plugins.kubernetes.settings import KubernetesSettings, ServerProfile
 from agent.plugins.kubernetes.storage import Delivery, model_delivery, uri_secret

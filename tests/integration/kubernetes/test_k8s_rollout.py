@@ -229,9 +229,10 @@ def test_openshift_route_mode_serves_predictions(cluster: dict[str, str]) -> Non
 
 
 # A stand-in for the agent's image in the init container: `management-agent fetch-model
-# --uri-from-env VAR DEST --credentials-dir DIR` (the URI from the deployment's Secret) fetching a JSON bundle {file name: text} over HTTP. (The real
-# agent image cannot be built here: no container engine builds the Dockerfile.) It proves
-# the rendering: init container, shared emptyDir at the model path, credentials mount.
+# --uri-from-env VAR DEST --credentials-dir DIR` (the URI from the deployment's Secret)
+# fetching a JSON bundle {file name: text} over HTTP. (The real agent image cannot be built
+# here: no container engine builds the Dockerfile.) It proves the rendering: init container,
+# shared emptyDir at the model path, credentials mount.
 FAKE_AGENT = r"""#!/usr/bin/env python3
 import json, os, sys, urllib.request
 args = sys.argv[1:]
