@@ -140,7 +140,12 @@ def _create(kube: KubeLike, job: dict[str, Any], secret: Mapping[str, Any] | Non
     namespace = job["metadata"]["namespace"]
     if secret is not None:
         kube.apply(secret)  # without an owner: a dying earlier Job cannot collect it
-    live = kube.create(job, namespace=namespace, exist_ok=True)
+    try:
+        live = kube.create(job, namespace=namespace, exist_ok=True)
+    except Exception:
+        if secret is not None:  # nothing owns it: do not leave the URI behind
+            kube.delete("v1", "Secret", secret["metadata"]["name"], namespace)
+        raise
     uid = (live.get("metadata") or {}).get("uid")
     if secret is not None and uid:
         owner = {"apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"],

@@ -326,7 +326,12 @@ class KubernetesPlugin:
         kept = [good[0].model.uri] if good is not None and good[0].model.uri else []
         secret = modelsecret.with_kept_uris(secret, live_secret, live, kept)
         modelsecret.apply_with_owner(self.client, secret, live)
-        applied = apply_all(self.client, rest)
+        try:
+            applied = apply_all(self.client, rest)
+        except AgentError:
+            if live is None:  # nothing owns the Secret yet: do not leave the URI behind
+                self.client.delete("v1", "Secret", secret["metadata"]["name"])
+            raise
         if live is None:  # a first start: the Deployment exists only now
             modelsecret.apply_with_owner(self.client, secret, applied[0])
 

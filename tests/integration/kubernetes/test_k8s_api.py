@@ -591,3 +591,39 @@ def test_storage_initializer_reads_the_model_uri_from_the_secret(standin: StandI
         writer.close()
         p.stop("dep-a", Events())
         p.close()
+
+
+def test_secret_of_a_first_start_whose_deployment_is_refused_is_not_left_behind(
+        standin: StandIn, tmp_path: Path) -> None:
+    """Nothing owns the URI Secret until the Deployment exists: a refused Deployment (here
+    RBAC) must not leave it to outlive every stop."""
+    admin = KubeClient(_settings(standin.kubeconfig).plugin.kubernetes)
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "agent", "namespace": "default"},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"],
+                       "verbs": ["get", "create", "patch", "delete"]},
+                      {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]}]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "agent", "namespace": "default"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                           "name": "agent"},
+               "subjects": [{"kind": "ServiceAccount", "name": "agent",
+                             "namespace": "default"}]}
+    admin.apply(role)
+    admin.apply(binding)
+    restricted = KubernetesPlugin(_settings(
+        standin.restricted_kubeconfig(tmp_path / "restricted"),
+        model_delivery="storage-initializer", agent_image="registry.local/agent:1"))
+    try:
+        uri_spec = DeploymentSpec.model_validate({
+            "id": "dep-orphan", "server_profile": "custom",
+            "model": {"id": "m1", "uri": "https://store.example.com/m.tgz?sig=canary-77"},
+            "config": {"base_image": "registry.local/server:1"}})
+        with pytest.raises(PermissionDeniedError, match="cannot patch deployments"):
+            restricted.start(uri_spec, Events())
+        assert admin.get("v1", "Secret", "mlops-dep-orphan-model") is None
+    finally:
+        restricted.close()
+        admin.delete("rbac.authorization.k8s.io/v1", "RoleBinding", "agent")
+        admin.delete("rbac.authorization.k8s.io/v1", "Role", "agent")
+        admin.close()
