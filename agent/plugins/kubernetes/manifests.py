@@ -188,8 +188,8 @@ def _pod_spec(spec: DeploymentSpec, settings: KubernetesSettings, profile: Serve
               image: str, options: DeploymentOptions, delivery: Delivery) -> dict[str, Any]:
     pod_security, container_security = _security(spec, settings, profile)
     init_containers, volumes, server_mounts = (list(part) for part in delivery)
-    for init in init_containers:
-        init["securityContext"] = dict(container_security)
+    for init in init_containers:  # the agent's own fetch step writes only its volumes
+        init["securityContext"] = {**container_security, "readOnlyRootFilesystem": True}
     env = {
         **profile.env,
         "MODEL_PATH": profile.model_path,

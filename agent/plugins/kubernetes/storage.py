@@ -17,6 +17,7 @@ from agent.plugins.kubernetes import modelsecret
 from agent.plugins.kubernetes.settings import KubernetesSettings, ServerProfile
 
 MODEL_VOLUME = "model"
+FETCH_TMP_VOLUME = "fetch-tmp"
 
 #: (init containers, volumes, server volume mounts)
 Delivery = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
@@ -28,7 +29,8 @@ def model_delivery(
 ) -> Delivery:
     """(init containers, volumes, server volume mounts) that bring the model to the server.
 
-    Init containers get the server's container security context in `manifests`.
+    Init containers get the server's container security context in `manifests`, with a
+    read-only root filesystem whatever the server's setting.
     """
     if mode is not DeliveryMode.STORAGE_INITIALIZER:
         return [], [], []
@@ -45,11 +47,15 @@ def model_delivery(
     init, volumes = fetch_model_container(
         name="storage-initializer", image=settings.agent_image or "",
         uri_env=modelsecret.uri_env(modelsecret.secret_name(name), uri),
-        dest=profile.model_path, mounts=[{"name": MODEL_VOLUME, "mountPath": profile.model_path}],
+        dest=profile.model_path,
+        # its root filesystem is read-only (manifests): downloads go to a /tmp of its own
+        mounts=[{"name": MODEL_VOLUME, "mountPath": profile.model_path},
+                {"name": FETCH_TMP_VOLUME, "mountPath": "/tmp"}],
         credentials_secret=spec.model.credentials_secret,
-        credentials_dir=settings.credentials_dir, digest=spec.model.digest, env=fetcher_env,
-        pull_policy="IfNotPresent")
-    return [init], [{"name": MODEL_VOLUME, "emptyDir": {}}, *volumes], [server_mount]
+        credentials_dir=settings.credentials_dir, digest=spec.model.digest,
+        env={"HOME": "/tmp", **fetcher_env}, pull_policy="IfNotPresent")
+    return [init], [{"name": MODEL_VOLUME, "emptyDir": {}},
+                    {"name": FETCH_TMP_VOLUME, "emptyDir": {}}, *volumes], [server_mount]
 
 
 def uri_secret(spec: DeploymentSpec, settings: KubernetesSettings, delivery: Delivery,

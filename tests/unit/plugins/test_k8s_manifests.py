@@ -307,6 +307,12 @@ def test_storage_initializer_mode() -> None:
     assert init["env"][0] == {"name": "MODEL_URI", "valueFrom": {"secretKeyRef": {
         "name": "mlops-dep-1-model", "key": modelsecret.uri_key("s3://bucket/model")}}}
     assert "s3://bucket/model" not in str(objects[:-1])
+    # the agent's fetch step: no root, no capabilities, nothing written outside its volumes
+    assert init["securityContext"] == {"allowPrivilegeEscalation": False,
+                                       "capabilities": {"drop": ["ALL"]},
+                                       "readOnlyRootFilesystem": True}
+    assert {"name": "fetch-tmp", "mountPath": "/tmp"} in init["volumeMounts"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
     secret = objects[-1]
     assert (secret["kind"], secret["metadata"]["name"]) == ("Secret", "mlops-dep-1-model")
     assert modelsecret.decoded(secret) == {modelsecret.uri_key("s3://bucket/model"):
