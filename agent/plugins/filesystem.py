@@ -196,7 +196,7 @@ class FilesystemPlugin:
         # GitOps tools cannot build images: in image mode the agent builds and pushes the
         # model image (direct builder) before committing manifests that name it
         mode = delivery_mode(spec.model, self.kube.model_delivery, self.settings.images.builder)
-        profile = validate_spec(spec, self.kube, mode)
+        profile = validate_spec(spec, self.kube, mode, fetcher_env(self.settings.artifacts))
         self._check_credentials_secret(spec)
         delivery = resolve_image(spec, profile, self.settings, report)
         image = delivery.image

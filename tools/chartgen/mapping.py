@@ -62,6 +62,8 @@ WIRED: dict[str, str] = {
     "plugin.kubernetes.in_cluster": "always: the agent runs in the cluster",
     "plugin.kubernetes.agent_image": "the agent's own image",
     "plugin.kubernetes.network_policy.agent_pod_labels": "the agent pod's selector labels",
+    "plugin.kubernetes.deployment_policy.agent_service_accounts":
+        "the agent's and the image builder's ServiceAccounts",
     "plugin.kubernetes.public_probe_ca_bundle": "predictionServer.publicProbeCA, mounted",
     "images.credentials.password_file": "imageBuilder.passwordSecret, mounted as a file",
     "images.credentials.docker_config_file": "imageBuilder.secretName, mounted",

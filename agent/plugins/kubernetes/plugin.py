@@ -191,7 +191,8 @@ class KubernetesPlugin:
         """Apply `spec` and carry out what `converge.decide` says follows the attempt."""
         spec = self._with_default_credentials(spec)
         mode = delivery_mode(spec.model, self.k8s.model_delivery, self.settings.images.builder)
-        profile = validate_spec(spec, self.k8s, mode)  # before any cluster call
+        # before any cluster call
+        profile = validate_spec(spec, self.k8s, mode, self.fetcher_env)
         timeout = deployment_options(spec).rollout_timeout_seconds \
             or self.k8s.rollout_timeout_seconds
         name = names.object_name(spec.id, self.k8s.name_prefix)
@@ -333,7 +334,8 @@ class KubernetesPlugin:
                 self.client.delete("v1", "Secret", secret["metadata"]["name"])
             raise
         if live is None:  # a first start: the Deployment exists only now
-            modelsecret.apply_with_owner(self.client, secret, applied[0])
+            owner = next(o for o in applied if o.get("kind") == "Deployment")
+            modelsecret.apply_with_owner(self.client, secret, owner)
 
     def _with_default_credentials(self, spec: DeploymentSpec) -> DeploymentSpec:
         default = self.settings.artifacts.default_credentials_secret

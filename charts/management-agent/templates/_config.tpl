@@ -29,6 +29,8 @@ names it derives, and fallbacks between values. agent.extraConfig is merged last
 {{- $_ := set $kube "in_cluster" true }}
 {{- $_ := set $kube "agent_image" (include "management-agent.image" .) }}
 {{- $_ := set $kube.network_policy "agent_pod_labels" (include "management-agent.selectorLabels" . | fromYaml) }}
+{{- $own := list (printf "%s/%s" .Release.Namespace (include "management-agent.serviceAccountName" .)) (printf "%s/%s" (include "management-agent.predictionNamespace" .) (include "management-agent.builderServiceAccountName" .)) }}
+{{- $_ := set $kube.deployment_policy "agent_service_accounts" ($own | uniq) }}
 {{- with $files.publicProbeCA }}{{ $_ := set $kube "public_probe_ca_bundle" . }}{{ end }}
 {{- /* images */}}
 {{- $ib := $v.imageBuilder }}
