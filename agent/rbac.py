@@ -48,7 +48,10 @@ REQUIRED_PERMISSIONS: tuple[Permission, ...] = (
     Permission("", "pods", READ, "follow rollouts and report crash reasons"),
     Permission("", "pods/log", ("get",), "put build and crash logs into failure messages"),
     Permission("", "events", READ, "explain failed rollouts"),
-    Permission("", "secrets", ("get",), "read model-store and registry credentials"),
+    Permission("", "secrets", ("get", "create", "patch", "delete"),
+               "read model-store and registry credentials; write each deployment's own Secret "
+               "(model URI, last good spec) and each Kaniko build's (model URI); delete one "
+               "when the object that was to own it could not be created"),
     Permission("batch", "jobs", ("create", "get", "delete"), "run Kaniko builds (finished "
                "Jobs expire by TTL; a failed one is deleted so a retry can rebuild)", "kaniko"),
     Permission("coordination.k8s.io", "leases", ("get", "create", "update"),

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.logs import redact_uris_in
 from agent.plugins.kubernetes.client import KubeClient
 from agent.plugins.kubernetes.settings import KubernetesSettings
 from agent.plugins.kubernetes.status import (
@@ -139,9 +140,11 @@ def diagnose(client: KubeClient, deployment: dict[str, Any], *, log_lines: int =
 
 
 def _tail(client: KubeClient, pod: dict[str, Any], container: str, lines: int) -> str:
+    """The container's last log lines, every URI in them redacted (they go into results)."""
     try:
-        return client.pod_logs(pod["metadata"]["name"], pod["metadata"].get("namespace"),
-                               container=container, tail_lines=lines).strip()
+        return redact_uris_in(client.pod_logs(
+            pod["metadata"]["name"], pod["metadata"].get("namespace"),
+            container=container, tail_lines=lines).strip())
     except Exception as exc:  # logs are a courtesy; never hide the real failure
         log.debug("cannot read logs of %s: %s", pod["metadata"]["name"], exc)
         return ""

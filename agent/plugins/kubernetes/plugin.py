@@ -37,7 +37,7 @@ from agent.model import (
     Status,
 )
 from agent.plugins import Reporter
-from agent.plugins.kubernetes import converge, names
+from agent.plugins.kubernetes import converge, modelsecret, names
 from agent.plugins.kubernetes.apply import (
     Rollout,
     apply_all,
@@ -48,7 +48,7 @@ from agent.plugins.kubernetes.apply import (
 )
 from agent.plugins.kubernetes.client import KubeClient, NotFoundError
 from agent.plugins.kubernetes.converge import Next, Outcome
-from agent.plugins.kubernetes.history import Good, last_good, record_last_good
+from agent.plugins.kubernetes.history import Good, last_good, migrate, record_last_good
 from agent.plugins.kubernetes.ingress import health_url
 from agent.plugins.kubernetes.manifests import prediction_url, render, validate_spec
 from agent.plugins.kubernetes.options import deployment_options
@@ -197,7 +197,8 @@ class KubernetesPlugin:
             or self.k8s.rollout_timeout_seconds
         name = names.object_name(spec.id, self.k8s.name_prefix)
         live = self.client.get("apps/v1", "Deployment", name)
-        good = last_good(live)
+        migrate(self.client, name, self.k8s.namespace, live)
+        good = last_good(self.client, live)
         if restarted_at is None and live is not None:
             restarted_at = (live["spec"]["template"]["metadata"].get("annotations") or {}).get(
                 names.ANNOTATION_RESTARTED_AT)
@@ -221,7 +222,7 @@ class KubernetesPlugin:
         report(f"{verb} model {spec.model.id} ({image}); applying {len(objects)} objects",
                image=image, model_id=spec.model.id)
         try:
-            outcome = self._roll_out(spec, name, objects, live, timeout, report)
+            outcome = self._roll_out(spec, name, objects, live, good, timeout, report)
         except AgentError as exc:
             decision = converge.decide(Outcome.APPLY_FAILED, live=live, last_good=good,
                                        wanted=(spec, image))
@@ -245,9 +246,10 @@ class KubernetesPlugin:
         return self._rollback(spec, good, report, outcome, restarted_at, timeout)
 
     def _roll_out(self, spec: DeploymentSpec, name: str, objects: builtins.list[dict[str, Any]],
-                  live: dict[str, Any] | None, timeout: float, report: Reporter) -> Rollout:
+                  live: dict[str, Any] | None, good: Good | None, timeout: float,
+                  report: Reporter) -> Rollout:
         """Apply, prune what an earlier rendering left, wait for the rollout."""
-        apply_all(self.client, objects)
+        self._apply(name, objects, live, good)
         # a fresh start has nothing an earlier rendering left behind: save the DELETEs
         removed = prune(self.client, self.k8s, name, objects) if live is not None else []
         if removed:
@@ -295,7 +297,7 @@ class KubernetesPlugin:
                              restarted_at=restarted_at, fetcher_env=self.fetcher_env,
                              mode=delivery_mode(old_spec.model, self.k8s.model_delivery,
                                                 self.settings.images.builder))
-            apply_all(self.client, objects)
+            self._apply(name, objects, self.client.get("apps/v1", "Deployment", name), good)
             prune(self.client, self.k8s, name, objects)
             back = wait_for_rollout(self.client, self.k8s, name,
                                     timeout=min(ROLLBACK_TIMEOUT_SECONDS, timeout),
@@ -311,6 +313,29 @@ class KubernetesPlugin:
         return result
 
     # ---- helpers -----------------------------------------------------------------------
+
+    def _apply(self, name: str, objects: builtins.list[dict[str, Any]],
+               live: dict[str, Any] | None, good: Good | None) -> None:
+        """Apply `objects`; the deployment's Secret first (its pods read it), owned by the
+        Deployment, keeping the URIs the running pods and a rollback still need."""
+        secret = next((o for o in objects if o["kind"] == "Secret"), None)
+        rest = [o for o in objects if o is not secret]
+        if secret is None:
+            apply_all(self.client, rest)
+            return
+        live_secret = self.client.get("v1", "Secret", modelsecret.secret_name(name))
+        kept = [good[0].model.uri] if good is not None and good[0].model.uri else []
+        secret = modelsecret.with_kept_uris(secret, live_secret, live, kept)
+        modelsecret.apply_with_owner(self.client, secret, live)
+        try:
+            applied = apply_all(self.client, rest)
+        except AgentError:
+            if live is None:  # nothing owns the Secret yet: do not leave the URI behind
+                self.client.delete("v1", "Secret", secret["metadata"]["name"])
+            raise
+        if live is None:  # a first start: the Deployment exists only now
+            owner = next(o for o in applied if o.get("kind") == "Deployment")
+            modelsecret.apply_with_owner(self.client, secret, owner)
 
     def _with_default_credentials(self, spec: DeploymentSpec) -> DeploymentSpec:
         default = self.settings.artifacts.default_credentials_secret
@@ -334,7 +359,7 @@ class KubernetesPlugin:
         return spec
 
     def _probe(self, result: DeploymentStatus, deployment: dict[str, Any]) -> DeploymentStatus:
-        good = last_good(deployment)
+        good = last_good(self.client, deployment)
         if good is None:
             return result
         ok, detail = probe_url(health_url(good[0], self.k8s), self.k8s, wait=0)

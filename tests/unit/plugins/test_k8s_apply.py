@@ -112,11 +112,37 @@ def test_status_mapping_from_live_objects() -> None:
     assert old_serving.state == DeploymentState.READY and old_serving.status == Status.WARNING
 
 
+class _NoCluster:
+    """Neither case below may read the cluster: the answer is in the Deployment itself."""
+
+    def get(self, *args: Any) -> None:
+        raise AssertionError("Must not be called!")
+
+
 def test_previous_is_only_the_last_good_model() -> None:
     dep = deployment()
-    assert last_good(dep) is None, "the last applied model may never have worked"
+    client: Any = _NoCluster()
+    assert last_good(client, dep) is None, "the last applied model may never have worked"
     good = DeploymentSpec.model_validate({"id": "d", "model": {"id": "old", "image": "o"}})
+    # written by an earlier agent: the whole spec in an annotation (read once, then moved)
     dep["metadata"]["annotations"][names.ANNOTATION_LAST_GOOD_SPEC] = good.model_dump_json()
     dep["metadata"]["annotations"][names.ANNOTATION_LAST_GOOD_IMAGE] = "o"
-    assert last_good(dep) == (good, "o")
-    assert last_good(None) is None
+    assert last_good(client, dep) == (good, "o")
+    assert last_good(client, None) is None
+
+
+def test_diagnosis_log_tail_carries_no_user_info_or_signed_query() -> None:
+    """A server that logs the URL it failed on: its tail goes into the action's result."""
+    from agent.plugins.kubernetes.apply import diagnose
+    from tests.fixtures.fakekube import FakeKube
+
+    crashing = {"metadata": {"name": "p1", "namespace": "default"}, "status": {
+        "phase": "Running", "containerStatuses": [{"name": "server", "ready": False,
+                                                   "state": {"waiting": {
+                                                       "reason": "CrashLoopBackOff"}}}]}}
+    log = ("GET https://ops:pa55-canary@store.example.com/m.tgz?"
+           "X-Amz-Signature=sig-canary&X-Amz-Credential=AKIA answered 403")
+    client: Any = FakeKube(pods=[crashing], logs=log)
+    text = diagnose(client, deployment())
+    assert "https://store.example.com/m.tgz?X-Amz-Signature=<redacted>" in text
+    assert "pa55-canary" not in text and "sig-canary" not in text
