@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Section(BaseModel):
@@ -212,6 +212,10 @@ class KubernetesSettings(_Section):
         default=30.0, gt=0,
         description="Timeout of one Kubernetes API request, seconds.",
     )
+    list_page_size: int = Field(
+        default=500, ge=1, le=10000,
+        description="Objects per page of a LIST call (limit/continue), as kubectl's default.",
+    )
 
     server_profiles: dict[str, ServerProfile] = Field(
         default_factory=dict,
@@ -349,3 +353,12 @@ class KubernetesSettings(_Section):
         default_factory=dict,
         description="Free-form settings for newer prediction-server features.",
     )
+
+    @model_validator(mode="after")
+    def _gateway_needs_parent_refs(self) -> KubernetesSettings:
+        """An HTTPRoute without parentRefs attaches to no Gateway: refuse it at start."""
+        if self.ingress_mode == "gateway" and not self.gateway_parent_refs:
+            raise ValueError("ingress_mode gateway needs gateway_parent_refs (the Gateway(s) "
+                             "the HTTPRoutes attach to, e.g. [{name: public-gateway, "
+                             "namespace: gateways}])")
+        return self

@@ -75,6 +75,11 @@ def invalid(res: Resource, name: str, causes: list[dict[str, str]]) -> ApiError:
     return ApiError(422, "Invalid", f'{kind_q} "{name}" is invalid: {text}', details)
 
 
+def no_resource() -> ApiError:
+    """404 for a path the server does not serve (an unknown group, version or resource)."""
+    return ApiError(404, "NotFound", "the server could not find the requested resource", {})
+
+
 def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
