@@ -234,7 +234,6 @@ class Api:
     def list(self, req: Request) -> Obj:
         res = req.res
         ns = req.namespace if res.namespaced and req.namespace else None
-        items, rv = self.store.list(res.key, ns)
         labels = parse_labels(req.q("labelSelector"))
         fields = parse_fields(req.q("fieldSelector"), res.plural)
 
@@ -244,11 +243,10 @@ class Api:
                     and match_labels(labels, md.get("labels")) and fields(o))
 
         items, meta = paging.page(
-            items, rv, key=(*res.key, ns or ""), snapshots=self.snapshots, limit=req.q("limit"),
-            token=req.q("continue"), resource_version=req.q("resourceVersion"), keep=keep,
+            lambda: self.store.list(res.key, ns), key=(*res.key, ns or ""),
+            snapshots=self.snapshots, limit=req.q("limit"), token=req.q("continue"),
+            resource_version=req.q("resourceVersion"), keep=keep,
             selected=bool(req.q("labelSelector") or req.q("fieldSelector")))
-        if req.q("continue") or "continue" in meta:
-            items = copy.deepcopy(items)  # a snapshot serves several pages: never hand it out
         for o in items:
             o.pop("apiVersion", None)
             o.pop("kind", None)

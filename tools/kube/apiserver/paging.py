@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import json
 import threading
 import time
@@ -99,14 +100,14 @@ class Snapshots:
             self._lists.clear()
 
 
-def page(items: list[Obj], rv: int, *, key: Key, snapshots: Snapshots, limit: str,
-         token: str, resource_version: str, keep: Callable[[Obj], bool],
+def page(load: Callable[[], tuple[list[Obj], int]], *, key: Key, snapshots: Snapshots,
+         limit: str, token: str, resource_version: str, keep: Callable[[Obj], bool],
          selected: bool) -> tuple[list[Obj], dict[str, Any]]:
-    """The items of one page and the list's metadata.
+    """The items of one page (copies the caller may change) and the list's metadata.
 
-    `items`: the whole resource at `rv` (namespace/name order), used for a first page;
-    `keep`: the request's namespace and selectors; `selected`: a selector was given
-    (the real server then leaves remainingItemCount out).
+    `load`: the whole resource (copies) and the current resourceVersion, read for a first
+    page only; `keep`: the request's namespace and selectors; `selected`: a selector was
+    given (the real server then leaves remainingItemCount out).
     """
     try:
         size = int(limit or 0)
@@ -122,23 +123,24 @@ def page(items: list[Obj], rv: int, *, key: Key, snapshots: Snapshots, limit: st
             raise gone(EXPIRED)
         items = found
     else:
-        items = sorted(items, key=item_key)  # etcd's order: the bytes of the key
-    candidates = [o for o in items if item_key(o) >= start] if start else items
+        items, rv = load()
+        items.sort(key=item_key)  # etcd's order: the bytes of the key
+    first = bisect.bisect_left(items, start, key=item_key) if start else 0
     if size <= 0:
-        return [o for o in candidates if keep(o)], {"resourceVersion": str(rv)}
+        return [o for o in items[first:] if keep(o)], {"resourceVersion": str(rv)}
     chosen: list[Obj] = []
-    examined = 0
-    for obj in candidates:
+    examined = first
+    while examined < len(items) and len(chosen) < size:
+        if keep(items[examined]):
+            chosen.append(items[examined])
         examined += 1
-        if keep(obj):
-            chosen.append(obj)
-            if len(chosen) == size:
-                break
     meta: dict[str, Any] = {"resourceVersion": str(rv)}
-    if examined < len(candidates):
+    if examined < len(items):
         if not token:
             snapshots.put(key, rv, items)
-        meta["continue"] = encode_continue(rv, item_key(candidates[examined - 1]) + "\x00")
+        meta["continue"] = encode_continue(rv, item_key(items[examined - 1]) + "\x00")
         if not selected:
-            meta["remainingItemCount"] = len(candidates) - examined
+            meta["remainingItemCount"] = len(items) - examined
+    if token or "continue" in meta:  # the snapshot serves other pages: hand out copies
+        chosen = json.loads(json.dumps(chosen))
     return chosen, meta
