@@ -82,15 +82,25 @@ def test_compacted_token_is_expired_and_a_forged_one_is_refused(kube_api: KubeAP
     both = _get(kube_api, ns, limit=1, resourceVersion="1", **{"continue": token})
     assert both.status_code == 400
     assert "resource version is not allowed when using continue" in both.json()["message"]
+    assert _get(kube_api, ns, limit=1, resourceVersion="0", **{"continue": token}).ok
     kube_api.server.api.snapshots.compact()  # what etcd compaction does to old revisions
     expired = _get(kube_api, ns, limit=1, **{"continue": token})
     assert expired.status_code == 410
     body = expired.json()
     assert (body["kind"], body["reason"], body["code"]) == ("Status", "Expired", 410)
     assert body["message"].startswith("The provided continue parameter is too old")
+    rest = _get(kube_api, ns, limit=10, **{"continue": body["metadata"]["continue"]}).json()
+    assert [i["metadata"]["name"] for i in rest["items"]] == ["cm-001", "cm-002", "cm-003"]
     forged = _get(kube_api, ns, limit=1, **{"continue": "not-a-token"})
     assert forged.status_code == 400 and forged.json()["reason"] == "BadRequest"
     assert "invalid continue token" in forged.json()["message"]
+    # a negative rv (the real server's inconsistent continuation) reads the latest state
+    raw = json.dumps({"v": "meta.k8s.io/v1", "rv": -1, "start": f"{ns}/cm-001\x00"}).encode()
+    inconsistent = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    later = _get(kube_api, ns, limit=1, **{"continue": inconsistent}).json()
+    assert [i["metadata"]["name"] for i in later["items"]] == ["cm-002"]
+    onward = _get(kube_api, ns, limit=5, **{"continue": later["metadata"]["continue"]}).json()
+    assert [i["metadata"]["name"] for i in onward["items"]] == ["cm-003"]
 
 
 def test_metrics_count_each_page_as_a_list_request(kube_api: KubeAPI) -> None:

@@ -11,8 +11,10 @@ class ApiError(Exception):
     """An error answered as a metav1.Status body."""
 
     def __init__(self, code: int, reason: str, message: str,
-                 details: dict[str, Any] | None = None) -> None:
+                 details: dict[str, Any] | None = None,
+                 metadata: dict[str, Any] | None = None) -> None:
         super().__init__(message)
+        self.metadata = metadata or {}  # ListMeta of the Status (e.g. a fresh continue token)
         self.code = code
         self.reason = reason
         self.message = message
@@ -20,7 +22,8 @@ class ApiError(Exception):
 
     def status(self) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "kind": "Status", "apiVersion": "v1", "metadata": dict(self.metadata),
+            "status": "Failure",
             "message": self.message, "reason": self.reason,
         }
         if self.details is not None:
@@ -93,8 +96,8 @@ def not_implemented(message: str) -> ApiError:
     return ApiError(501, "NotImplemented", message, {})
 
 
-def gone(message: str) -> ApiError:
-    return ApiError(410, "Expired", message)
+def gone(message: str, metadata: dict[str, Any] | None = None) -> ApiError:
+    return ApiError(410, "Expired", message, metadata=metadata)
 
 
 def unsupported_media_type(ctype: str) -> ApiError:

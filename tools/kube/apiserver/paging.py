@@ -8,7 +8,9 @@ the first page (etcd's MVCC snapshot): objects created or deleted meanwhile neit
 nor vanish. Here the snapshot is the copy taken for the first page, kept until
 "compaction" (`Snapshots.ttl`, five minutes like the apiserver's etcd compaction interval,
 or `Snapshots.compact()`); a token whose snapshot is gone answers 410 Gone, reason Expired,
-with the real message. A token that does not decode answers 400 BadRequest.
+with the real message and, in the Status's metadata, a token that goes on at the latest
+state (rv -1). A token that does not decode answers 400 BadRequest; a negative
+rv in a token (the real server's "inconsistent continue") continues on the latest state.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def decode_continue(token: str) -> tuple[int, str]:
     if version != CONTINUE_VERSION:
         raise bad_request("invalid continue token: continue key is not valid: incorrect "
                           f"encoded start resourceVersion (version {CONTINUE_VERSION})")
-    if rv <= 0:
+    if rv == 0:
         raise bad_request("invalid continue token: continue key is not valid: incorrect "
                           "encoded start resourceVersion (version meta.k8s.io/v1)")
     if not start or ".." in start.split("/") or start.startswith("/"):
@@ -113,16 +115,18 @@ def page(load: Callable[[], tuple[list[Obj], int]], *, key: Key, snapshots: Snap
         size = int(limit or 0)
     except ValueError as exc:
         raise bad_request(f"limit: Invalid value: {limit!r}: must be an integer") from exc
-    start = ""
+    start, rv = "", 0
     if token:
-        if resource_version:
+        if resource_version not in ("", "0"):
             raise bad_request("specifying resource version is not allowed when using continue")
         rv, start = decode_continue(token)
+    loaded = rv <= 0
+    if not loaded:
         found = snapshots.get(key, rv)
-        if found is None:
-            raise gone(EXPIRED)
+        if found is None:  # with a token to go on at the latest state, as the real server
+            raise gone(EXPIRED, {"continue": encode_continue(-1, start)})
         items = found
-    else:
+    else:  # a first page, or a negative rv: continue on the latest state (inconsistent)
         items, rv = load()
         items.sort(key=item_key)  # etcd's order: the bytes of the key
     first = bisect.bisect_left(items, start, key=item_key) if start else 0
@@ -136,7 +140,7 @@ def page(load: Callable[[], tuple[list[Obj], int]], *, key: Key, snapshots: Snap
         examined += 1
     meta: dict[str, Any] = {"resourceVersion": str(rv)}
     if examined < len(items):
-        if not token:
+        if loaded:
             snapshots.put(key, rv, items)
         meta["continue"] = encode_continue(rv, item_key(items[examined - 1]) + "\x00")
         if not selected:
