@@ -4,9 +4,10 @@ start / replace_model / relaunch validate the spec, resolve the server image
 (`agent.images.resolve_image`), render the deployment (`manifests.render`),
 server-side apply it and wait for the rollout; what follows an attempt (ready,
 roll back, keep the old model, clean up) is decided by `converge.decide`.
-stop deletes by label; status, list and environment_status read live objects
-with label-selected LIST calls (`status.status_of`). Everything is idempotent:
-re-running an action converges to the same objects.
+stop deletes by label (every kind it may have created, the routes of other ingress modes
+too); status, list and environment_status read live objects with label-selected,
+paginated LIST calls (`status.status_of`). Everything is idempotent: re-running an action
+converges to the same objects.
 
 Errors: an invalid spec raises `InvalidActionError` before any cluster call;
 cluster/permission/build failures raise their `AgentError` (the runtime
@@ -42,11 +43,12 @@ from agent.plugins.kubernetes.apply import (
     Rollout,
     apply_all,
     diagnose,
-    managed_kinds,
+    owned,
     prune,
+    removable_kinds,
     wait_for_rollout,
 )
-from agent.plugins.kubernetes.client import KubeClient, NotFoundError
+from agent.plugins.kubernetes.client import KubeClient
 from agent.plugins.kubernetes.converge import Next, Outcome
 from agent.plugins.kubernetes.history import Good, last_good, migrate, record_last_good
 from agent.plugins.kubernetes.ingress import health_url
@@ -109,14 +111,9 @@ class KubernetesPlugin:
 
     def stop(self, deployment_id: str, report: Reporter) -> ActionResult:
         """Delete everything labelled with the deployment id; already gone is success."""
-        selector = names.managed_selector(deployment_id=deployment_id)
         deleted = []
-        for api_version, kind in managed_kinds(self.k8s):
-            try:
-                found = self.client.list(api_version, kind, label_selector=selector)
-            except NotFoundError:  # the kind does not exist on this cluster
-                continue
-            for obj in found:
+        for api_version, kind in removable_kinds():  # every route kind, whatever the mode
+            for obj in owned(self.client, api_version, kind, deployment_id):
                 if self.client.delete(api_version, kind, obj["metadata"]["name"]):
                     deleted.append(f"{kind}/{obj['metadata']['name']}")
         if not deleted:
@@ -213,7 +210,7 @@ class KubernetesPlugin:
                                wanted=None).next is Next.FAIL:
                 raise
             assert good is not None  # KEEP_OLD
-            result = converge.kept_old_result(spec, good, serving(live),
+            result = converge.kept_old_result(spec, good, self._serving(live),
                                               prediction_url(good[0], self.k8s), exc)
             report(result.data.message or "", level="error")
             return result
@@ -251,7 +248,7 @@ class KubernetesPlugin:
         """Apply, prune what an earlier rendering left, wait for the rollout."""
         self._apply(name, objects, live, good)
         # a fresh start has nothing an earlier rendering left behind: save the DELETEs
-        removed = prune(self.client, self.k8s, name, objects) if live is not None else []
+        removed = prune(self.client, spec.id, objects) if live is not None else []
         if removed:
             report(f"removed objects no longer wanted: {', '.join(removed)}")
         return wait_for_rollout(self.client, self.k8s, name, timeout=timeout, progress=report,
@@ -298,7 +295,7 @@ class KubernetesPlugin:
                              mode=delivery_mode(old_spec.model, self.k8s.model_delivery,
                                                 self.settings.images.builder))
             self._apply(name, objects, self.client.get("apps/v1", "Deployment", name), good)
-            prune(self.client, self.k8s, name, objects)
+            prune(self.client, spec.id, objects)
             back = wait_for_rollout(self.client, self.k8s, name,
                                     timeout=min(ROLLBACK_TIMEOUT_SECONDS, timeout),
                                     deployment_id=spec.id)
@@ -306,7 +303,7 @@ class KubernetesPlugin:
             result = converge.rollback_failed_result(reason, good, exc)
             report(result.data.message or "", level="error")
             return result
-        still_serving = back.done or serving(back.deployment)
+        still_serving = back.done or self._serving(back.deployment)
         result = converge.rollback_result(reason, good, prediction_url(old_spec, self.k8s),
                                           back_serving=still_serving, back_problem=back.message)
         report(result.data.message or "", level="warning" if still_serving else "error")
@@ -368,6 +365,12 @@ class KubernetesPlugin:
         return result.model_copy(update={
             "state": DeploymentState.LAUNCHING, "status": Status.WARNING,
             "message": f"replicas available, but the public URL does not answer: {detail}"})
+
+    def _serving(self, deployment: dict[str, Any] | None) -> bool:
+        """Whether ready pods of the Deployment's current template (its model) serve."""
+        selector = template_selector(deployment) if deployment is not None else ""
+        pods = self.client.list("v1", "Pod", label_selector=selector) if selector else []
+        return serving(deployment, pods)
 
     def _wait_pods_gone(self, deployment_id: str) -> bool:
         selector = ",".join(f"{k}={v}" for k, v in names.selector_labels(deployment_id).items())

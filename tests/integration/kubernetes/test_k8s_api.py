@@ -84,7 +84,9 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
 
 
 class RolloutWriter:
-    """Writes a completed rollout into Deployment status (the controller's status half)."""
+    """Writes a completed rollout into Deployment status (the controller's status half) and
+    keeps one ready pod per replica of the current template (the ReplicaSet controller's and
+    kubelet's visible result), removing the pods of other templates."""
 
     def __init__(self, client: KubeClient) -> None:
         self.client = client
@@ -120,6 +122,28 @@ class RolloutWriter:
             content_type="application/merge-patch+json",
             query={"fieldManager": "kube-controller-manager"},
         )
+        self._pods(dep, replicas)
+
+    def _pods(self, dep: dict[str, Any], replicas: int) -> None:
+        template = dep["spec"]["template"]
+        labels = template["metadata"]["labels"]
+        current = labels[names.LABEL_TEMPLATE_HASH]
+        selector = f"{names.LABEL_INSTANCE}={labels[names.LABEL_INSTANCE]}"
+        for pod in self.client.list("v1", "Pod", label_selector=selector):
+            if pod["metadata"]["labels"].get(names.LABEL_TEMPLATE_HASH) != current:
+                self.client.delete("v1", "Pod", pod["metadata"]["name"])
+        for n in range(replicas):
+            name = f"{dep['metadata']['name']}-{current[:5]}-{n}"
+            owner = {"apiVersion": "apps/v1", "kind": "Deployment", "controller": True,
+                     "name": dep["metadata"]["name"], "uid": dep["metadata"]["uid"]}
+            self.client.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
+                "name": name, "labels": labels, "ownerReferences": [owner]},
+                "spec": template["spec"]}, exist_ok=True)
+            self.client.request(
+                "PATCH", self.client.path("v1", "Pod", name, subresource="status"),
+                body={"status": {"phase": "Running", "conditions": [
+                    {"type": "Ready", "status": "True"}]}},
+                content_type="application/merge-patch+json", query={"fieldManager": "kubelet"})
 
     def close(self) -> None:
         self.stopped.set()

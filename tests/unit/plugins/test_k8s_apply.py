@@ -6,7 +6,7 @@ from typing import Any
 
 from agent.model import DeploymentSpec, DeploymentState, Status
 from agent.plugins.kubernetes import names
-from agent.plugins.kubernetes.apply import managed_kinds
+from agent.plugins.kubernetes.apply import managed_kinds, removable_kinds
 from agent.plugins.kubernetes.history import last_good
 from agent.plugins.kubernetes.manifests import render
 from agent.plugins.kubernetes.settings import KubernetesSettings
@@ -39,7 +39,38 @@ def test_rollout_complete() -> None:
     assert not rollout_complete(deployment(observedGeneration=2, replicas=2, updatedReplicas=2,
                                            availableReplicas=1))
     assert rollout_complete(deployment(want=0, observedGeneration=2))
-    assert serving(deployment(availableReplicas=1)) and not serving(deployment())
+
+
+def _pod(dep: dict[str, Any], name: str, *, template_hash: str | None = None,
+         ready: bool = True, terminating: bool = False) -> dict[str, Any]:
+    """A pod as the API returns it: the template's labels plus pod-template-hash."""
+    labels = dict(dep["spec"]["template"]["metadata"]["labels"])
+    if template_hash is not None:
+        labels[names.LABEL_TEMPLATE_HASH] = template_hash
+    labels["pod-template-hash"] = "5d8f7c9b4" if template_hash is None else "7f6c8d5b9"
+    meta: dict[str, Any] = {"name": name, "namespace": "default", "labels": labels}
+    if terminating:
+        meta.update(deletionTimestamp="2026-12-05T02:00:00Z", deletionGracePeriodSeconds=30)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "status": {
+        "phase": "Running", "conditions": [
+            {"type": "Ready", "status": "True" if ready else "False"},
+            {"type": "ContainersReady", "status": "True" if ready else "False"}]}}
+
+
+def test_serving_counts_only_ready_pods_of_the_current_template() -> None:
+    """Mid-rollout: the Deployment counts two available replicas, both of the old template
+    (one of them already terminating); the new template's pod is not ready yet."""
+    dep = deployment(observedGeneration=2, replicas=3, updatedReplicas=1, availableReplicas=2)
+    old_ready = _pod(dep, "old-1", template_hash="0ld0ld0ld0")
+    old_terminating = _pod(dep, "old-2", template_hash="0ld0ld0ld0", terminating=True)
+    new_starting = _pod(dep, "new-1", ready=False)
+    pods = [old_ready, old_terminating, new_starting]
+    assert not serving(dep, pods)  # the old model's pods do not make the new one serve
+    assert not serving(dep, [*pods, _pod(dep, "new-2", terminating=True)])  # on its way out
+    assert serving(dep, [*pods, _pod(dep, "new-3")])
+    assert not serving(None, pods) and not serving(dep, [])
+    # status still says the old pods serve while the new ones fail or start
+    assert status_of(dep, [new_starting]).state == DeploymentState.REPLACING_MODEL
 
 
 def test_deadline_and_replica_failure_conditions() -> None:
@@ -86,9 +117,16 @@ def test_pod_problems() -> None:
 
 def test_managed_kinds_follow_ingress_mode() -> None:
     kinds = [k for _, k in managed_kinds(KubernetesSettings())]
-    assert "Route" not in kinds and kinds[-1] == "Deployment"
+    assert "Route" not in kinds and "Ingress" in kinds and kinds[-1] == "Deployment"
     route = [k for _, k in managed_kinds(KubernetesSettings(ingress_mode="openshift-route"))]
-    assert "Route" in route
+    assert "Route" in route and "Ingress" not in route
+    assert "Ingress" not in [k for _, k in managed_kinds(KubernetesSettings(ingress_mode="none"))]
+
+
+def test_stop_and_prune_remove_every_route_kind_whatever_the_mode() -> None:
+    kinds = [k for _, k in removable_kinds()]
+    assert {"Ingress", "Route", "HTTPRoute"} <= set(kinds)
+    assert kinds[-2:] == ["Service", "Deployment"]  # the server goes last
 
 
 def test_status_mapping_from_live_objects() -> None:
