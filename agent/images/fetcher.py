@@ -39,6 +39,14 @@ class FetcherEnv(dict[str, str]):
     ca_volume: dict[str, Any] | None = None
 
 
+def with_env(env: Mapping[str, str], **extra: str) -> FetcherEnv:
+    """A copy of `env` with `extra` variables added; a `FetcherEnv`'s CA volume goes along (a
+    plain dict copy would drop it, and the pod would lose its CA)."""
+    copy = FetcherEnv({**extra, **env})
+    copy.ca_volume = getattr(env, "ca_volume", None)
+    return copy
+
+
 def fetcher_env(artifacts: ArtifactSettings, tls: TlsSettings | None = None) -> FetcherEnv:
     """The agent's artifact settings as `MGMT_AGENT_ARTIFACTS__*` variables (only
     non-defaults), and the private CA of `tls` when it names an object pods can mount."""
@@ -61,18 +69,20 @@ def fetcher_env(artifacts: ArtifactSettings, tls: TlsSettings | None = None) -> 
 
 
 def fetch_model_container(
-    *, name: str, image: str, uri: str, dest: str, mounts: list[dict[str, Any]],
+    *, name: str, image: str, uri_env: Mapping[str, Any], dest: str,
+    mounts: list[dict[str, Any]],
     credentials_secret: str | None = None, credentials_dir: str = CREDENTIALS_DIR,
     digest: str | None = None, env: Mapping[str, str] | None = None,
     security: Mapping[str, Any] | None = None, pull_policy: str | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(init container, extra volumes) that fetch `uri` into `dest` before the main container.
 
+    `uri_env`: the env entry (`valueFrom.secretKeyRef`) that holds the model URI.
     `mounts` must mount `dest`'s volume; the credentials secret's volume (and the
     CA's, see `FetcherEnv`) is added here. `env` is typically
     `fetcher_env(settings.artifacts, settings.tls)`.
     """
-    args = ["fetch-model", uri, dest]
+    args = ["fetch-model", "--uri-from-env", str(uri_env["name"]), str(dest)]
     mounts = list(mounts)
     volumes: list[dict[str, Any]] = []
     if credentials_secret:
@@ -96,8 +106,8 @@ def fetch_model_container(
     }
     if pull_policy:
         container["imagePullPolicy"] = pull_policy
-    if env:
-        container["env"] = [{"name": k, "value": v} for k, v in sorted(env.items())]
+    container["env"] = [dict(uri_env),
+                        *({"name": k, "value": v} for k, v in sorted((env or {}).items()))]
     if security is not None:
         container["securityContext"] = dict(security)
     return container, volumes

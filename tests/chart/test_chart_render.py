@@ -48,6 +48,7 @@ SCENARIOS: dict[str, tuple[list[Path], list[str]]] = {
         "imageBuilder.registryAuth=basic", "imageBuilder.username=bot",
         "imageBuilder.passwordSecret.name=reg-pass", "predictionServer.probePublicUrl=true",
         "predictionServer.publicProbeCA.configMap=pub-ca", "predictionServer.ingressMode=gateway",
+        "predictionServer.gatewayParentRefs[0].name=gw",
         "predictionServer.securityContext.runAsUser=1000", "imageBuilder.compressionLevel=3",
         "artifacts.defaultCredentialsSecret=models", "artifacts.s3AddressingStyle=path",
         "artifacts.credentialsSecretPrefix=models-",

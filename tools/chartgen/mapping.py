@@ -29,6 +29,7 @@ RENAMES: dict[str, str] = {
     "plugin.kubernetes.burst": "agent.kubeApiBurst",
     "plugin.kubernetes.api_retries": "agent.kubeApiRetries",
     "plugin.kubernetes.api_timeout_seconds": "agent.kubeApiTimeoutSeconds",
+    "plugin.kubernetes.list_page_size": "agent.kubeApiListPageSize",
     "plugin.kubernetes.default_resources": "predictionServer.resources",
     "plugin.kubernetes.poll_interval_seconds": "predictionServer.rolloutPollIntervalSeconds",
     "images.credentials.provider": "imageBuilder.registryAuth",

@@ -5,9 +5,10 @@ filesystem plugin writes it to files. A spec that cannot be served fails in
 `validation.validate_spec` with an `InvalidActionError` before anything
 touches a cluster.
 
-Objects: Deployment, Service, the exposure (Ingress / Route / HTTPRoute, see
+Objects: the deployment's Secret (storage-initializer mode: the model URI,
+see `storage.py`), Deployment, Service, the exposure (Ingress / Route / HTTPRoute, see
 `ingress.py`) and, where configured, HorizontalPodAutoscaler, PodDisruptionBudget
-and NetworkPolicy. `_model_delivery` adds what the delivery mode needs (fetch-model
+and NetworkPolicy. `storage.model_delivery` adds what the delivery mode needs (fetch-model
 init container: `agent.images.fetcher`; image volume: `model_volume.py`).
 """
 
@@ -17,21 +18,20 @@ import hashlib
 import json
 from typing import Any
 
-from agent.images.delivery import DeliveryMode, delivery_mode, scheme
-from agent.images.fetcher import fetch_model_container
+from agent.images.delivery import DeliveryMode, delivery_mode
 from agent.model import DeploymentSpec
 from agent.plugins.kubernetes import names
 from agent.plugins.kubernetes.ingress import health_url, prediction_url, render_exposure
-from agent.plugins.kubernetes.model_volume import image_volume
+from agent.plugins.kubernetes.modelsecret import text_hash
 from agent.plugins.kubernetes.netpol import network_policy
 from agent.plugins.kubernetes.options import DeploymentOptions, deployment_options
 from agent.plugins.kubernetes.settings import KubernetesSettings, ServerProfile
+from agent.plugins.kubernetes.storage import Delivery, model_delivery, uri_secret
 from agent.plugins.kubernetes.validation import resources, validate_spec
 
 __all__ = ["health_url", "prediction_url", "render", "validate_spec"]
 
 SERVER_CONTAINER = "server"
-MODEL_VOLUME = "model"
 SPOOL_VOLUME = "spool"
 
 
@@ -90,7 +90,7 @@ def render(
     mode: DeliveryMode | None = None,
     model_volume: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Every object that serves `spec` with `image` (the server image), in apply order.
+    """Every object that serves `spec` with `image`; the Deployment first, its Secret last.
 
     `mode`: the delivery mode `agent.images.resolve_image` chose (None: from
     `settings.model_delivery`, `auto` counting as image). `fetcher_env`
@@ -108,10 +108,11 @@ def render(
         names.ANNOTATION_ENVIRONMENT_ID: environment_id,
         names.ANNOTATION_PREDICTION_URL: prediction_url(spec, settings),
     }
+    delivery = model_delivery(spec, settings, profile, mode, fetcher_env or {}, name,
+                              model_volume)
     objects = [
         _deployment(spec, settings, profile, image, name, labels, annotations, restarted_at,
-                    _model_delivery(spec, settings, profile, mode, fetcher_env or {},
-                                    model_volume)),
+                    delivery),
         _service(settings, profile, name, labels, annotations, spec.id),
         *render_exposure(spec, settings, name, labels, annotations),
     ]
@@ -124,41 +125,15 @@ def render(
         objects.insert(0, network_policy(spec, settings, profile,
                                          _metadata(name, settings, labels, annotations), mode,
                                          fetcher_env or {}))
-    return objects
+    # the Secret last; the Kubernetes plugin applies it first (kustomize and Argo CD order
+    # Secrets before Deployments by themselves)
+    return [*objects, *uri_secret(spec, settings, delivery, name, labels)]
 
 
 def _min_replicas(spec: DeploymentSpec, settings: KubernetesSettings) -> int:
     if spec.autoscaling is not None and settings.autoscaling.enabled:
         return spec.autoscaling.min_replicas
     return spec.replicas
-
-
-def _model_delivery(
-    spec: DeploymentSpec, settings: KubernetesSettings, profile: ServerProfile,
-    mode: DeliveryMode, fetcher_env: dict[str, str], model_volume: str | None = None,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(init containers, volumes, server mounts) that bring the model to the server (init
-    containers get the server's container security context in `_deployment`)."""
-    if mode is DeliveryMode.IMAGE_VOLUME:
-        return image_volume(MODEL_VOLUME, model_volume, profile.model_path)
-    if mode is not DeliveryMode.STORAGE_INITIALIZER:
-        return [], [], []
-    uri = spec.model.uri or ""
-    server_mount: dict[str, Any] = {"name": MODEL_VOLUME, "mountPath": profile.model_path,
-                                    "readOnly": True}
-    if scheme(uri) == "pvc":
-        claim, _, sub_path = uri.split("://", 1)[1].partition("/")
-        if sub_path:
-            server_mount["subPath"] = sub_path
-        return [], [{"name": MODEL_VOLUME, "persistentVolumeClaim": {
-            "claimName": claim, "readOnly": True}}], [server_mount]
-    init, volumes = fetch_model_container(
-        name="storage-initializer", image=settings.agent_image or "", uri=uri,
-        dest=profile.model_path, mounts=[{"name": MODEL_VOLUME, "mountPath": profile.model_path}],
-        credentials_secret=spec.model.credentials_secret,
-        credentials_dir=settings.credentials_dir, digest=spec.model.digest, env=fetcher_env,
-        pull_policy="IfNotPresent")
-    return [init], [{"name": MODEL_VOLUME, "emptyDir": {}}, *volumes], [server_mount]
 
 
 def _server_container(spec: DeploymentSpec, settings: KubernetesSettings,
@@ -214,13 +189,11 @@ def _monitoring_sidecar(spec: DeploymentSpec, settings: KubernetesSettings,
 
 
 def _pod_spec(spec: DeploymentSpec, settings: KubernetesSettings, profile: ServerProfile,
-              image: str, options: DeploymentOptions,
-              delivery: tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]],
-              ) -> dict[str, Any]:
+              image: str, options: DeploymentOptions, delivery: Delivery) -> dict[str, Any]:
     pod_security, container_security = _security(spec, settings, profile)
     init_containers, volumes, server_mounts = (list(part) for part in delivery)
-    for init in init_containers:
-        init["securityContext"] = dict(container_security)
+    for init in init_containers:  # the agent's own fetch step writes only its volumes
+        init["securityContext"] = {**container_security, "readOnlyRootFilesystem": True}
     env = {
         **profile.env,
         "MODEL_PATH": profile.model_path,
@@ -271,7 +244,7 @@ def _pod_spec(spec: DeploymentSpec, settings: KubernetesSettings, profile: Serve
 def _deployment(
     spec: DeploymentSpec, settings: KubernetesSettings, profile: ServerProfile, image: str,
     name: str, labels: dict[str, str], annotations: dict[str, str], restarted_at: str | None,
-    delivery: tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]],
+    delivery: Delivery,
 ) -> dict[str, Any]:
     options = deployment_options(spec)
     pod_annotations = dict(settings.pod_annotations)
@@ -293,7 +266,8 @@ def _deployment(
     deployment_annotations = {
         **annotations,
         names.ANNOTATION_IMAGE: image,
-        names.ANNOTATION_SPEC: spec.model_dump_json(exclude_defaults=True),
+        # a hash only: the spec (env values, URIs) is in the deployment's Secret
+        names.ANNOTATION_SPEC: text_hash(spec.model_dump_json(exclude_defaults=True)),
     }
     body: dict[str, Any] = {
         "selector": {"matchLabels": names.selector_labels(spec.id)},

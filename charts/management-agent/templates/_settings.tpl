@@ -39,6 +39,7 @@ entries:
   - {values: agent.kubeApiBurst, settings: plugin.kubernetes.burst, type: integer, unset: keep}
   - {values: agent.kubeApiRetries, settings: plugin.kubernetes.api_retries, type: integer, unset: keep}
   - {values: agent.kubeApiTimeoutSeconds, settings: plugin.kubernetes.api_timeout_seconds, type: any, unset: keep}
+  - {values: agent.kubeApiListPageSize, settings: plugin.kubernetes.list_page_size, type: integer, unset: keep}
   - {values: predictionServer.serverProfiles, settings: plugin.kubernetes.server_profiles, type: models, unset: keep, keys: {image: image, modelPath: model_path, port: port, healthPath: health_path, predictPath: predict_path, metricsPort: metrics_port, metricsPath: metrics_path, command: command, args: args, env: env, runAsNonRoot: run_as_non_root, runAsUser: run_as_user}}
   - {values: predictionServer.defaultServerProfile, settings: plugin.kubernetes.default_server_profile, type: string, unset: omit}
   - {values: predictionServer.modelDelivery, settings: plugin.kubernetes.model_delivery, type: any, unset: keep}
