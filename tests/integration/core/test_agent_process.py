@@ -249,6 +249,7 @@ def test_agent_rides_out_500s_garbage_and_timeouts(control_plane: ControlPlaneSe
     assert environment[1] not in agent.log(), "the token never reaches the log"
 
 
+@pytest.mark.control_plane(test_endpoints=True)
 def test_malformed_actions_fail_clearly_and_the_agent_goes_on(
         control_plane: ControlPlaneServer, environment: tuple[str, str],
         agents: list[AgentProcess], tmp_path: Path) -> None:
