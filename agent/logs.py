@@ -41,6 +41,8 @@ def register_secret(value: str | None) -> None:
     mangle every line while protecting nothing (register credential fields only).
     """
     global _ordered
+    if value in _secrets:  # re-read secrets (rotation) are registered on every use
+        return
     if value and len(value.strip()) >= MIN_SECRET_LENGTH:
         with _secrets_lock:
             _secrets.add(value)

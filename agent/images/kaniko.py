@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from agent.errors import BuildError, RegistryError
 from agent.images.build_job import KubeLike, run_build_job
 from agent.images.content import Destination
-from agent.images.fetcher import fetch_model_container
+from agent.images.fetcher import CA_VOLUME, fetch_model_container
 from agent.images.naming import BUILDER_RECIPE, ImageRef, parse_reference
 from agent.images.settings import ImageSettings, KanikoSettings
 from agent.plugins.kubernetes import names
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 WORKSPACE = "/workspace"
 DOCKER_CONFIG_DIR = "/kaniko/.docker"
 CERTS_DIR = "/kaniko/certs"
+#: the tls CA: named by --registry-certificate for the target and base registries (Kaniko adds
+#: it to the system pool), and a file in SSL_CERT_DIR (/kaniko/ssl/certs) for other hosts
+KANIKO_EXTRA_CA = "/kaniko/ssl/certs/management-agent-ca.crt"
 KANIKO_RECIPE = "kaniko-1"
 DEFAULT_FETCHER_IMAGE = "ghcr.io/management-agent/management-agent:latest"
 _DNS_LABEL = re.compile(r"[^a-z0-9-]+")
@@ -171,6 +174,12 @@ def render_build_job(*, destination: str, base_image: str, model_uri: str, model
         model_credentials_secret or kaniko.model_credentials_secret, model_digest,
         artifact_env, dockerfile(base_image, model_path))
     volumes.extend(fetch_volumes)
+    if getattr(artifact_env, "ca_volume", None):  # the tls CA, added to Kaniko's roots
+        mounts.append({"name": CA_VOLUME, "mountPath": KANIKO_EXTRA_CA, "subPath": "ca.crt",
+                       "readOnly": True})
+        args += [f"--registry-certificate={host}={KANIKO_EXTRA_CA}"
+                 for host in sorted({dest.registry, base.registry} - set(
+                     kaniko.registry_certificates))]
     executor = {
         "name": "kaniko",
         "image": kaniko.image,

@@ -176,12 +176,13 @@ class FilesystemPlugin:
         # GitOps tools cannot build images: in image mode the agent builds and pushes the
         # model image (direct builder) before committing manifests that name it
         mode = delivery_mode(spec.model, self.kube.model_delivery, self.settings.images.builder)
-        profile = validate_spec(spec, self.kube, mode)
+        profile = validate_spec(spec, self.kube, mode, fetcher_env(self.settings.artifacts))
         delivery = resolve_image(spec, profile, self.settings, report)
         image = delivery.image
         objects = render(spec, self.kube, image, self.settings.control_plane.environment_id,
                          restarted_at=restarted_at, mode=delivery.mode,
-                         fetcher_env=fetcher_env(self.settings.artifacts))
+                         fetcher_env=fetcher_env(self.settings.artifacts,
+                                                 self.settings.tls))
         url = prediction_url(spec, self.kube)
         folder = self._folder(spec.id)
         manifests = yaml.safe_dump_all(objects, sort_keys=False)

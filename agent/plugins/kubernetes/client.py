@@ -25,8 +25,8 @@ from urllib.parse import urlencode
 
 import urllib3
 
+from agent.artifacts.credentials import register_credentials
 from agent.errors import AgentError, ClusterError, ConfigError, ConflictError, NotFoundError
-from agent.logs import register_secret
 from agent.plugins.kubernetes.ratelimit import TokenBucket
 from agent.plugins.kubernetes.settings import KubernetesSettings
 from agent.retry import error_for_status, retry_after_of, retrying
@@ -304,7 +304,8 @@ class KubeClient:
         return sorted(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
 
     def read_secret(self, name: str, namespace: str | None = None) -> dict[str, str]:
-        """The decoded `data` of a secret (never logged)."""
+        """The decoded `data` of a secret (never logged); its credential fields (not every
+        value: "true" or a region would mangle every log line) are scrubbed from now on."""
         secret = self.get("v1", "Secret", name, namespace)
         if secret is None:
             raise NotFoundError(
@@ -312,8 +313,7 @@ class KubeClient:
         decoded = {k: base64.b64decode(v).decode("utf-8", "replace")
                    for k, v in (secret.get("data") or {}).items()}
         decoded.update(secret.get("stringData") or {})
-        for value in decoded.values():  # from now on scrubbed from every log line and event
-            register_secret(value)
+        register_credentials(decoded)
         return decoded
 
     def watch(self, api_version: str, kind: str, namespace: str | None = None, *,

@@ -24,6 +24,7 @@ from agent.images.fetcher import fetch_model_container
 from agent.model import DeploymentSpec
 from agent.plugins.kubernetes import names
 from agent.plugins.kubernetes.ingress import health_url, prediction_url, render_exposure
+from agent.plugins.kubernetes.netpol import network_policy
 from agent.plugins.kubernetes.options import DeploymentOptions, deployment_options
 from agent.plugins.kubernetes.settings import KubernetesSettings, ServerProfile
 from agent.plugins.kubernetes.validation import resources, validate_spec
@@ -97,7 +98,7 @@ def render(
     """
     if mode is None:
         mode = delivery_mode(spec.model, settings.model_delivery)
-    profile = validate_spec(spec, settings, mode)
+    profile = validate_spec(spec, settings, mode, fetcher_env)
     name = names.object_name(spec.id, settings.name_prefix)
     labels = {**settings.extra_labels,
               **names.common_labels(spec.id, spec.model.id, environment_id)}
@@ -118,7 +119,10 @@ def render(
     if settings.pdb.enabled and _min_replicas(spec, settings) > 1:
         objects.append(_pdb(spec, settings, name, labels, annotations))
     if settings.network_policy.enabled:
-        objects.append(_network_policy(spec, settings, profile, name, labels, annotations))
+        # first: the pods (their storage initializer included) must not start unrestricted
+        objects.insert(0, network_policy(spec, settings, profile,
+                                         _metadata(name, settings, labels, annotations), mode,
+                                         fetcher_env or {}))
     return objects
 
 
@@ -363,38 +367,3 @@ def _pdb(spec: DeploymentSpec, settings: KubernetesSettings, name: str,
             "selector": {"matchLabels": names.selector_labels(spec.id)},
         },
     }
-
-
-def _network_policy(spec: DeploymentSpec, settings: KubernetesSettings, profile: ServerProfile,
-                    name: str, labels: dict[str, str],
-                    annotations: dict[str, str]) -> dict[str, Any]:
-    np = settings.network_policy
-    namespaces = [np.ingress_controller_namespace, *np.allow_from_namespaces]
-    peers: list[dict[str, Any]] = [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
-        for ns in namespaces
-    ]
-    if np.agent_pod_labels:
-        peers.append({"podSelector": {"matchLabels": dict(np.agent_pod_labels)}})
-    ports = [{"protocol": "TCP", "port": profile.port}]
-    if profile.metrics_port and profile.metrics_port != profile.port:
-        ports.append({"protocol": "TCP", "port": profile.metrics_port})
-    body: dict[str, Any] = {
-        "podSelector": {"matchLabels": names.selector_labels(spec.id)},
-        "policyTypes": ["Ingress"],
-        "ingress": [{"from": peers, "ports": ports}],
-    }
-    if np.restrict_egress:
-        body["policyTypes"].append("Egress")
-        body["egress"] = [
-            {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
-            *np.extra_egress,
-        ]
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _metadata(name, settings, labels, annotations),
-        "spec": body,
-    }
-
-

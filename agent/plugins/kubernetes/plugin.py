@@ -72,7 +72,7 @@ class KubernetesPlugin:
     def __init__(self, settings: Settings, *, client: KubeClient | None = None) -> None:
         self.settings = settings
         self.k8s = settings.plugin.kubernetes
-        self.fetcher_env = fetcher_env(settings.artifacts)
+        self.fetcher_env = fetcher_env(settings.artifacts, settings.tls)
         self.environment_id = settings.control_plane.environment_id
         self._client = client
         self._lock = threading.Lock()
@@ -191,7 +191,8 @@ class KubernetesPlugin:
         """Apply `spec` and carry out what `converge.decide` says follows the attempt."""
         spec = self._with_default_credentials(spec)
         mode = delivery_mode(spec.model, self.k8s.model_delivery, self.settings.images.builder)
-        profile = validate_spec(spec, self.k8s, mode)  # before any cluster call
+        # before any cluster call
+        profile = validate_spec(spec, self.k8s, mode, self.fetcher_env)
         timeout = deployment_options(spec).rollout_timeout_seconds \
             or self.k8s.rollout_timeout_seconds
         name = names.object_name(spec.id, self.k8s.name_prefix)

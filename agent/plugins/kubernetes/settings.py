@@ -149,6 +149,49 @@ class PDBSettings(_Section):
     )
 
 
+class EgressTarget(_Section):
+    """Model stores the storage initializer may reach when egress is restricted."""
+
+    hosts: list[str] = Field(
+        min_length=1, description="Host names or addresses (fnmatch patterns, e.g. "
+        "*.amazonaws.com) this rule covers.")
+    to: list[dict[str, Any]] = Field(
+        default_factory=list, description="NetworkPolicyPeer list (ipBlock, namespaceSelector, "
+        "podSelector); empty: the host's address when it is one, else any address.")
+    ports: list[dict[str, Any]] = Field(
+        default_factory=list, description="NetworkPolicyPort list; empty: the port of the URL.")
+
+
+class TolerationRule(_Section):
+    """Tolerations a deployment may ask for in `spec.config.tolerations`."""
+
+    key: str = Field(description="Taint key (fnmatch pattern; '*' also allows a toleration "
+                     "without a key, which tolerates every taint).")
+    effects: list[Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]] = Field(
+        default_factory=list, description="Effects allowed; empty: any.")
+
+
+class DeploymentPolicySettings(_Section):
+    """What a deployment's `spec.config` may change about its pods (ops decide, orders ask)."""
+
+    allowed_service_accounts: list[str] = Field(
+        default_factory=lambda: ["default"],
+        description="ServiceAccounts (fnmatch patterns) config.service_account_name may name; "
+        "service_account_name is always allowed, agent_service_accounts never.")
+    agent_service_accounts: list[str] = Field(
+        default_factory=list,
+        description="The agent's own ServiceAccounts ('namespace/name' or 'name'), which no "
+        "prediction server may run as (the chart sets the agent's and the builder's).")
+    allow_security_relaxation: bool = Field(
+        default=False, description="Deployments may set run_as_non_root false or "
+        "run_as_user 0 (config or config.profile).")
+    allowed_tolerations: list[TolerationRule] = Field(
+        default_factory=list, description="Tolerations deployments may add; empty: none.")
+    allowed_node_selector_keys: list[str] = Field(
+        default_factory=lambda: ["*"], description="Node label keys (fnmatch patterns) "
+        "config.node_selector may use; empty: none.")
+
+
 class NetworkPolicySettings(_Section):
     """Prediction pods accept traffic only from the ingress controller and the agent."""
 
@@ -164,10 +207,15 @@ class NetworkPolicySettings(_Section):
     allow_from_namespaces: list[str] = Field(
         default_factory=list, description="Extra namespaces allowed in (e.g. monitoring)."
     )
-    restrict_egress: bool = Field(default=True, description="Allow only DNS (+ extra) egress.")
+    restrict_egress: bool = Field(
+        default=True, description="Allow only DNS, the model stores (storage initializer) "
+        "and extra_egress out.")
     extra_egress: list[dict[str, Any]] = Field(
         default_factory=list, description="Extra NetworkPolicy egress rules, as YAML."
     )
+    egress_to: list[EgressTarget] = Field(
+        default_factory=list, description="Model stores the storage initializer may reach "
+        "(restrict_egress): hosts -> peers and ports.")
 
 
 class MonitoringSettings(_Section):
@@ -316,6 +364,7 @@ class KubernetesSettings(_Section):
     autoscaling: AutoscalingSettings = Field(default_factory=AutoscalingSettings)
     pdb: PDBSettings = Field(default_factory=PDBSettings)
     network_policy: NetworkPolicySettings = Field(default_factory=NetworkPolicySettings)
+    deployment_policy: DeploymentPolicySettings = Field(default_factory=DeploymentPolicySettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     rollout_timeout_seconds: float = Field(

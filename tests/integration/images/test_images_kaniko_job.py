@@ -247,3 +247,32 @@ def test_kaniko_pushes_to_tls_registry_with_dockerconfigjson_secret_and_ca(
     text = str(caught.value)
     assert f"could not authenticate to {registries.tls}" in text
     assert "wrong-password-xyz" not in text
+
+
+def test_kaniko_trusts_the_one_tls_ca_setting(
+        registries: Registries, kube: Any, fetcher_image: str, base_images: dict[str, str],
+        model_server: tuple[str, Path]) -> None:
+    """No images.ca_bundle, no registry_certificates: tls.ca_bundle (the agent) and
+    tls.ca_config_map (the Job) alone let Kaniko push to the private-CA registry."""
+    url, served = model_server
+    (served / "model.json").write_text(json.dumps({"tls-ca": True, "run": RUN}))
+    namespace = kube.namespace("kaniko")
+    client = _kube_client(kube, namespace)
+    _secret_and_ca(client, namespace, registries, registries.tls_password)
+    settings = Settings.model_validate({
+        "plugin": {"kubernetes": {"namespace": namespace}},
+        "tls": {"ca_bundle": str(registries.ca_cert), "ca_config_map": "registry-cas"},
+        "images": {
+            "builder": "kaniko",
+            "generated_image_repository": f"{registries.tls}/models/kaniko-ca-{RUN}",
+            "insecure_registries": [registries.plain],
+            "credentials": {"provider": "basic", "username": registries.tls_user,
+                            "password": registries.tls_password},
+            "kaniko": {"fetcher_image": fetcher_image, "poll_interval_seconds": 1,
+                       "backoff_limit": 0, "secret_name": "push-creds"},
+        },
+    })
+    spec = DeploymentSpec(id="kanca", model=ModelRef(id="m-tls-ca", uri=f"{url}/model.json"))
+    built = build_model_image(spec, base_images["plain-oci"], "/mnt/models", settings,
+                              lambda *a, **k: None, kube=client)
+    assert built.reference.startswith(f"{registries.tls}/") and not built.reused

@@ -241,3 +241,20 @@ def test_missing_kubeconfig_is_a_config_error(tmp_path: Path) -> None:
 
 def kubeconfig_host(path: Path) -> str:
     return str(yaml.safe_load(path.read_text())["clusters"][0]["cluster"]["server"])
+
+
+def test_read_secret_scrubs_only_credential_fields(server: tuple[Script, Path]) -> None:
+    """Doctor reads Secrets: a password is scrubbed from logs from then on, but a flag or a
+    region is not (scrubbing 'true' would mangle every line)."""
+    import base64
+
+    from agent.logs import scrub
+
+    script, kubeconfig = server
+    data = {"password": "canary-k8s-secret-pw-01", "region": "eu-north-1",
+            "insecure": "true", "endpoint": "http://minio.storage:9000"}
+    script.answers.append((200, {}, {"kind": "Secret", "metadata": {"name": "s"}, "data": {
+        k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}))
+    assert _client(kubeconfig).read_secret("s") == data
+    line = "password canary-k8s-secret-pw-01 region eu-north-1 insecure true http://minio.storage:9000"
+    assert scrub(line) == "password *** region eu-north-1 insecure true http://minio.storage:9000"

@@ -248,8 +248,10 @@ def test_config_options_reach_the_pod() -> None:
     d = spec(config={"node_selector": {"pool": "gpu"}, "service_account_name": "reader",
                      "tolerations": [{"key": "gpu", "operator": "Exists"}],
                      "run_as_non_root": False, "someone_elses_key": 1})
-    pod = render(d, settings(node_selector={"zone": "a"}), "i", "e")[0]["spec"]["template"][
-        "spec"]
+    permissive = {"allowed_service_accounts": ["reader"], "allow_security_relaxation": True,
+                  "allowed_tolerations": [{"key": "gpu"}]}
+    pod = render(d, settings(node_selector={"zone": "a"}, deployment_policy=permissive), "i",
+                 "e")[0]["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"zone": "a", "pool": "gpu"}
     assert pod["serviceAccountName"] == "reader"
     assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
