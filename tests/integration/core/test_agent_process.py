@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,15 +19,10 @@ import pytest
 import requests
 import yaml
 
-from tests.fixtures.controlplane import ControlPlaneServer, _failed, free_port
+from tests.fixtures.controlplane import ControlPlaneServer, _failed, command, free_port
 from tests.integration.core.faulty_proxy import FaultyProxy
 
 pytestmark = pytest.mark.integration
-
-
-def _command() -> list[str]:
-    script = Path(sys.executable).with_name("management-agent")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "agent.cli"]
 
 
 class AgentProcess:
@@ -67,7 +61,7 @@ class AgentProcess:
 
     def start(self, *args: str) -> AgentProcess:
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([*_command(), "run", "--config", str(self.config),
+            self.process = subprocess.Popen([*command(), "run", "--config", str(self.config),
                                              *args], stdout=log, stderr=subprocess.STDOUT)
         return self
 
