@@ -21,6 +21,26 @@ from agent.errors import BuildError
 from agent.images.upload import BlobUpload
 
 READ_SIZE = 1024 * 1024
+OCI_LAYER = {
+    "none": "application/vnd.oci.image.layer.v1.tar",
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+}
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    """A pushed layer."""
+
+    digest: str
+    diff_id: str
+    size: int
+    media_type: str
+    uncompressed_size: int
+
+
+def layer_media_type(compression: str) -> str:
+    return OCI_LAYER[compression]
 
 
 class ModelFileLike(Protocol):
