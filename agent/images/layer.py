@@ -182,14 +182,16 @@ class LayerSink:
                  progress: Callable[[int], None] | None = None, adaptive: bool = False) -> None:
         self.upload = upload
         self._compressor = compressor(kind, level, adaptive)
-        self._diff = hashlib.sha256()
+        # uncompressed: the diff-id IS the blob digest, hashed once (by the upload's thread)
+        self._diff = hashlib.sha256() if kind != "none" else None
         self._blob = hashlib.sha256() if upload is None else None
         self.size = 0
         self.compressed_size = 0
         self._progress = progress
 
     def write(self, data: bytes) -> None:
-        self._diff.update(data)
+        if self._diff is not None:
+            self._diff.update(data)
         self.size += len(data)
         self._emit(self._compressor.compress(data))
         if self._progress is not None:
@@ -211,7 +213,7 @@ class LayerSink:
         else:
             assert self.upload is not None
             blob = self.upload.digest()
-        return blob, "sha256:" + self._diff.hexdigest()
+        return blob, blob if self._diff is None else "sha256:" + self._diff.hexdigest()
 
 
 def _tar_header(name: str, kind: bytes, size: int, mode: int, uid: int, gid: int) -> bytes:

@@ -245,9 +245,16 @@ class ImageSettings(_Section):
         default=0, ge=0,
         description="Owner GID of the model files in the image layer.",
     )
+    upload_mode: Literal["stream", "chunked"] = Field(
+        default="stream",
+        description="stream: one streamed PATCH per blob, then PUT ?digest= (as docker push "
+        "does: fewest round trips); chunked: a PATCH with Content-Range per chunk_size_bytes "
+        "(registries or proxies that limit request bodies).",
+    )
     chunk_size_bytes: int = Field(
         default=5 * 1024**2, ge=64 * 1024,
-        description="PATCH size of chunked blob uploads, bytes (5 MiB: the smallest ECR accepts).",
+        description="PATCH size of chunked blob uploads and the batch size of streamed ones, "
+        "bytes (5 MiB: the smallest chunk ECR accepts).",
     )
     timeout_seconds: float = Field(
         default=60.0, gt=0,

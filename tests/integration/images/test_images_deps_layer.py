@@ -97,7 +97,7 @@ def test_missing_requirements_become_one_layer_on_the_python_path_shared_by_mode
     events = Events()
     first = _build(registries, mlflow_image, _model(tmp_path / "a", "a", REQUIREMENTS),
                    "model-a", events)
-    message, details = events.find("installing")
+    message, _ = events.find("installing")
     assert "jmespath==1.1.0, markupsafe==3.0.2" in message, message
     assert "Python 3.11" in message and "x86_64" in message, message
     assert "pandas>=99 wanted, the base image's pandas" in events.find("left to the base")[0]
@@ -165,7 +165,7 @@ def test_requirements_the_base_has_need_no_layer(
     built = _build(registries, mlflow_image, _model(
         tmp_path / "c", "c", "mlflow==3.17.2\nscikit-learn\nnumpy\n"), "model-c", events)
     assert not any("dependency layer" in m or "installing" in m for m, _ in events.items)
-    manifest, config = _image(registries, built.reference)
+    _, config = _image(registries, built.reference)
     assert "dependencies" not in events.find("image pushed")[1]
     env = dict(e.split("=", 1) for e in config["config"]["Env"])
     assert env["PYTHONPATH"] == "/opt/mlflow/site:/opt/ml/site"
