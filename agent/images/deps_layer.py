@@ -298,7 +298,7 @@ def for_model(dest: Destination, source: ModelSourceLike, settings: ImageSetting
               report: Callable[..., Any]) -> DependencyLayer | None:
     """The dependency layer of the model's requirements file; None when nothing is missing."""
     deps = settings.dependencies
-    requirements = read_requirements(source, deps.requirements_file) if deps.enabled else None
+    requirements = read_requirements(source, deps.requirements_path) if deps.enabled else None
     if not requirements:
         return None
     registry, base_registry, manifest = dest.registry, dest.base_registry, dest.base_manifest

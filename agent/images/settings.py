@@ -158,7 +158,7 @@ class DependencySettings(_Section):
         description="Install the requirements the base image lacks into a layer of their own; "
         "false: requirements.txt is ignored (the base image must have everything).",
     )
-    requirements_file: str = Field(
+    requirements_path: str = Field(
         default="requirements.txt", description="Requirements file at the model's root."
     )
     index_url: str | None = Field(

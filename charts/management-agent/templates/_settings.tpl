@@ -133,7 +133,7 @@ entries:
   - {values: imageBuilder.kaniko.pollIntervalSeconds, settings: images.kaniko.poll_interval_seconds, type: any, unset: keep}
   - {values: imageBuilder.kaniko.logTailLines, settings: images.kaniko.log_tail_lines, type: integer, unset: keep}
   - {values: imageBuilder.dependencies.enabled, settings: images.dependencies.enabled, type: any, unset: keep}
-  - {values: imageBuilder.dependencies.requirementsFile, settings: images.dependencies.requirements_file, type: string, unset: keep}
+  - {values: imageBuilder.dependencies.requirementsPath, settings: images.dependencies.requirements_path, type: string, unset: keep}
   - {values: imageBuilder.dependencies.indexUrl, settings: images.dependencies.index_url, type: string, unset: omit}
   - {values: imageBuilder.dependencies.extraIndexUrls, settings: images.dependencies.extra_index_urls, type: any, unset: keep}
   - {values: imageBuilder.dependencies.trustedHosts, settings: images.dependencies.trusted_hosts, type: any, unset: keep}

@@ -41,7 +41,7 @@ def test_requirements_skip_comments_and_join_continued_lines(tmp_path: Path) -> 
     assert _requirements(tmp_path, text) == ["numpy==2.3.5", "jmespath==1.1.0"]
 
 
-def test_model_without_requirements_file_has_none(tmp_path: Path) -> None:
+def test_model_without_requirements_path_has_none(tmp_path: Path) -> None:
     (tmp_path / "model.pkl").write_bytes(b"x")
     assert read_requirements(DirectorySource(tmp_path), "requirements.txt") is None
 
