@@ -119,7 +119,8 @@ def test_model_with_requirements_the_server_lacks_is_served_with_a_shared_layer(
         server_profile="mlflow-pyfunc"), agent)
     assert result["state"] == "ready", (result, agent.log()[-4000:])
     assert ask_mlflow(result["data"]["predictionUrl"], rows()) == expected
-    assert "installing jmespath==" in agent.log()
+    # installed now, or found from an earlier run against this harness registry
+    assert "installing jmespath==" in agent.log() or "dependency layer reused" in agent.log()
 
     # a second model, the same requirements: the layer is found, not installed again
     two = save_tagged(classifier("v2"), tmp_path / "two", requirements)
@@ -132,7 +133,7 @@ def test_model_with_requirements_the_server_lacks_is_served_with_a_shared_layer(
     assert result_two["state"] == "ready", (result_two, agent.log()[-4000:])
     assert ask_mlflow(result_two["data"]["predictionUrl"], rows()) == expected_two
     assert agent.log().count("installing jmespath==") == installs
-    assert "dependency layer reused" in agent.log()
+    assert agent.log().count("dependency layer reused") == 1 + (installs == 0)
     images = [result["data"]["image"], result_two["data"]["image"]]
     assert images[0] != images[1]
     assert deps_layer(cluster, images[0]) == deps_layer(cluster, images[1])
