@@ -49,6 +49,7 @@ from agent.images.oci import OCI_MANIFEST
 from agent.images.registry import Registry, sha256_digest
 from agent.images.settings import DependencySettings, ImageSettings
 from agent.logs import redact_uri
+from agent.tls import verify_for
 
 log = logging.getLogger(__name__)
 
@@ -165,14 +166,21 @@ def _pip_reason(output: str) -> str:
 
 
 def install(missing: list[str], base: BasePython, settings: DependencySettings,
-            site: Path) -> None:
-    """pip install `missing` for the base's Python into `site`, then drop what the base has."""
+            site: Path, ca_bundle: Path | None = None) -> None:
+    """pip install `missing` for the base's Python into `site`, then drop what the base has.
+
+    `ca_bundle` (images.ca_bundle, tls.ca_bundle unless overridden): trusted for the
+    index in addition to the system roots, as by the registry client.
+    """
     work = site.parent
     (work / "requirements.txt").write_text("\n".join(missing) + "\n")
     (work / "constraints.txt").write_text("".join(
         f"{name}=={version}\n" for name, version in sorted(base.distributions.items())
         if re.fullmatch(r"[0-9][0-9A-Za-z.+!_-]*", version)))
     argv = _pip_argv(site, work / "requirements.txt", work / "constraints.txt", base, settings)
+    verify = verify_for(ca_bundle, "images.ca_bundle", error=BuildError)
+    if isinstance(verify, str):
+        argv += ["--cert", verify]
     try:  # the agent's own environment: its image puts pip on PYTHONPATH
         result = subprocess.run(argv, capture_output=True, text=True, check=False,
                                 timeout=settings.install_timeout_seconds)
@@ -273,7 +281,7 @@ def dependency_layer(registry: Registry, cache_repository: str, base: BasePython
     with tempfile.TemporaryDirectory(prefix="deps-") as work:
         site = Path(work) / "site"
         site.mkdir()
-        install(missing, base, settings.dependencies, site)
+        install(missing, base, settings.dependencies, site, settings.ca_bundle)
         built = push_layer(registry, cache_repository, tag, site, f"{ROOT}/{key[:16]}",
                            missing, settings)
     log.info("dependency layer %s (%d bytes) pushed as %s:%s", built.layer.digest[:19],
