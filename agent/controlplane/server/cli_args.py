@@ -67,8 +67,8 @@ def _client_command(commands: argparse._SubParsersAction[argparse.ArgumentParser
 
 def _add_wait(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                     help="wait up to this long for the action to complete; exit 1 if it "
-                     "fails or does not complete")
+                     help="wait up to this long for the action to complete, printing its "
+                     "events as they arrive; exit 1 if it fails or does not complete")
 
 
 def _add_model(sub: argparse.ArgumentParser, required: bool) -> None:
@@ -137,5 +137,8 @@ def _add_query_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
                              "event history of a deployment (or the environment)")
     events.add_argument("deployment_id", metavar="DEPLOYMENT", nargs="?")
     events.add_argument("--limit", type=int, default=200)
+    events.add_argument("-f", "--follow", action="store_true",
+                        help="keep printing new events (and each action's result) as they "
+                        "arrive, until Ctrl-C")
     actions = _client_command(commands, "actions", "list actions, newest first")
     actions.add_argument("deployment_id", metavar="DEPLOYMENT", nargs="?")
