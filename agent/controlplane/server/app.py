@@ -86,4 +86,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     app.include_router(agent_api.router, prefix=API_PREFIX)
     app.include_router(admin_api.router, prefix=f"{API_PREFIX}/admin")
+    from agent.controlplane.server.ui import mount
+
+    mount(app)  # the dashboard under /ui
     return app

@@ -110,6 +110,7 @@ def serve(args: argparse.Namespace) -> int:
     config = ServerConfig(
         db_path=target, admin_token=_admin_token(args.admin_token, args.admin_token_file),
         lease_seconds=args.lease_seconds,
+        read_token=_admin_token(None, args.read_token_file) if args.read_token_file else None,
     )
     from agent.controlplane.server.db import DatabaseUnavailable
 
@@ -118,8 +119,8 @@ def serve(args: argparse.Namespace) -> int:
     except DatabaseUnavailable as exc:
         raise ConfigError(str(exc)) from None
     scheme = "https" if args.tls_cert else "http"
-    log.info("control plane on %s://%s:%d (db %s, docs at /docs)", scheme, args.host, args.port,
-             shown)
+    log.info("control plane on %s://%s:%d (db %s, docs at /docs, dashboard at %s://%s:%d/ui)",
+             scheme, args.host, args.port, shown, scheme, args.host, args.port)
     server = _server_class(uvicorn.Server)(uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level.lower(),
         timeout_graceful_shutdown=3, log_config=None,

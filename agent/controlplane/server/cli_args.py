@@ -44,6 +44,10 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="the certificate's PEM private key")
     serve.add_argument("--admin-token", help=f"admin token (or env {ENV_TOKEN})")
     serve.add_argument("--admin-token-file", type=Path, help=f"file with it ({ENV_TOKEN}_FILE)")
+    serve.add_argument("--read-token-file", type=Path,
+                       default=os.environ.get("MGMT_AGENT_CP_READ_TOKEN_FILE"),
+                       help="file with a token that logs in to the dashboard read-only "
+                       "(env MGMT_AGENT_CP_READ_TOKEN_FILE)")
     serve.add_argument("--lease-seconds", type=int, default=120,
                        help="lease length when an agent does not ask for one (default 120)")
     serve.add_argument("--log-level", default="INFO",

@@ -27,6 +27,7 @@ class ServerConfig:
     db_path: Path | str  # a SQLite file, or a sqlite:/// or postgresql:// URL
     admin_token: str
     lease_seconds: int = 120
+    read_token: str | None = None  # dashboard login with read-only pages (no forms)
     long_poll_interval: float = 0.25
     clock: Callable[[], float] = field(default=time.time, repr=False)
 
