@@ -170,3 +170,34 @@ def test_forms_need_the_session_csrf_token(
                                     timeout=10, allow_redirects=False)
     assert signed_elsewhere.status_code == 303
     assert signed_elsewhere.headers["location"] == "/ui/login"
+
+
+def test_read_only_token_sees_pages_but_no_forms(browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    read_file = tmp_path / "read-token"
+    read_file.write_text("read-only-token-3c1d\n")
+    server = ControlPlaneServer(tmp_path, extra_args=("--read-token-file", str(read_file)))
+    server.start()
+    try:
+        env_id, _ = server.create_environment("staging")
+        server.deploy(env_id, "d1", uri="s3://models/m1/")
+        browser.get(f"{server.url}/ui/login")
+        browser.find_element(By.ID, "token").send_keys("read-only-token-3c1d")
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        assert "signed in (read)" in browser.page_source
+        browser.get(f"{server.url}/ui/environments/{env_id}/deployments/d1")
+        assert "Timeline" in browser.page_source
+        forms = [f.get_attribute("action") for f in browser.find_elements(By.TAG_NAME, "form")]
+        assert forms == [f"{server.url}/ui/logout"]  # no deploy/replace/stop/relaunch
+        csrf = browser.find_element(By.NAME, "csrf").get_attribute("value")
+        cookie = {c["name"]: c["value"] for c in browser.get_cookies()}
+        stop = requests.post(f"{server.url}/ui/environments/{env_id}/deployments/d1/stop",
+                             cookies=cookie, data={"csrf": csrf}, timeout=10)
+        assert stop.status_code == 403 and "read-only" in stop.text
+        assert server.admin.get_deployment(env_id, "d1")["desired"] == "running"
+        api = requests.get(f"{server.url}/api/v1/admin/environments", timeout=10,
+                           headers={"Authorization": "Bearer read-only-token-3c1d"})
+        assert api.status_code == 401  # the read token is for the dashboard only
+    finally:
+        server.close()
