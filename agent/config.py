@@ -276,6 +276,33 @@ class PluginSettings(Section):
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
 
+class TlsSettings(Section):
+    """One private-CA setting for every client; each adds to the system roots, never replaces."""
+
+    ca_bundle: Path | None = Field(
+        default=None,
+        description="Extra CA certificates (PEM file) trusted in addition to the system roots "
+        "by the control-plane, MLflow, registry and artifact clients; a client's own ca_bundle "
+        "takes its place for that client.",
+    )
+    ca_config_map: str | None = Field(
+        default=None,
+        description="ConfigMap holding the same PEM (key ca_key) in the namespace of the pods "
+        "the agent renders: mounted into storage initializers and Kaniko build Jobs.",
+    )
+    ca_secret: str | None = Field(
+        default=None,
+        description="Secret holding the same PEM (key ca_key), instead of ca_config_map.",
+    )
+    ca_key: str = Field(default="ca.crt", description="Key of the PEM in the ConfigMap/Secret.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TlsSettings:
+        if self.ca_config_map and self.ca_secret:
+            raise ValueError("tls.ca_config_map and tls.ca_secret are mutually exclusive")
+        return self
+
+
 class Settings(Section):
     """The whole agent configuration."""
 
@@ -286,6 +313,18 @@ class Settings(Section):
     plugin: PluginSettings = Field(default_factory=PluginSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
     artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+
+    @model_validator(mode="after")
+    def _one_ca_for_every_client(self) -> Settings:
+        """tls.ca_bundle reaches every client whose own ca_bundle is unset."""
+        ca = self.tls.ca_bundle
+        if ca is not None:
+            for section in (self.control_plane, self.control_plane.mlflow, self.images,
+                            self.artifacts):
+                if section.ca_bundle is None:
+                    section.ca_bundle = ca
+        return self
 
     @model_validator(mode="after")
     def _mlflow_models_from_the_registry_we_follow(self) -> Settings:

@@ -34,16 +34,36 @@ def install_signal_handlers(runtime: Runtime) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def configured_secrets(settings: Settings) -> list[str]:
+    """The secrets of the configuration (files read now; re-read ones are registered on use):
+    control-plane and MLflow tokens and passwords, registry passwords."""
+    from agent.config import read_secret
+
+    cp, mlflow = settings.control_plane, settings.control_plane.mlflow
+    sources = [("control_plane.token_file", cp.token, cp.token_file),
+               ("control_plane.mlflow.token_file", mlflow.token, mlflow.token_file),
+               ("control_plane.mlflow.password", mlflow.password, None)]
+    for name, registry in (("images.credentials", settings.images.credentials),
+                           ("images.base_credentials", settings.images.base_credentials)):
+        if registry is not None:
+            sources.append((f"{name}.password_file", registry.password, registry.password_file))
+    found = []
+    for setting, value, path in sources:
+        try:
+            found.append(read_secret(value, path))
+        except OSError as exc:
+            raise ConfigError(f"{setting}: cannot read {exc.filename}: "
+                              f"{exc.strerror or exc}") from exc
+    return [secret for secret in found if secret]
+
+
 def run_agent(settings: Settings, once: bool = False) -> int:
     """Wire the configured control plane, plugin, leadership and health endpoints; run."""
     from agent.controlplane import open_control_plane
     from agent.plugins import load_plugin
 
-    try:
-        register_secret(settings.control_plane.api_token())
-    except OSError as exc:
-        raise ConfigError(f"control_plane.token_file: cannot read {exc.filename}: "
-                          f"{exc.strerror or exc}") from exc
+    for secret in configured_secrets(settings):
+        register_secret(secret)
     control_plane = open_control_plane(settings)
     plugin = load_plugin(settings)
     attach = getattr(control_plane, "attach_plugin", None)

@@ -55,12 +55,11 @@ class Context:
 
     def registry(self, host: str, base: bool = False) -> Registry:
         """A registry client with the configured credentials (base: the base image's)."""
-        from agent.images.auth import provider_for
+        from agent.images.auth import registry_provider
         from agent.images.registry import Registry
 
         images = self.settings.images
-        creds = images.base_credentials if base and images.base_credentials else images.credentials
-        return Registry(host, images, provider_for(creds, host))
+        return Registry(host, images, registry_provider(images, host, base=base))
 
 
 class Skip(Exception):

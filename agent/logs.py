@@ -12,6 +12,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -41,6 +42,8 @@ def register_secret(value: str | None) -> None:
     mangle every line while protecting nothing (register credential fields only).
     """
     global _ordered
+    if value in _secrets:  # re-read secrets (rotation) are registered on every use
+        return
     if value and len(value.strip()) >= MIN_SECRET_LENGTH:
         with _secrets_lock:
             _secrets.add(value)
@@ -84,6 +87,15 @@ def redact_uri(uri: str | None) -> str:
             authority, slash, path = rest.partition("/")
             return f"{scheme}://{authority.rsplit('@', 1)[-1]}{slash}{path}"
         return head
+
+
+_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+
+
+def redact_uris_in(text: str) -> str:
+    """Free text (a log tail, a server's error) with every URI in it passed through
+    `redact_uri`: user info gone, query values (signatures, SAS `sig=`) redacted."""
+    return _URI_IN_TEXT.sub(lambda m: redact_uri(m.group(0)), text)
 
 
 @contextlib.contextmanager

@@ -18,9 +18,12 @@ from agent.errors import AgentError, ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("uri", help="model URI: s3://, gs://, http(s)://, oci://, file://, "
-                        "pvc://, models:/")
+    parser.add_argument("uri", nargs="?", help="model URI: s3://, gs://, http(s)://, oci://, "
+                        "file://, pvc://, models:/ (or --uri-from-env)")
     parser.add_argument("dest", type=Path, help="directory to create or fill")
+    parser.add_argument("--uri-from-env", metavar="VAR",
+                        help="read the URI from this environment variable (a pod reads it from "
+                        "a Secret: a URI may carry user info or a signed query)")
     parser.add_argument("--credentials-dir", type=Path, metavar="DIR",
                         help="a mounted secret: one file per key (any supported format)")
     parser.add_argument("--annotation", dest="annotations", action="append", default=[],
@@ -51,6 +54,7 @@ def main(args: argparse.Namespace) -> int:
     configure_logging(LoggingSettings(level=args.log_level))  # scrubs registered secrets
     logging.getLogger("google").setLevel(logging.WARNING)
     try:
+        uri = _uri(args)
         settings = load_settings(args.config, overrides=list(args.overrides)).artifacts
         if args.ca_bundle is not None:
             if not args.ca_bundle.is_file():
@@ -66,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
                        if args.credentials_dir is not None else None)
         register_credentials(credentials)
         digest = fetch_model(
-            args.uri, args.dest, settings, credentials, expected_digest=args.digest,
+            uri, args.dest, settings, credentials, expected_digest=args.digest,
             annotations=annotations or None, unpack=False if args.no_unpack else None,
         )
     except ConfigError as exc:
@@ -76,8 +80,22 @@ def main(args: argparse.Namespace) -> int:
         print(scrub(f"management-agent fetch-model: error: {exc}"), file=sys.stderr)
         return 1
     except OSError as exc:
-        print(scrub(f"management-agent fetch-model: error: {redact_uri(args.uri)}: {exc}"),
+        print(scrub(f"management-agent fetch-model: error: {redact_uri(uri)}: {exc}"),
               file=sys.stderr)
         return 1
     print(digest)
     return 0
+
+
+def _uri(args: argparse.Namespace) -> str:
+    """The URI from the argument or the environment variable; exactly one of them."""
+    import os
+
+    if (args.uri is None) == (args.uri_from_env is None):
+        raise ConfigError("give the model URI either as an argument or with --uri-from-env VAR")
+    if args.uri is not None:
+        return str(args.uri)
+    uri = os.environ.get(args.uri_from_env, "").strip()
+    if not uri:
+        raise ConfigError(f"--uri-from-env {args.uri_from_env}: the variable is empty or unset")
+    return uri

@@ -74,11 +74,16 @@ class OciSource(BaseSource):
             from agent.images.auth import AnonymousProvider, BasicProvider
             from agent.images.registry import Registry
             from agent.images.settings import ImageSettings
+            from agent.images.trust import Binding as RegistryBinding
         except ImportError as exc:  # pragma: no cover - the images package ships with us
             raise ArtifactError(
                 f"{self.safe_uri}: the OCI registry client is not available") from exc
         login = creds.for_registry(self.host, self.safe_uri) if creds else None
         provider: Any = BasicProvider(*login) if login else AnonymousProvider()
+        if login and creds is not None:  # a token realm on another host: only a bound one
+            provider.binding = RegistryBinding(
+                [f"{h}:{p}" if p else h for _, h, p in creds.binding.entries],
+                setting="the credentials Secret's 'host' key")
         image_settings = ImageSettings(
             insecure_registries=list(settings.oci_insecure_registries),
             ca_bundle=settings.ca_bundle, retries=min(settings.retries, 20),
@@ -105,6 +110,8 @@ class OciSource(BaseSource):
             err = TransientArtifactError if exc.transient else ArtifactError
             text = (str(exc).replace("images.ca_bundle", "artifacts.ca_bundle (--ca-bundle)")
                     .replace("images.insecure_registries", "artifacts.oci_insecure_registries")
+                    .replace("(images.credentials.hosts, images.base_credentials.hosts)",
+                             "(model.credentials_secret)")
                     .replace(" (or list the registry in images.skip_tls_verify_registries)", ""))
             raise err(f"{self.safe_uri}: {text}") from exc
 

@@ -1,10 +1,4 @@
-"""One trust store for every artifact client: the system roots plus `artifacts.ca_bundle`.
-
-requests, botocore and google-auth take one CA *file* that replaces their default
-roots; setting a private CA for MinIO must not make public https downloads fail.
-So the configured PEM is appended to the default roots (certifi's and the
-system's bundle, or REQUESTS_CA_BUNDLE / SSL_CERT_FILE when set) into one file,
-written once per content in a private directory and reused.
+"""The artifact clients' trust store: the system roots plus `artifacts.ca_bundle` (agent.tls).
 
 `verify=` is passed per request: REQUESTS_CA_BUNDLE in the environment would
 otherwise override `Session.verify` (see docs/security.md).
@@ -12,75 +6,12 @@ otherwise override `Session.verify` (see docs/security.md).
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
-import stat
-import tempfile
-import threading
-from pathlib import Path
-
 from agent.artifacts.settings import ArtifactSettings
 from agent.errors import ArtifactError
-
-SYSTEM_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
-                  "/etc/ssl/cert.pem")
-_lock = threading.Lock()
-_written: dict[str, str] = {}
-
-
-def default_roots() -> list[Path]:
-    """The bundles a client trusts without configuration (environment first)."""
-    chosen = [os.environ.get("REQUESTS_CA_BUNDLE"), os.environ.get("SSL_CERT_FILE")]
-    found = [Path(p) for p in chosen if p and os.path.isfile(p)]
-    if found:
-        return found[:1]
-    import certifi
-
-    roots = [Path(certifi.where())]
-    roots += [Path(p) for p in SYSTEM_BUNDLES if os.path.isfile(p)][:1]
-    return roots
-
-
-def merged_bundle(extra: Path, directory: Path | None = None) -> str:
-    """A PEM file holding the default roots followed by `extra`; its path."""
-    try:
-        added = extra.read_bytes()
-    except OSError as exc:
-        raise ArtifactError(
-            f"artifacts.ca_bundle {extra} is not readable ({exc.strerror})") from exc
-    if b"-----BEGIN CERTIFICATE-----" not in added:
-        raise ArtifactError(f"artifacts.ca_bundle {extra} holds no PEM certificate")
-    pem = b"\n".join(p.read_bytes().rstrip(b"\n") for p in default_roots()) + b"\n" + added
-    key = hashlib.sha256(pem).hexdigest()[:16]
-    with _lock:
-        cached = _written.get(key)
-        if cached and os.path.isfile(cached):
-            return cached
-        path = _private_dir(directory) / f"ca-{key}.pem"
-        if not path.is_file():
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(pem)
-            tmp.replace(path)
-        _written[key] = str(path)
-        return str(path)
-
-
-def _private_dir(directory: Path | None) -> Path:
-    """A directory only this user can write (reused across runs; else a fresh one)."""
-    base = directory if directory is not None and directory.is_dir() else Path(
-        tempfile.gettempdir())
-    where = base / f"management-agent-ca-{os.getuid()}"
-    with contextlib.suppress(FileExistsError):
-        where.mkdir(mode=0o700)
-    info = where.lstat()
-    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022:
-        return where
-    return Path(tempfile.mkdtemp(prefix="management-agent-ca-", dir=base))
+from agent.tls import verify_for
 
 
 def verify_setting(settings: ArtifactSettings) -> bool | str:
     """`verify=` for requests/botocore: True (default roots) or the merged bundle's path."""
-    if settings.ca_bundle is None:
-        return True
-    return merged_bundle(settings.ca_bundle, settings.cache_dir)
+    return verify_for(settings.ca_bundle, "artifacts.ca_bundle", settings.cache_dir,
+                      ArtifactError)

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from agent import __version__
 from agent.errors import ControlPlaneError, InvalidActionError, LeaseConflictError
+from agent.logs import register_secret
 from agent.model import (
     Action,
     ActionRef,
@@ -34,6 +35,7 @@ from agent.model import (
     bounded,
 )
 from agent.retry import error_for_status, retry_after_of, retrying
+from agent.tls import verify_for
 
 if TYPE_CHECKING:
     from agent.config import Settings
@@ -214,8 +216,9 @@ class NativeControlPlane:
                 f"cannot read control_plane.token_file: {exc.strerror or exc}"
             ) from exc
         if token:
+            register_secret(token)  # re-read on rotation: every value is scrubbed
             headers["Authorization"] = f"Bearer {token}"
-        verify: bool | str = str(self.config.ca_bundle) if self.config.ca_bundle else True
+        verify = verify_for(self.config.ca_bundle, "control_plane.ca_bundle")  # adds to roots
         try:
             response = self.session.request(
                 method, url, json=json, params=params, headers=headers, timeout=timeout,

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from agent.errors import ControlPlaneError, InvalidActionError, LeaseConflictError
+from agent.logs import register_secret
 from agent.model import (
     Action,
     ActionRef,
@@ -44,6 +45,7 @@ from agent.model import (
     Status,
 )
 from agent.retry import is_transient_status, retry_after_of, retrying
+from agent.tls import verify_for
 
 if TYPE_CHECKING:
     from agent.config import MLflowSettings, Settings
@@ -112,16 +114,18 @@ class MLflowRegistry:
             raise ControlPlaneError(f"cannot read control_plane.mlflow.token_file: "
                                     f"{exc.strerror or exc}") from exc
         if token:
+            register_secret(token)  # re-read on rotation: every value is scrubbed
             return {"headers": {"Authorization": f"Bearer {token}"}}
         if self.settings.username:
             password = self.settings.password.get_secret_value() if self.settings.password else ""
+            register_secret(password)
             return {"auth": (self.settings.username, password)}
         return {}
 
     def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """One REST call with short retries on transient failures; errors as ControlPlaneError."""
         url = f"{self.base}/{path}"
-        verify: Any = str(self.settings.ca_bundle) if self.settings.ca_bundle else True
+        verify = verify_for(self.settings.ca_bundle, "control_plane.mlflow.ca_bundle")
 
         def attempt() -> dict[str, Any]:
             try:

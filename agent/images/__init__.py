@@ -104,14 +104,13 @@ def resolve_image(spec: DeploymentSpec, profile: ServerProfile, settings: Settin
 
 def _ready_image(image: str, settings: Settings) -> BuiltImage:
     """A named image: check it exists when the registry lets us look (best effort)."""
-    from agent.images.auth import provider_for
+    from agent.images.auth import registry_provider
     from agent.images.registry import Registry
 
     ref = parse_reference(image)
     try:
         quick = settings.images.model_copy(update={"retries": 1})  # a check, not a build
-        registry = Registry(ref.registry, quick,
-                            provider_for(settings.images.credentials, ref.registry))
+        registry = Registry(ref.registry, quick, registry_provider(quick, ref.registry))
         registry.ping()
         digest = registry.manifest_digest(ref.repository, ref.reference)
     except RegistryError as exc:
@@ -152,7 +151,8 @@ def _builder(settings: Settings, kube: Any) -> Builder:
         from agent.images.kaniko import KanikoBuilder
 
         namespace = settings.images.kaniko.namespace or kube.namespace  # the agent's own
-        return KanikoBuilder(settings.images, kube, namespace, fetcher_env(settings.artifacts))
+        env = fetcher_env(settings.artifacts, settings.tls)
+        return KanikoBuilder(settings.images, kube, namespace, env)
     from agent.images.direct import DirectBuilder
 
     return DirectBuilder(settings.images)

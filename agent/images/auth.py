@@ -15,26 +15,20 @@ import datetime
 import json
 import logging
 import os
-import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import requests
-
 from agent.errors import RegistryError
-from agent.images.settings import RegistryCredentials
+from agent.images.settings import ImageSettings, RegistryCredentials
+from agent.images.trust import ACR_HOST, ECR_HOST, GCP_HOST, Binding, normalise_host
+from agent.logs import register_secret
 
 log = logging.getLogger(__name__)
 
-ECR_HOST = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr(-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com"
-)
-GCP_HOST = re.compile(r"^([a-z0-9-]+-docker\.pkg\.dev|gcr\.io|[a-z0-9-]+\.gcr\.io)$")
-ACR_HOST = re.compile(r"^[a-z0-9-]+\.azurecr\.(io|cn|us)$")
 #: Refresh short-lived tokens this many seconds before they expire.
 REFRESH_MARGIN = 300.0
 #: An ECR token that arrives already (nearly) expired is used for this long, then refetched.
@@ -56,6 +50,7 @@ class CredentialProvider(Protocol):
     """Where registry credentials come from."""
 
     name: str
+    binding: Binding
 
     def get(self, registry: str) -> Credential | None:
         """Credentials for `registry` (host[:port]), or None for anonymous access."""
@@ -74,6 +69,9 @@ class AnonymousProvider:
     """No credentials."""
 
     name = "anonymous"
+    #: the hosts the credential may go to (set by `provider_for`; token realms are checked
+    #: against it)
+    binding = Binding(())
 
     def get(self, registry: str) -> Credential | None:
         return None
@@ -101,12 +99,8 @@ class BasicProvider(AnonymousProvider):
             secret = self._password_file.read_text().strip()
         else:
             secret = self._password or ""
+        register_secret(secret)  # re-read on rotation: every value is scrubbed from logs
         return Credential(self.username, secret)
-
-
-def _normalise_host(key: str) -> str:
-    host = re.sub(r"^[a-z]+://", "", key.strip()).split("/", 1)[0]
-    return "registry-1.docker.io" if host in ("index.docker.io", "docker.io") else host
 
 
 class DockerConfigProvider(AnonymousProvider):
@@ -125,7 +119,7 @@ class DockerConfigProvider(AnonymousProvider):
         if isinstance(auths, Mapping):
             for key, entry in auths.items():
                 if isinstance(entry, Mapping):
-                    self._auths[_normalise_host(str(key))] = entry
+                    self._auths[normalise_host(str(key))] = entry
 
     @classmethod
     def from_file(cls, path: Path) -> DockerConfigProvider:
@@ -154,7 +148,7 @@ class DockerConfigProvider(AnonymousProvider):
         return sorted(self._auths)
 
     def get(self, registry: str) -> Credential | None:
-        entry = self._auths.get(_normalise_host(registry))
+        entry = self._auths.get(normalise_host(registry))
         if entry is None:
             return None
         if entry.get("auth"):
@@ -319,23 +313,60 @@ class GoogleProvider(_ExpiringProvider):
         return Credential("oauth2accesstoken", str(self._credentials.token)), expires_at
 
 
-def provider_for(settings: RegistryCredentials, registry: str) -> CredentialProvider:
-    """The provider `settings` ask for; with `auto`, chosen from the registry host."""
+def provider_for(settings: RegistryCredentials, registry: str,
+                 bound_to: Iterable[str] = (),
+                 setting: str = "images.credentials.hosts") -> CredentialProvider:
+    """The provider `settings` ask for, when its credential may go to `registry`.
+
+    The credential is bound (agent.images.trust) to `bound_to` (the generated
+    repository's host), `settings.hosts` and, for a cloud provider, its cloud's
+    host names; for any other registry this is the anonymous provider.
+    """
+    kind = _kind(settings, registry)
+    hosts = [*bound_to, *settings.hosts]
+    if kind == "ecr" and settings.ecr_registry_override:
+        hosts.append(settings.ecr_registry_override)
+    binding = Binding(hosts, kind, setting)
+    # a docker config is keyed by host already: its binding only decides token realms
+    if kind not in ("anonymous", "dockerconfig") and not binding.allows(registry):
+        log.debug("no %s credentials sent to registry %s: not one of the hosts they are "
+                  "configured for (%s)", kind, registry, setting)
+        return AnonymousProvider()
+    provider = _make(kind, settings)
+    provider.binding = binding
+    return provider
+
+
+def registry_provider(images: ImageSettings, registry: str, *,
+                      base: bool = False) -> CredentialProvider:
+    """Credentials for `registry`: `images.credentials`, bound to the generated repository's
+    host and its `hosts`; for a base image `images.base_credentials` when set (its `hosts`)."""
+    if base and images.base_credentials is not None:
+        return provider_for(images.base_credentials, registry,
+                            setting="images.base_credentials.hosts")
+    home = images.generated_image_repository
+    return provider_for(images.credentials, registry, [home.split("/", 1)[0]] if home else [])
+
+
+def _kind(settings: RegistryCredentials, registry: str) -> str:
     kind = settings.provider
-    if kind == "auto":
-        if ECR_HOST.match(registry) or registry == settings.ecr_registry_override:
-            kind = "ecr"
-        elif GCP_HOST.match(registry):
-            kind = "gcp"
-        elif (ACR_HOST.match(registry) and settings.docker_config_file is None
-              and os.environ.get("AZURE_FEDERATED_TOKEN_FILE")):
-            kind = "acr"  # Azure Workload Identity; a docker config secret wins when given
-        elif settings.docker_config_file is not None:
-            kind = "dockerconfig"
-        elif settings.username:
-            kind = "basic"
-        else:
-            kind = "anonymous"
+    if kind != "auto":
+        return kind
+    if ECR_HOST.match(registry) or registry == settings.ecr_registry_override:
+        return "ecr"
+    if GCP_HOST.match(registry):
+        return "gcp"
+    if (ACR_HOST.match(registry) and settings.docker_config_file is None
+            and os.environ.get("AZURE_FEDERATED_TOKEN_FILE")):
+        return "acr"  # Azure Workload Identity; a docker config secret wins when given
+    if settings.docker_config_file is not None:
+        return "dockerconfig"
+    if settings.username:
+        return "basic"
+    return "anonymous"
+
+
+def _make(kind: str, settings: RegistryCredentials) -> CredentialProvider:
     if kind == "ecr":
         return EcrProvider(settings.aws_region, settings.ecr_endpoint_url,
                            settings.ecr_create_repositories)
@@ -357,39 +388,3 @@ def provider_for(settings: RegistryCredentials, registry: str) -> CredentialProv
         password = settings.password.get_secret_value() if settings.password else None
         return BasicProvider(settings.username, password, settings.password_file)
     return AnonymousProvider()
-
-
-def fetch_token(session: requests.Session, realm: str, params: list[tuple[str, str]],
-                provider: CredentialProvider, host: str, *, verify: bool | str,
-                timeout: float) -> tuple[str, float]:
-    """(bearer token, lifetime in seconds) from a registry's token service (`realm`).
-
-    The provider's credential (if any) logs in with HTTP Basic; errors name the
-    registry and what to check, never the credential.
-    """
-    credential = provider.get(host)
-    auth = (credential.username, credential.password) if credential else None
-    try:
-        response = session.get(realm, params=params, auth=auth, verify=verify, timeout=timeout)
-    except requests.exceptions.SSLError:
-        raise RegistryError(
-            f"TLS handshake with the token service of {host} failed, certificate "
-            "not trusted: set images.ca_bundle"
-        ) from None
-    except requests.RequestException as exc:
-        raise RegistryError(
-            f"cannot reach the token service of registry {host} ({type(exc).__name__})"
-        ) from None
-    if response.status_code in (401, 403):
-        raise RegistryError(
-            f"the token service of registry {host} refused the login "
-            f"({response.status_code}): check the credentials for {host}"
-        )
-    if response.status_code != 200:
-        raise RegistryError(f"the token service of registry {host} answered "
-                            f"{response.status_code}")
-    body = response.json()
-    token = body.get("token") or body.get("access_token")
-    if not token:
-        raise RegistryError(f"the token service of registry {host} sent no token")
-    return str(token), float(body.get("expires_in") or 60)

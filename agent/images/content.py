@@ -18,11 +18,11 @@ import logging
 from dataclasses import dataclass
 
 from agent.errors import RegistryError
-from agent.images.auth import provider_for
+from agent.images.auth import registry_provider
 from agent.images.naming import ImageRef, content_tag, parse_reference
 from agent.images.oci import Manifest
 from agent.images.registry import Registry
-from agent.images.settings import ImageSettings, RegistryCredentials
+from agent.images.settings import ImageSettings
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +67,14 @@ def _registries(images: ImageSettings, target: ImageRef,
     checking = target.registry
     try:
         registry = Registry(target.registry, images,
-                            provider_for(images.credentials, target.registry))
+                            registry_provider(images, target.registry))
         registry.ping()
         checking = base.registry
         if base.registry == target.registry:
             base_registry = registry
         else:
-            credentials = images.base_credentials or RegistryCredentials()
             base_registry = Registry(base.registry, images,
-                                     provider_for(credentials, base.registry))
+                                     registry_provider(images, base.registry, base=True))
             base_registry.ping()
         return registry, base_registry, base_registry.resolve_image(base.repository,
                                                                     base.reference)

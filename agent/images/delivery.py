@@ -12,7 +12,7 @@
 Adding a mode is local: a `DeliveryMode` member, its `Mode` entry in `MODES`,
 the value in `KubernetesSettings.model_delivery`, its branch in
 `agent.images.resolve_image` and, when it changes the pod, its branch in
-`manifests._model_delivery` (see docs/architecture.md).
+`agent.plugins.kubernetes.storage.model_delivery` (see docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,9 +1,18 @@
 """The Kaniko builder: one batch/v1 Job per image, rendered purely, run through a KubeClient.
 
 Build context without secrets in build arguments: an init container runs the
-agent's own image (`management-agent fetch-model URI /workspace/model`) into
-an emptyDir and writes the two-line Dockerfile next to it; the executor
-builds `FROM base` + `COPY model MODEL_PATH` and pushes. Registry
+agent's own image (`management-agent fetch-model --uri-from-env MODEL_URI
+/workspace/model`) into an emptyDir and writes the two-line Dockerfile next to
+it; the executor builds `FROM base` + `COPY model MODEL_PATH` and pushes. The
+model URI (user info, signed queries) is in the build's own Secret
+(`build_secret`, owned by the Job), never in the Job spec.
+
+Pod security: the fetch step runs as non-root with no capabilities and a
+read-only root filesystem; the pod has the RuntimeDefault seccomp profile and
+no service-account token unless a builder identity needs one. The Kaniko
+executor itself runs as root (it unpacks the base image's filesystem as
+root): a namespace enforcing Pod Security `restricted` refuses it, which
+`build_job` reports at once; use the direct builder there. Registry
 credentials are mounted exactly as the settings say: an ECR `credsStore`
 ConfigMap (+ IRSA service account), a dockerconfigjson Secret (ACR, generic,
 OpenShift), or nothing for GCR/Artifact Registry with Workload Identity.
@@ -25,10 +34,10 @@ from typing import TYPE_CHECKING, Any
 from agent.errors import BuildError, RegistryError
 from agent.images.build_job import KubeLike, run_build_job
 from agent.images.content import Destination
-from agent.images.fetcher import fetch_model_container
+from agent.images.fetcher import CA_VOLUME, fetch_model_container
 from agent.images.naming import BUILDER_RECIPE, ImageRef, parse_reference
 from agent.images.settings import ImageSettings, KanikoSettings
-from agent.plugins.kubernetes import names
+from agent.plugins.kubernetes import modelsecret, names
 
 if TYPE_CHECKING:
     from agent.model import DeploymentSpec
@@ -38,6 +47,9 @@ log = logging.getLogger(__name__)
 WORKSPACE = "/workspace"
 DOCKER_CONFIG_DIR = "/kaniko/.docker"
 CERTS_DIR = "/kaniko/certs"
+#: the tls CA: named by --registry-certificate for the target and base registries (Kaniko adds
+#: it to the system pool), and a file in SSL_CERT_DIR (/kaniko/ssl/certs) for other hosts
+KANIKO_EXTRA_CA = "/kaniko/ssl/certs/management-agent-ca.crt"
 KANIKO_RECIPE = "kaniko-1"
 DEFAULT_FETCHER_IMAGE = "ghcr.io/management-agent/management-agent:latest"
 _DNS_LABEL = re.compile(r"[^a-z0-9-]+")
@@ -98,20 +110,42 @@ def _executor_volumes(kaniko: KanikoSettings) -> tuple[list[dict[str, Any]],
     return [*volumes, *kaniko.extra_volumes], [*mounts, *kaniko.extra_volume_mounts]
 
 
-def _fetcher(image: str, model_uri: str, credentials_secret: str | None, digest: str | None,
-             artifact_env: Mapping[str, str] | None,
+#: the fetch step: nothing of root, nothing written outside its emptyDirs
+FETCHER_SECURITY = {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
+                    "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True}
+
+
+def secret_name(job: str) -> str:
+    """The Secret holding the model URI of the build Job `job`."""
+    return job + modelsecret.SUFFIX
+
+
+def build_secret(job: Mapping[str, Any], model_uri: str) -> dict[str, Any]:
+    """The build's Secret (the model URI the fetch step reads); `run_build_job` applies it
+    before the Job and makes the Job its owner, so the Job's TTL removes both."""
+    meta = job["metadata"]
+    return modelsecret.render_secret(secret_name(meta["name"]), meta["namespace"],
+                                     meta.get("labels") or {},
+                                     {modelsecret.uri_key(model_uri): model_uri})
+
+
+def _fetcher(image: str, job: str, model_uri: str, credentials_secret: str | None,
+             digest: str | None, artifact_env: Mapping[str, str] | None,
              dockerfile_text: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The init container that fetches the model into the build context and writes the
     Dockerfile next to it (from the environment: nothing is interpolated into the shell)."""
     fetcher, volumes = fetch_model_container(
-        name="fetch-model", image=image, uri=model_uri, dest=f"{WORKSPACE}/model",
-        mounts=[{"name": "workspace", "mountPath": WORKSPACE}],
+        name="fetch-model", image=image,
+        uri_env=modelsecret.uri_env(secret_name(job), model_uri), dest=f"{WORKSPACE}/model",
+        mounts=[{"name": "workspace", "mountPath": WORKSPACE},
+                {"name": "fetch-tmp", "mountPath": "/tmp"}],
         credentials_secret=credentials_secret, digest=digest, env=artifact_env,
-        security={"allowPrivilegeEscalation": False, "runAsNonRoot": True})
+        security=FETCHER_SECURITY)
     fetcher["command"] = ["/bin/sh", "-c", f'printf "%s" "$DOCKERFILE" > {WORKSPACE}/Dockerfile'
                           ' && exec management-agent "$@"', "fetch-model"]
     fetcher["env"] = [{"name": "DOCKERFILE", "value": dockerfile_text},
-                      {"name": "MODEL_URI", "value": model_uri}, *fetcher.get("env", [])]
+                      {"name": "HOME", "value": "/tmp"}, *fetcher.get("env", [])]
+    volumes = [{"name": "fetch-tmp", "emptyDir": {}}, *volumes]
     fetcher["resources"] = {"requests": {"cpu": "100m", "memory": "256Mi"},
                             "limits": {"memory": "1Gi"}}
     return fetcher, volumes
@@ -167,10 +201,16 @@ def render_build_job(*, destination: str, base_image: str, model_uri: str, model
         *kaniko.extra_args,
     ]
     fetcher, fetch_volumes = _fetcher(
-        fetcher_image or kaniko.fetcher_image or DEFAULT_FETCHER_IMAGE, model_uri,
+        fetcher_image or kaniko.fetcher_image or DEFAULT_FETCHER_IMAGE, name, model_uri,
         model_credentials_secret or kaniko.model_credentials_secret, model_digest,
         artifact_env, dockerfile(base_image, model_path))
     volumes.extend(fetch_volumes)
+    if getattr(artifact_env, "ca_volume", None):  # the tls CA, added to Kaniko's roots
+        mounts.append({"name": CA_VOLUME, "mountPath": KANIKO_EXTRA_CA, "subPath": "ca.crt",
+                       "readOnly": True})
+        args += [f"--registry-certificate={host}={KANIKO_EXTRA_CA}"
+                 for host in sorted({dest.registry, base.registry} - set(
+                     kaniko.registry_certificates))]
     executor = {
         "name": "kaniko",
         "image": kaniko.image,
@@ -178,9 +218,16 @@ def render_build_job(*, destination: str, base_image: str, model_uri: str, model
         "volumeMounts": mounts,
         "resources": kaniko.resources,
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        # Kaniko unpacks the base image as root (its documented requirement); it never
+        # needs to gain more than that
+        "securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": False},
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        # a builder identity (IRSA, Workload Identity) is the service account's token
+        # exchanged by the cloud SDK: mounted only then
+        "automountServiceAccountToken": bool(kaniko.service_account),
         "initContainers": [fetcher],
         "containers": [executor],
         "volumes": volumes,
@@ -249,7 +296,8 @@ class KanikoBuilder:
             deployment_id=spec.id, model_id=spec.model.id)
         kaniko = self.images.kaniko
         digest = run_build_job(self.kube, job, report, kaniko.poll_interval_seconds,
-                               kaniko.log_tail_lines)
+                               kaniko.log_tail_lines,
+                               secret=build_secret(job, spec.model.uri))
         if dest.registry is not None:
             try:
                 digest = dest.registry.manifest_digest(dest.ref.repository, dest.tag) or digest

@@ -19,13 +19,10 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
@@ -33,11 +30,13 @@ import requests
 from tenacity import Retrying
 
 from agent.errors import RegistryError
-from agent.images.auth import AnonymousProvider, CredentialProvider, fetch_token
+from agent.images.auth import AnonymousProvider, CredentialProvider
 from agent.images.oci import ACCEPT, Manifest
 from agent.images.settings import ImageSettings
+from agent.images.trust import fetch_token
 from agent.images.upload import BlobUpload
 from agent.retry import is_transient_status, retry_after_of, retrying
+from agent.tls import verify_for
 
 log = logging.getLogger(__name__)
 
@@ -63,23 +62,6 @@ def sha256_digest(data: bytes) -> str:
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
-def _combined_ca_bundle(extra: Path) -> str:
-    """The default trust store plus `extra`, in one file (requests takes a single path)."""
-    default = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE")
-    if not default or not os.path.isfile(default):
-        import certifi
-
-        default = certifi.where()
-    pem = Path(default).read_bytes() + b"\n" + extra.read_bytes()
-    key = hashlib.sha256(pem).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"management-agent-ca-{key}.pem"
-    if not path.exists():
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(pem)
-        tmp.replace(path)
-    return str(path)
-
-
 class Registry:
     """Client of one registry host (`host[:port]`)."""
 
@@ -95,12 +77,8 @@ class Registry:
         self.verify: bool | str = True
         if host in settings.skip_tls_verify_registries:
             self.verify = False
-        elif settings.ca_bundle is not None:
-            if not settings.ca_bundle.is_file():
-                raise RegistryError(
-                    f"images.ca_bundle {settings.ca_bundle} is not a readable file"
-                )
-            self.verify = _combined_ca_bundle(settings.ca_bundle)
+        else:  # the system roots plus images.ca_bundle (tls.ca_bundle unless overridden)
+            self.verify = verify_for(settings.ca_bundle, "images.ca_bundle", error=RegistryError)
         self._auth_kind: str | None = None  # "none" | "basic" | "bearer"
         self._challenge: dict[str, str] = {}
         self._tokens: dict[str, tuple[str, float]] = {}
@@ -226,7 +204,8 @@ class Registry:
             params.extend(("scope", scope) for scope in scopes)
             token, lifetime = fetch_token(self.session, realm, params, self.provider, self.host,
                                           verify=self._verify_for(realm),
-                                          timeout=self.settings.timeout_seconds)
+                                          timeout=self.settings.timeout_seconds,
+                                          insecure=self.settings.insecure_registries)
             self._tokens[key] = (str(token), time.time() + max(lifetime - 10, 5))
             return str(token)
 
@@ -244,6 +223,11 @@ class Registry:
         except ValueError:
             pass
         suffix = f" [{detail}]" if detail else ""
+        if code == 401 and self.provider.name == "anonymous":
+            return RegistryError(
+                f"{what}: registry {self.host} asks for a login (401) and none is configured "
+                "for it: a login goes only to the hosts it is bound to "
+                f"(images.credentials.hosts, images.base_credentials.hosts){suffix}")
         if code == 401:
             return RegistryError(
                 f"{what}: registry {self.host} refused the login (401): check the credentials "

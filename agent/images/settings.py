@@ -23,6 +23,12 @@ class RegistryCredentials(_Section):
         description="How to log in; auto: by registry host (ECR, GCP, ACR with workload "
         "identity), else docker config or user.",
     )
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="Registry hosts (host[:port]) these credentials are sent to, besides the "
+        "generated image repository's host (and a cloud provider's own hosts); every other "
+        "registry, and a token service on another host, gets no credentials.",
+    )
     username: str | None = Field(default=None, description="User name for basic auth.")
     password: SecretStr | None = Field(
         default=None,
@@ -221,3 +227,13 @@ class ImageSettings(_Section):
         default="1", description="Bump to force new tags (part of the content address)."
     )
     kaniko: KanikoSettings = Field(default_factory=KanikoSettings)
+
+    @model_validator(mode="after")
+    def _base_login_names_its_registry(self) -> ImageSettings:
+        base = self.base_credentials
+        if (base is not None and base.username and base.provider in ("auto", "basic")
+                and not base.hosts):
+            raise ValueError(
+                "images.base_credentials.hosts is empty: name the base images' registry "
+                "(host[:port]); the login is sent to no other host")
+        return self

@@ -6,6 +6,13 @@ applies (`manifests.yaml`) and the deployment's recorded state
 with git enabled, hands manifests to GitOps tools (Argo CD, Flux) with one
 commit per action. Writes are atomic (temp file + rename) so a crash never
 leaves a half-written folder, and every action is idempotent.
+
+Nothing secret is written (the folder is pushed to git): `state.json` keeps
+the model URI redacted, the Deployment only a hash of the spec, and in
+storage-initializer mode the Secret holding the model URI is written only for a
+URI that carries no credential (no user info, no query such as a signature);
+other URIs are refused (credentials belong in a credentials Secret created
+outside git). The credentials-Secret name policy applies as in the cluster.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ from typing import Any
 import yaml
 
 from agent import __version__
+from agent.artifacts.secrets import check_credentials_secret
 from agent.config import Settings
-from agent.errors import InvalidActionError, PluginError
+from agent.errors import ArtifactError, InvalidActionError, PluginError
+from agent.logs import redact_uri
 from agent.model import (
     DEPLOYMENT_ID_PATTERN,
     ActionResult,
@@ -43,6 +52,21 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 MANIFESTS_FILE = "manifests.yaml"
+
+
+def _refuse_secret_data(spec: DeploymentSpec, objects: list[dict[str, Any]]) -> None:
+    """Refuse to commit a Secret whose data is a credential (a URI with user info or a query).
+
+    The storage initializer reads the model URI from the deployment's Secret; a plain
+    location is no secret (state.json shows it too), a signed URL or one with a password is.
+    """
+    uri = spec.model.uri or ""
+    if any(o["kind"] == "Secret" for o in objects) and redact_uri(uri) != uri:
+        raise InvalidActionError(
+            f"deployment {spec.id}: model URI {redact_uri(uri)} carries credentials (user info "
+            "or a query such as a signature), which GitOps output would commit to git: use a "
+            "plain URI with model.credentials_secret (a Secret created outside git, e.g. with "
+            "Sealed Secrets or External Secrets), or image mode")
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -127,11 +151,7 @@ class FilesystemPlugin:
 
     def _live_status(self, committed: DeploymentStatus) -> DeploymentStatus:
         """The cluster's view once the GitOps controller applied the committed model."""
-        if self._live is None:
-            from agent.plugins.kubernetes.plugin import KubernetesPlugin
-
-            self._live = KubernetesPlugin(self.settings)
-        live = self._live.status(committed.deployment_id)
+        live = self._live_plugin().status(committed.deployment_id)
         if live.state == DeploymentState.STOPPED or live.model_id != committed.model_id:
             return committed.model_copy(update={
                 "state": DeploymentState.LAUNCHING, "status": Status.UNKNOWN,
@@ -176,12 +196,15 @@ class FilesystemPlugin:
         # GitOps tools cannot build images: in image mode the agent builds and pushes the
         # model image (direct builder) before committing manifests that name it
         mode = delivery_mode(spec.model, self.kube.model_delivery, self.settings.images.builder)
-        profile = validate_spec(spec, self.kube, mode)
+        profile = validate_spec(spec, self.kube, mode, fetcher_env(self.settings.artifacts))
+        self._check_credentials_secret(spec)
         delivery = resolve_image(spec, profile, self.settings, report)
         image = delivery.image
         objects = render(spec, self.kube, image, self.settings.control_plane.environment_id,
                          restarted_at=restarted_at, mode=delivery.mode,
-                         fetcher_env=fetcher_env(self.settings.artifacts))
+                         fetcher_env=fetcher_env(self.settings.artifacts,
+                                                 self.settings.tls))
+        _refuse_secret_data(spec, objects)
         url = prediction_url(spec, self.kube)
         folder = self._folder(spec.id)
         manifests = yaml.safe_dump_all(objects, sort_keys=False)
@@ -191,7 +214,8 @@ class FilesystemPlugin:
         names = [f"{o['kind']}/{o['metadata']['name']}" for o in objects]
         previous = self._read_state(spec.id) or {}
         record = {
-            "deployment_id": spec.id, "model_id": spec.model.id, "model_uri": spec.model.uri,
+            "deployment_id": spec.id, "model_id": spec.model.id,
+            "model_uri": redact_uri(spec.model.uri) or None,
             "image": image, "prediction_url": url, "state": state.value,
             "updated_at": previous.get("updated_at") if not changed else
             datetime.now(UTC).isoformat(),
@@ -219,6 +243,35 @@ class FilesystemPlugin:
             data=ResultData(prediction_url=url, image=image, current_model_id=spec.model.id,
                             old_model_in_use=False, message=message, details=details),
         )
+
+    def _check_credentials_secret(self, spec: DeploymentSpec) -> None:
+        """The ops' policy on which Secrets deployments may name, as the cluster plugin has it.
+
+        The name prefix needs no cluster; the label needs the Secret's labels, read through
+        the cluster when `read_live_state` gives access to it.
+        """
+        name, artifacts = spec.model.credentials_secret, self.settings.artifacts
+        if not name or name == artifacts.default_credentials_secret:
+            return
+        labels = None
+        if artifacts.credentials_secret_label:
+            if not self.settings.plugin.filesystem.read_live_state:
+                raise ArtifactError(
+                    f"credentials secret {name!r}: artifacts.credentials_secret_label is set "
+                    "but the filesystem plugin cannot read the Secret's labels without cluster "
+                    "access (plugin.filesystem.read_live_state); for GitOps output use "
+                    "artifacts.credentials_secret_prefix")
+            secret = self._live_plugin().client.get("v1", "Secret", name)
+            labels = ((secret or {}).get("metadata") or {}).get("labels")
+        check_credentials_secret(name, labels, artifacts)
+
+    def _live_plugin(self) -> Any:
+        """The Kubernetes plugin reading the cluster (read_live_state), created on first use."""
+        if self._live is None:
+            from agent.plugins.kubernetes.plugin import KubernetesPlugin
+
+            self._live = KubernetesPlugin(self.settings)
+        return self._live
 
     def _folder(self, deployment_id: str) -> Path:
         """The deployment's folder; refuses ids that would point outside the output dir."""

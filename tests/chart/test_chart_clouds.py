@@ -14,6 +14,7 @@ from chart_helpers import (
     load_rendered_settings,
     mounts_by_path,
     render,
+    render_error,
     volumes_by_name,
 )
 
@@ -193,3 +194,25 @@ def test_local_points_at_the_harness_registry(tmp_path: Path) -> None:
     profile = settings.plugin.kubernetes.server_profiles["local-python"]
     assert profile.run_as_non_root is False
     assert settings.artifacts.default_credentials_secret == "model-store"
+
+
+def test_one_ca_bundle_value_reaches_every_client_and_the_pods(tmp_path: Path) -> None:
+    """caBundle: mounted once, tls.ca_bundle for every client of the agent, and the
+    ConfigMap named for the storage initializers and Kaniko Jobs the agent renders."""
+    objects = render(example("generic-registry.yaml"), [
+        "caBundle.configMap=corp-ca", "caBundle.key=root.pem", "imageBuilder.builder=kaniko",
+        "imageBuilder.credentialHosts={mirror.corp.example}"])
+    pod = find(objects, "Deployment")["spec"]["template"]["spec"]
+    mount = mounts_by_path(pod["containers"][0])["/etc/management-agent/ca/all"]
+    volume = volumes_by_name(pod)[mount["name"]]
+    assert volume["configMap"]["name"] == "corp-ca"
+    assert volume["configMap"]["items"] == [{"key": "root.pem", "path": "ca.crt"}]
+    settings = load_rendered_settings(objects, tmp_path)
+    ca = Path("/etc/management-agent/ca/all/ca.crt")
+    assert settings.tls.ca_bundle == ca
+    assert (settings.control_plane.ca_bundle, settings.control_plane.mlflow.ca_bundle,
+            settings.images.ca_bundle, settings.artifacts.ca_bundle) == (ca, ca, ca, ca)
+    assert (settings.tls.ca_config_map, settings.tls.ca_key) == ("corp-ca", "root.pem")
+    assert settings.images.credentials.hosts == ["mirror.corp.example"]
+    assert "mutually exclusive" in render_error(
+        example("generic-registry.yaml"), ["caBundle.configMap=a", "caBundle.secret=b"])

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from agent.errors import InvalidActionError
 from agent.model import DeploymentSpec
 from agent.plugins.kubernetes import manifests, profiles
 from tests.chart.chart_helpers import (
@@ -62,3 +63,26 @@ def test_model_pods_pass_restricted_unless_the_profile_runs_as_root(overlay: str
             assert "runAsNonRoot != true" in violations(deployment, "restricted")
         else:
             assert violations(deployment, "restricted") == "", (overlay, name)
+
+
+@pytest.mark.parametrize(("sets", "own"), [
+    ([], ["mlops/ma-management-agent"]),
+    (["imageBuilder.builder=kaniko", "predictionServer.namespace=models"],
+     ["mlops/ma-management-agent", "models/ma-management-agent-image-builder"]),
+    (["serviceAccount.create=false"], ["mlops/default"]),
+])
+def test_the_chart_names_the_agents_own_service_accounts_to_the_policy(
+        sets: list[str], own: list[str], tmp_path: Path) -> None:
+    """A deployment asking for the agent's (or the Kaniko builder's) identity is refused."""
+    settings = load_rendered_settings(render(sets=sets), tmp_path)
+    policy = settings.plugin.kubernetes.deployment_policy
+    assert policy.agent_service_accounts == own
+    assert policy.allowed_service_accounts == ["default"]
+    assert policy.allow_security_relaxation is False and policy.allowed_tolerations == []
+    k8s = settings.plugin.kubernetes
+    assert own[-1].startswith(f"{k8s.namespace}/")  # where prediction servers (and Kaniko) run
+    spec = DeploymentSpec.model_validate({
+        "id": "d1", "config": {"service_account_name": own[-1].split("/")[1]},
+        "model": {"id": "m", "image": "reg/m:1"}})
+    with pytest.raises(InvalidActionError, match="agent's own ServiceAccount"):
+        manifests.render(spec, k8s, "reg/m:1", "e")

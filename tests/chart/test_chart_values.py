@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from chart_helpers import render_error
+from chart_helpers import CHART, MINIMAL, agent_config, helm, render, render_error
 
 
 @pytest.mark.parametrize(
@@ -63,3 +63,19 @@ def test_kaniko_cannot_read_a_registry_ca_secret() -> None:
 def test_mlflow_needs_a_tracking_uri() -> None:
     assert "controlPlane.mlflow.trackingUri is required" in \
         render_error(sets=["controlPlane.kind=mlflow"])
+
+
+def test_gateway_mode_needs_parent_refs() -> None:
+    """An HTTPRoute without parentRefs attaches to no Gateway: refused by the schema (helm
+    template and helm lint), like the agent's settings refuse it at start."""
+    error = render_error(sets=["predictionServer.ingressMode=gateway"])
+    assert "predictionServer.gatewayParentRefs: Array must have at least 1 items" in error
+    lint = helm("lint", str(CHART), "--values", str(MINIMAL),
+                "--set", "predictionServer.ingressMode=gateway", check=False)
+    assert lint.returncode != 0 and "gatewayParentRefs" in lint.stdout + lint.stderr
+    objects = render(sets=["predictionServer.ingressMode=gateway",
+                           "predictionServer.gatewayParentRefs[0].name=public-gateway",
+                           "predictionServer.gatewayParentRefs[0].namespace=gateways"])
+    settings = agent_config(objects)["plugin"]["kubernetes"]
+    assert settings["gateway_parent_refs"] == [{"name": "public-gateway",
+                                                "namespace": "gateways"}]

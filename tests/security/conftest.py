@@ -8,10 +8,12 @@ test can assert that a credential never arrived where it does not belong.
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,14 +95,21 @@ def _handler(endpoint: Endpoint) -> type[BaseHTTPRequestHandler]:
 
 
 @pytest.fixture
-def endpoint() -> Iterator[Callable[[], Endpoint]]:
-    """A factory of recording servers on 127.0.0.1 (stopped after the test)."""
+def endpoint() -> Iterator[Callable[..., Endpoint]]:
+    """A factory of recording servers on 127.0.0.1 (stopped after the test); given a
+    (certificate, key) pair of PEM files, the server speaks https with it."""
     servers: list[ThreadingHTTPServer] = []
 
-    def start() -> Endpoint:
+    def start(tls: tuple[Path, Path] | None = None) -> Endpoint:
         ep = Endpoint("")
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(ep))
-        ep.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+            scheme = "https"
+        ep.url = f"{scheme}://127.0.0.1:{httpd.server_address[1]}"
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         servers.append(httpd)
         return ep

@@ -92,6 +92,30 @@ def test_fetch_model_command_prints_no_signature(endpoint: Callable[[], Endpoint
     assert SIGNATURE not in proc.stdout + proc.stderr
 
 
+def test_fetch_model_reads_the_uri_from_the_environment_as_the_init_containers_do(
+        endpoint: Callable[[], Endpoint], tmp_path: Path) -> None:
+    """The storage initializer and the Kaniko fetch step get the URI from a Secret as an
+    environment variable: it is in neither the process arguments nor the output."""
+    import os
+
+    server = endpoint()
+    server.routes["/model.bin"] = (200, {}, b"weights")
+    signed = f"{server.url}/model.bin?{SIGNED_QUERIES[0]}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "fetch-model", "--uri-from-env", "MODEL_URI",
+         str(tmp_path / "d"), "--set", "artifacts.retries=0"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "MODEL_URI": signed},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "d" / "model.bin").read_bytes() == b"weights"
+    assert SIGNATURE not in proc.stdout + proc.stderr
+    empty = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "fetch-model", "--uri-from-env", "MODEL_URI",
+         str(tmp_path / "e")], capture_output=True, text=True, timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "MODEL_URI"})
+    assert empty.returncode == 2 and "MODEL_URI: the variable is empty or unset" in empty.stderr
+
+
 SECRET = {
     "AWS_ACCESS_KEY_ID": "AKIACANARY0000000001",
     "AWS_SECRET_ACCESS_KEY": "canary/secret+access+key/0001",

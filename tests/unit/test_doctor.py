@@ -243,15 +243,20 @@ def test_ecr_check_creates_a_missing_repository_on_the_moto_server(
 @pytest.mark.parametrize("mode", ["nginx", "prefix", "openshift-route", "gateway", "none"])
 def test_every_kind_the_plugin_manages_is_in_the_permission_list(mode: str) -> None:
     """Ties REQUIRED_PERMISSIONS to the plugin's own list of kinds (apply, prune, stop)."""
-    from agent.plugins.kubernetes.apply import managed_kinds
+    from agent.plugins.kubernetes.apply import managed_kinds, removable_kinds
     from agent.plugins.kubernetes.client import KubeClient
 
-    settings = _settings(f"plugin.kubernetes.ingress_mode={mode}")
+    refs = ["plugin.kubernetes.gateway_parent_refs=[{name: gw}]"] if mode == "gateway" else []
+    settings = _settings(f"plugin.kubernetes.ingress_mode={mode}", *refs)
     granted = {(p.api_group, p.resource): set(p.verbs) for p in required_permissions(settings)}
     for api_version, kind in managed_kinds(settings.plugin.kubernetes):
         group = api_version.rpartition("/")[0]
         plural, _ = KubeClient.resource(kind)
         assert {"get", "list", "patch", "delete"} <= granted.get((group, plural), set()), kind
+    for api_version, kind in removable_kinds():  # stop and prune: routes of any mode
+        group = api_version.rpartition("/")[0]
+        plural, _ = KubeClient.resource(kind)
+        assert {"list", "delete"} <= granted.get((group, plural), set()), kind
 
 
 def test_artifact_store_check_opens_the_model(tmp_path: Path) -> None:

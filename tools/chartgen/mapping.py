@@ -29,6 +29,7 @@ RENAMES: dict[str, str] = {
     "plugin.kubernetes.burst": "agent.kubeApiBurst",
     "plugin.kubernetes.api_retries": "agent.kubeApiRetries",
     "plugin.kubernetes.api_timeout_seconds": "agent.kubeApiTimeoutSeconds",
+    "plugin.kubernetes.list_page_size": "agent.kubeApiListPageSize",
     "plugin.kubernetes.default_resources": "predictionServer.resources",
     "plugin.kubernetes.poll_interval_seconds": "predictionServer.rolloutPollIntervalSeconds",
     "images.credentials.provider": "imageBuilder.registryAuth",
@@ -43,6 +44,7 @@ RENAMES: dict[str, str] = {
     "images.kaniko.extra_volumes": "imageBuilder.extraVolumes",
     "images.kaniko.extra_volume_mounts": "imageBuilder.extraVolumeMounts",
     "images.kaniko.registry_certificates": "imageBuilder.registryCertificates",
+    "images.credentials.hosts": "imageBuilder.credentialHosts",
 }
 
 #: Settings the chart's templates (`_config.tpl`) set from its own wiring: mounted files,
@@ -62,6 +64,8 @@ WIRED: dict[str, str] = {
     "plugin.kubernetes.in_cluster": "always: the agent runs in the cluster",
     "plugin.kubernetes.agent_image": "the agent's own image",
     "plugin.kubernetes.network_policy.agent_pod_labels": "the agent pod's selector labels",
+    "plugin.kubernetes.deployment_policy.agent_service_accounts":
+        "the agent's and the image builder's ServiceAccounts",
     "plugin.kubernetes.public_probe_ca_bundle": "predictionServer.publicProbeCA, mounted",
     "images.credentials.password_file": "imageBuilder.passwordSecret, mounted as a file",
     "images.credentials.docker_config_file": "imageBuilder.secretName, mounted",
@@ -77,6 +81,10 @@ WIRED: dict[str, str] = {
     "artifacts.ca_bundle": "artifacts.caBundle, mounted",
     "artifacts.cache_dir": "the downloads emptyDir",
     "artifacts.mlflow_tracking_uri": "falls back to controlPlane.mlflow.trackingUri",
+    "tls.ca_bundle": "caBundle, mounted",
+    "tls.ca_config_map": "caBundle.configMap",
+    "tls.ca_secret": "caBundle.secret",
+    "tls.ca_key": "caBundle.key",
 }
 
 #: Wired settings that still have a value of their own (`RENAMES` or camelCase): their schema

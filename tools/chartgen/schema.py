@@ -48,8 +48,23 @@ def _with_null(node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """pydantic's `$ref`s to its `$defs` replaced by the definitions (lists of sub-models)."""
+    if isinstance(node, list):
+        return [_inline(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        return _inline({**defs[ref.removeprefix("#/$defs/")],
+                        **{k: v for k, v in node.items() if k != "$ref"}}, defs)
+    return {key: _inline(value, defs) for key, value in node.items()}
+
+
 def _field_schema(model: type[BaseModel], name: str) -> dict[str, Any]:
-    return _clean(copy.deepcopy(_model_schema(model)["properties"][name]))
+    schema = _model_schema(model)
+    node = _inline(copy.deepcopy(schema["properties"][name]), schema.get("$defs", {}))
+    return _clean(node)
 
 
 def _profiles_schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ APT_PACKAGES = ("docker-registry", "skopeo", "umoci", "buildah", "podman", "runc
                 "nginx-light", "debootstrap", "apache2-utils", "openssl", "git",
                 "ca-certificates", "python3-venv", "catatonit",  # catatonit: podman run --init
                 "postgresql",  # the control plane's database (harnesslib/postgres.py)
+                "iproute2", "nftables",  # pod network namespaces; NetworkPolicy egress (tools/kube)
                 # the dashboard's browser tests (tests/fixtures/browser.py): Debian's
                 # headless Chromium and its chromedriver, never a downloaded browser
                 "chromium", "chromium-driver")

@@ -73,7 +73,8 @@ def serve(args: argparse.Namespace) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "logs").mkdir(exist_ok=True)
     server = KubeServer((args.host, args.port), state_dir, parse_restricted(args.restricted_token),
-                        persist=not args.in_memory, tls=args.tls)
+                        persist=not args.in_memory, tls=args.tls,
+                        disabled_groups=tuple(args.without_api_group))
     kc = Path(args.kubeconfig_out).resolve()
     write_kubeconfig(kc, server.url, ca_cert=server.ca_cert)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
@@ -107,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kubeconfig-out", required=True)
     p.add_argument("--no-controllers", action="store_true")
     p.add_argument("--in-memory", action="store_true", help="do not persist state.json")
+    p.add_argument("--without-api-group", action="append", default=[], metavar="GROUP",
+                   help="do not serve this API group (e.g. route.openshift.io, as on a "
+                        "cluster that is not OpenShift); repeatable")
     p.add_argument("--restricted-token", action="append", default=[],
                    metavar="TOKEN=NS/SA", help="a token acting as a ServiceAccount under RBAC")
     p.add_argument("--tls", action="store_true",

@@ -178,7 +178,9 @@ def _client(args: argparse.Namespace) -> AdminClient:
     if token is None:
         token = _admin_token(None, None)
     url = args.url or os.environ.get(ENV_URL) or DEFAULT_URL
-    verify: bool | str = str(args.ca_bundle) if args.ca_bundle else True
+    from agent.tls import verify_for
+
+    verify = verify_for(args.ca_bundle, "--ca-bundle")  # adds to the system roots
     return AdminClient(url, token, verify=verify)
 
 

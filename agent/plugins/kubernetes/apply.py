@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.plugins.kubernetes.client import KubeClient
+from agent.logs import redact_uris_in
+from agent.plugins.kubernetes.client import FIELD_MANAGER, KubeClient, NotFoundError
+from agent.plugins.kubernetes.names import managed_selector
 from agent.plugins.kubernetes.settings import KubernetesSettings
 from agent.plugins.kubernetes.status import (
     FATAL_AT_ONCE,
@@ -32,43 +34,97 @@ from agent.plugins.kubernetes.status import (
 
 log = logging.getLogger(__name__)
 
-# (apiVersion, kind) of everything the plugin may create for a deployment, in delete order.
+# (apiVersion, kind) of the public routes of each ingress mode; stop and prune remove all
+# three, since a deployment keeps the route of the mode the agent had when it was applied.
+ROUTE_KINDS: dict[str, tuple[str, str]] = {
+    "nginx": ("networking.k8s.io/v1", "Ingress"),
+    "openshift-route": ("route.openshift.io/v1", "Route"),
+    "gateway": ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+}
+# (apiVersion, kind) of the optional objects of a deployment, in delete order.
 OPTIONAL_KINDS: list[tuple[str, str]] = [
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("policy/v1", "PodDisruptionBudget"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("networking.k8s.io/v1", "Ingress"),
+    *dict.fromkeys(ROUTE_KINDS.values()),
 ]
-ROUTE_KINDS: dict[str, tuple[str, str]] = {
-    "openshift-route": ("route.openshift.io/v1", "Route"),
-    "gateway": ("gateway.networking.k8s.io/v1", "HTTPRoute"),
-}
 CORE_KINDS: list[tuple[str, str]] = [("apps/v1", "Deployment"), ("v1", "Service")]
+HANDOVER_MANAGER = "management-agent-handover-to-hpa"
 
 Progress = Callable[..., None]  # (message, **details), e.g. the action's EventReporter
 
 
 def managed_kinds(settings: KubernetesSettings) -> list[tuple[str, str]]:
-    """Kinds a deployment may own under these settings (for stop and pruning)."""
-    kinds = [*OPTIONAL_KINDS]
-    if settings.ingress_mode in ROUTE_KINDS:
-        kinds.append(ROUTE_KINDS[settings.ingress_mode])
+    """Kinds a deployment may be given under these settings (what they apply)."""
+    route = ROUTE_KINDS.get("nginx" if settings.ingress_mode == "prefix"
+                            else settings.ingress_mode)
+    kinds = [k for k in OPTIONAL_KINDS if k not in ROUTE_KINDS.values() or k == route]
     return [*kinds, *reversed(CORE_KINDS)]
+
+
+def removable_kinds() -> list[tuple[str, str]]:
+    """Kinds a deployment may own under any settings, in delete order (stop and prune)."""
+    return [*OPTIONAL_KINDS, *reversed(CORE_KINDS)]
+
+
+def owned(client: KubeClient, api_version: str, kind: str,
+          deployment_id: str) -> list[dict[str, Any]]:
+    """Objects of a kind labelled as one deployment's; none when the cluster lacks the kind."""
+    try:
+        return client.list(api_version, kind,
+                           label_selector=managed_selector(deployment_id=deployment_id))
+    except NotFoundError:  # the API is not served here (e.g. Route on vanilla Kubernetes)
+        return []
 
 
 def apply_all(client: KubeClient, objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Server-side apply each object in order; returns the live objects."""
-    return [client.apply(obj) for obj in objects]
+    live = []
+    for obj in objects:
+        if obj["kind"] == "Deployment" and "replicas" not in obj["spec"]:
+            hand_over_replicas(client, obj)
+        live.append(client.apply(obj))
+    return live
 
 
-def prune(client: KubeClient, settings: KubernetesSettings, name: str,
+def hand_over_replicas(client: KubeClient, deployment: dict[str, Any]) -> bool:
+    """Before an apply that drops spec.replicas (an HPA takes over), keep its live value.
+
+    Server-side apply resets a field its sole manager stops setting to the default: the
+    Deployment would fall to 1 replica. As the Kubernetes docs recommend ("Transferring
+    ownership"), a second field manager first applies the live value, so the agent's apply
+    that drops the field leaves it to that manager; the HPA's scale writes take it over.
+    """
+    meta = deployment["metadata"]
+    live = client.get("apps/v1", "Deployment", meta["name"], meta.get("namespace"))
+    if live is None or "replicas" not in live["spec"] or not _owns_replicas(live):
+        return False
+    client.apply({"apiVersion": "apps/v1", "kind": "Deployment",
+                  "metadata": {"name": meta["name"], **(
+                      {"namespace": meta["namespace"]} if meta.get("namespace") else {})},
+                  "spec": {"replicas": live["spec"]["replicas"]}},
+                 field_manager=HANDOVER_MANAGER)
+    return True
+
+
+def _owns_replicas(live: dict[str, Any]) -> bool:
+    """True when the agent's apply is the only manager of spec.replicas."""
+    owners = [e for e in live["metadata"].get("managedFields") or []
+              if "f:replicas" in ((e.get("fieldsV1") or {}).get("f:spec") or {})]
+    return any(e.get("manager") == FIELD_MANAGER and e.get("operation") == "Apply"
+               for e in owners) and len(owners) == 1
+
+
+def prune(client: KubeClient, deployment_id: str,
           rendered: Iterable[dict[str, Any]]) -> list[str]:
-    """Delete optional objects a previous rendering created but this one no longer has."""
-    present = {obj["kind"] for obj in rendered}
+    """Delete a deployment's optional objects the rendering no longer has (any route kind)."""
+    wanted = {(obj["kind"], obj["metadata"]["name"]) for obj in rendered}
     removed = []
     for api_version, kind in OPTIONAL_KINDS:
-        if kind not in present and client.delete(api_version, kind, name):
-            removed.append(kind)
+        for obj in owned(client, api_version, kind, deployment_id):
+            name = obj["metadata"]["name"]
+            if (kind, name) not in wanted and client.delete(api_version, kind, name):
+                removed.append(kind)
     return removed
 
 
@@ -139,9 +195,11 @@ def diagnose(client: KubeClient, deployment: dict[str, Any], *, log_lines: int =
 
 
 def _tail(client: KubeClient, pod: dict[str, Any], container: str, lines: int) -> str:
+    """The container's last log lines, every URI in them redacted (they go into results)."""
     try:
-        return client.pod_logs(pod["metadata"]["name"], pod["metadata"].get("namespace"),
-                               container=container, tail_lines=lines).strip()
+        return redact_uris_in(client.pod_logs(
+            pod["metadata"]["name"], pod["metadata"].get("namespace"),
+            container=container, tail_lines=lines).strip())
     except Exception as exc:  # logs are a courtesy; never hide the real failure
         log.debug("cannot read logs of %s: %s", pod["metadata"]["name"], exc)
         return ""

@@ -3,7 +3,7 @@
 A thin wrapper over the official client's REST layer (configuration loading,
 authentication, TLS) that works on plain dicts, so the plugin, the Kaniko
 builder and the tests share one small vocabulary: `apply` (server-side apply),
-`get`, `list`, `create`, `delete`, `pod_logs`, `events_for`, `watch`.
+`get`, `list` (paginated: `listing`), `create`, `delete`, `pod_logs`, `events_for`, `watch`.
 
 It carries what every boundary of the agent carries: retries of transient
 failures (connection errors, 429, 5xx) with exponential backoff and jitter,
@@ -25,8 +25,9 @@ from urllib.parse import urlencode
 
 import urllib3
 
+from agent.artifacts.credentials import register_credentials
 from agent.errors import AgentError, ClusterError, ConfigError, ConflictError, NotFoundError
-from agent.logs import register_secret
+from agent.plugins.kubernetes.listing import list_all
 from agent.plugins.kubernetes.ratelimit import TokenBucket
 from agent.plugins.kubernetes.settings import KubernetesSettings
 from agent.retry import error_for_status, retry_after_of, retrying
@@ -259,16 +260,9 @@ class KubeClient:
     def list(self, api_version: str, kind: str, namespace: str | None = None, *,
              label_selector: str | None = None,
              field_selector: str | None = None) -> list[dict[str, Any]]:
-        """Objects of a kind, filtered by selectors (one LIST call)."""
-        data = self.request(
-            "GET", self.path(api_version, kind, namespace=namespace),
-            query={"labelSelector": label_selector, "fieldSelector": field_selector},
-        )
-        items = data.get("items") or []
-        for item in items:  # LIST items carry no apiVersion/kind; restore them
-            item.setdefault("apiVersion", api_version)
-            item.setdefault("kind", kind)
-        return list(items)
+        """Objects of a kind, filtered by selectors, read in pages (`listing.list_all`)."""
+        return list_all(self, api_version, kind, namespace, page_size=self.settings.list_page_size,
+                        label_selector=label_selector, field_selector=field_selector)
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
                *, propagation: str = "Background") -> bool:
@@ -304,7 +298,8 @@ class KubeClient:
         return sorted(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
 
     def read_secret(self, name: str, namespace: str | None = None) -> dict[str, str]:
-        """The decoded `data` of a secret (never logged)."""
+        """The decoded `data` of a secret (never logged); its credential fields (not every
+        value: "true" or a region would mangle every log line) are scrubbed from now on."""
         secret = self.get("v1", "Secret", name, namespace)
         if secret is None:
             raise NotFoundError(
@@ -312,8 +307,7 @@ class KubeClient:
         decoded = {k: base64.b64decode(v).decode("utf-8", "replace")
                    for k, v in (secret.get("data") or {}).items()}
         decoded.update(secret.get("stringData") or {})
-        for value in decoded.values():  # from now on scrubbed from every log line and event
-            register_secret(value)
+        register_credentials(decoded)
         return decoded
 
     def watch(self, api_version: str, kind: str, namespace: str | None = None, *,

@@ -144,11 +144,7 @@ def _httproute(
     spec: DeploymentSpec, settings: KubernetesSettings, metadata: dict[str, Any],
     host: str | None, prefix: str,
 ) -> dict[str, Any]:
-    if not settings.gateway_parent_refs:
-        raise InvalidActionError(
-            "plugin.kubernetes.ingress_mode=gateway needs plugin.kubernetes.gateway_parent_refs "
-            "(the Gateway(s) the HTTPRoute attaches to)"
-        )
+    # KubernetesSettings refuses gateway mode without parentRefs (and so does the chart)
     metadata["annotations"].update(settings.ingress_annotations)
     body: dict[str, Any] = {
         "parentRefs": [dict(ref) for ref in settings.gateway_parent_refs],

@@ -5,7 +5,8 @@ filesystem plugin writes it to files. A spec that cannot be served fails in
 `validation.validate_spec` with an `InvalidActionError` before anything
 touches a cluster.
 
-Objects: Deployment, Service, the exposure (Ingress / Route / HTTPRoute, see
+Objects: the deployment's Secret (storage-initializer mode: the model URI,
+see `storage.py`), Deployment, Service, the exposure (Ingress / Route / HTTPRoute, see
 `ingress.py`) and, where configured, HorizontalPodAutoscaler, PodDisruptionBudget
 and NetworkPolicy. The delivery mode (`agent.images.delivery`) is either a
 model image (built by `agent.images`) or *storage-initializer* mode: the
@@ -19,19 +20,20 @@ import hashlib
 import json
 from typing import Any
 
-from agent.images.delivery import DeliveryMode, delivery_mode, scheme
-from agent.images.fetcher import fetch_model_container
+from agent.images.delivery import DeliveryMode, delivery_mode
 from agent.model import DeploymentSpec
 from agent.plugins.kubernetes import names
 from agent.plugins.kubernetes.ingress import health_url, prediction_url, render_exposure
+from agent.plugins.kubernetes.modelsecret import text_hash
+from agent.plugins.kubernetes.netpol import network_policy
 from agent.plugins.kubernetes.options import DeploymentOptions, deployment_options
 from agent.plugins.kubernetes.settings import KubernetesSettings, ServerProfile
+from agent.plugins.kubernetes.storage import Delivery, model_delivery, uri_secret
 from agent.plugins.kubernetes.validation import resources, validate_spec
 
 __all__ = ["health_url", "prediction_url", "render", "validate_spec"]
 
 SERVER_CONTAINER = "server"
-MODEL_VOLUME = "model"
 SPOOL_VOLUME = "spool"
 
 
@@ -89,7 +91,7 @@ def render(
     fetcher_env: dict[str, str] | None = None,
     mode: DeliveryMode | None = None,
 ) -> list[dict[str, Any]]:
-    """Every object that serves `spec` with `image` (the server image), in apply order.
+    """Every object that serves `spec` with `image`; the Deployment first, its Secret last.
 
     `mode`: the delivery mode `agent.images.resolve_image` chose (None: from
     `settings.model_delivery`, `auto` counting as image). `fetcher_env`
@@ -97,7 +99,7 @@ def render(
     """
     if mode is None:
         mode = delivery_mode(spec.model, settings.model_delivery)
-    profile = validate_spec(spec, settings, mode)
+    profile = validate_spec(spec, settings, mode, fetcher_env)
     name = names.object_name(spec.id, settings.name_prefix)
     labels = {**settings.extra_labels,
               **names.common_labels(spec.id, spec.model.id, environment_id)}
@@ -107,9 +109,10 @@ def render(
         names.ANNOTATION_ENVIRONMENT_ID: environment_id,
         names.ANNOTATION_PREDICTION_URL: prediction_url(spec, settings),
     }
+    delivery = model_delivery(spec, settings, profile, mode, fetcher_env or {}, name)
     objects = [
         _deployment(spec, settings, profile, image, name, labels, annotations, restarted_at,
-                    _model_delivery(spec, settings, profile, mode, fetcher_env or {})),
+                    delivery),
         _service(settings, profile, name, labels, annotations, spec.id),
         *render_exposure(spec, settings, name, labels, annotations),
     ]
@@ -118,43 +121,19 @@ def render(
     if settings.pdb.enabled and _min_replicas(spec, settings) > 1:
         objects.append(_pdb(spec, settings, name, labels, annotations))
     if settings.network_policy.enabled:
-        objects.append(_network_policy(spec, settings, profile, name, labels, annotations))
-    return objects
+        # first: the pods (their storage initializer included) must not start unrestricted
+        objects.insert(0, network_policy(spec, settings, profile,
+                                         _metadata(name, settings, labels, annotations), mode,
+                                         fetcher_env or {}))
+    # the Secret last; the Kubernetes plugin applies it first (kustomize and Argo CD order
+    # Secrets before Deployments by themselves)
+    return [*objects, *uri_secret(spec, settings, delivery, name, labels)]
 
 
 def _min_replicas(spec: DeploymentSpec, settings: KubernetesSettings) -> int:
     if spec.autoscaling is not None and settings.autoscaling.enabled:
         return spec.autoscaling.min_replicas
     return spec.replicas
-
-
-def _model_delivery(
-    spec: DeploymentSpec, settings: KubernetesSettings, profile: ServerProfile,
-    mode: DeliveryMode, fetcher_env: dict[str, str],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(init containers, volumes, server volume mounts) that bring the model to the server.
-
-    Init containers get the server's container security context in `_deployment`.
-    """
-    if mode is not DeliveryMode.STORAGE_INITIALIZER:
-        return [], [], []
-    uri = spec.model.uri or ""
-    server_mount: dict[str, Any] = {"name": MODEL_VOLUME, "mountPath": profile.model_path,
-                                    "readOnly": True}
-    if scheme(uri) == "pvc":
-        claim, _, sub_path = uri.split("://", 1)[1].partition("/")
-        if sub_path:
-            server_mount["subPath"] = sub_path
-        volume = {"name": MODEL_VOLUME,
-                  "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
-        return [], [volume], [server_mount]
-    init, volumes = fetch_model_container(
-        name="storage-initializer", image=settings.agent_image or "", uri=uri,
-        dest=profile.model_path, mounts=[{"name": MODEL_VOLUME, "mountPath": profile.model_path}],
-        credentials_secret=spec.model.credentials_secret,
-        credentials_dir=settings.credentials_dir, digest=spec.model.digest, env=fetcher_env,
-        pull_policy="IfNotPresent")
-    return [init], [{"name": MODEL_VOLUME, "emptyDir": {}}, *volumes], [server_mount]
 
 
 def _server_container(spec: DeploymentSpec, settings: KubernetesSettings,
@@ -210,13 +189,11 @@ def _monitoring_sidecar(spec: DeploymentSpec, settings: KubernetesSettings,
 
 
 def _pod_spec(spec: DeploymentSpec, settings: KubernetesSettings, profile: ServerProfile,
-              image: str, options: DeploymentOptions,
-              delivery: tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]],
-              ) -> dict[str, Any]:
+              image: str, options: DeploymentOptions, delivery: Delivery) -> dict[str, Any]:
     pod_security, container_security = _security(spec, settings, profile)
     init_containers, volumes, server_mounts = (list(part) for part in delivery)
-    for init in init_containers:
-        init["securityContext"] = dict(container_security)
+    for init in init_containers:  # the agent's own fetch step writes only its volumes
+        init["securityContext"] = {**container_security, "readOnlyRootFilesystem": True}
     env = {
         **profile.env,
         "MODEL_PATH": profile.model_path,
@@ -267,7 +244,7 @@ def _pod_spec(spec: DeploymentSpec, settings: KubernetesSettings, profile: Serve
 def _deployment(
     spec: DeploymentSpec, settings: KubernetesSettings, profile: ServerProfile, image: str,
     name: str, labels: dict[str, str], annotations: dict[str, str], restarted_at: str | None,
-    delivery: tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]],
+    delivery: Delivery,
 ) -> dict[str, Any]:
     options = deployment_options(spec)
     pod_annotations = dict(settings.pod_annotations)
@@ -289,7 +266,8 @@ def _deployment(
     deployment_annotations = {
         **annotations,
         names.ANNOTATION_IMAGE: image,
-        names.ANNOTATION_SPEC: spec.model_dump_json(exclude_defaults=True),
+        # a hash only: the spec (env values, URIs) is in the deployment's Secret
+        names.ANNOTATION_SPEC: text_hash(spec.model_dump_json(exclude_defaults=True)),
     }
     body: dict[str, Any] = {
         "selector": {"matchLabels": names.selector_labels(spec.id)},
@@ -363,38 +341,3 @@ def _pdb(spec: DeploymentSpec, settings: KubernetesSettings, name: str,
             "selector": {"matchLabels": names.selector_labels(spec.id)},
         },
     }
-
-
-def _network_policy(spec: DeploymentSpec, settings: KubernetesSettings, profile: ServerProfile,
-                    name: str, labels: dict[str, str],
-                    annotations: dict[str, str]) -> dict[str, Any]:
-    np = settings.network_policy
-    namespaces = [np.ingress_controller_namespace, *np.allow_from_namespaces]
-    peers: list[dict[str, Any]] = [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
-        for ns in namespaces
-    ]
-    if np.agent_pod_labels:
-        peers.append({"podSelector": {"matchLabels": dict(np.agent_pod_labels)}})
-    ports = [{"protocol": "TCP", "port": profile.port}]
-    if profile.metrics_port and profile.metrics_port != profile.port:
-        ports.append({"protocol": "TCP", "port": profile.metrics_port})
-    body: dict[str, Any] = {
-        "podSelector": {"matchLabels": names.selector_labels(spec.id)},
-        "policyTypes": ["Ingress"],
-        "ingress": [{"from": peers, "ports": ports}],
-    }
-    if np.restrict_egress:
-        body["policyTypes"].append("Egress")
-        body["egress"] = [
-            {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
-            *np.extra_egress,
-        ]
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _metadata(name, settings, labels, annotations),
-        "spec": body,
-    }
-
-

@@ -4,9 +4,10 @@ start / replace_model / relaunch validate the spec, resolve the server image
 (`agent.images.resolve_image`), render the deployment (`manifests.render`),
 server-side apply it and wait for the rollout; what follows an attempt (ready,
 roll back, keep the old model, clean up) is decided by `converge.decide`.
-stop deletes by label; status, list and environment_status read live objects
-with label-selected LIST calls (`status.status_of`). Everything is idempotent:
-re-running an action converges to the same objects.
+stop deletes by label (every kind it may have created, the routes of other ingress modes
+too); status, list and environment_status read live objects with label-selected,
+paginated LIST calls (`status.status_of`). Everything is idempotent: re-running an action
+converges to the same objects.
 
 Errors: an invalid spec raises `InvalidActionError` before any cluster call;
 cluster/permission/build failures raise their `AgentError` (the runtime
@@ -37,18 +38,19 @@ from agent.model import (
     Status,
 )
 from agent.plugins import Reporter
-from agent.plugins.kubernetes import converge, names
+from agent.plugins.kubernetes import converge, modelsecret, names
 from agent.plugins.kubernetes.apply import (
     Rollout,
     apply_all,
     diagnose,
-    managed_kinds,
+    owned,
     prune,
+    removable_kinds,
     wait_for_rollout,
 )
-from agent.plugins.kubernetes.client import KubeClient, NotFoundError
+from agent.plugins.kubernetes.client import KubeClient
 from agent.plugins.kubernetes.converge import Next, Outcome
-from agent.plugins.kubernetes.history import Good, last_good, record_last_good
+from agent.plugins.kubernetes.history import Good, last_good, migrate, record_last_good
 from agent.plugins.kubernetes.ingress import health_url
 from agent.plugins.kubernetes.manifests import prediction_url, render, validate_spec
 from agent.plugins.kubernetes.options import deployment_options
@@ -72,7 +74,7 @@ class KubernetesPlugin:
     def __init__(self, settings: Settings, *, client: KubeClient | None = None) -> None:
         self.settings = settings
         self.k8s = settings.plugin.kubernetes
-        self.fetcher_env = fetcher_env(settings.artifacts)
+        self.fetcher_env = fetcher_env(settings.artifacts, settings.tls)
         self.environment_id = settings.control_plane.environment_id
         self._client = client
         self._lock = threading.Lock()
@@ -109,14 +111,9 @@ class KubernetesPlugin:
 
     def stop(self, deployment_id: str, report: Reporter) -> ActionResult:
         """Delete everything labelled with the deployment id; already gone is success."""
-        selector = names.managed_selector(deployment_id=deployment_id)
         deleted = []
-        for api_version, kind in managed_kinds(self.k8s):
-            try:
-                found = self.client.list(api_version, kind, label_selector=selector)
-            except NotFoundError:  # the kind does not exist on this cluster
-                continue
-            for obj in found:
+        for api_version, kind in removable_kinds():  # every route kind, whatever the mode
+            for obj in owned(self.client, api_version, kind, deployment_id):
                 if self.client.delete(api_version, kind, obj["metadata"]["name"]):
                     deleted.append(f"{kind}/{obj['metadata']['name']}")
         if not deleted:
@@ -191,12 +188,14 @@ class KubernetesPlugin:
         """Apply `spec` and carry out what `converge.decide` says follows the attempt."""
         spec = self._with_default_credentials(spec)
         mode = delivery_mode(spec.model, self.k8s.model_delivery, self.settings.images.builder)
-        profile = validate_spec(spec, self.k8s, mode)  # before any cluster call
+        # before any cluster call
+        profile = validate_spec(spec, self.k8s, mode, self.fetcher_env)
         timeout = deployment_options(spec).rollout_timeout_seconds \
             or self.k8s.rollout_timeout_seconds
         name = names.object_name(spec.id, self.k8s.name_prefix)
         live = self.client.get("apps/v1", "Deployment", name)
-        good = last_good(live)
+        migrate(self.client, name, self.k8s.namespace, live)
+        good = last_good(self.client, live)
         if restarted_at is None and live is not None:
             restarted_at = (live["spec"]["template"]["metadata"].get("annotations") or {}).get(
                 names.ANNOTATION_RESTARTED_AT)
@@ -211,7 +210,7 @@ class KubernetesPlugin:
                                wanted=None).next is Next.FAIL:
                 raise
             assert good is not None  # KEEP_OLD
-            result = converge.kept_old_result(spec, good, serving(live),
+            result = converge.kept_old_result(spec, good, self._serving(live),
                                               prediction_url(good[0], self.k8s), exc)
             report(result.data.message or "", level="error")
             return result
@@ -220,7 +219,7 @@ class KubernetesPlugin:
         report(f"{verb} model {spec.model.id} ({image}); applying {len(objects)} objects",
                image=image, model_id=spec.model.id)
         try:
-            outcome = self._roll_out(spec, name, objects, live, timeout, report)
+            outcome = self._roll_out(spec, name, objects, live, good, timeout, report)
         except AgentError as exc:
             decision = converge.decide(Outcome.APPLY_FAILED, live=live, last_good=good,
                                        wanted=(spec, image))
@@ -244,11 +243,12 @@ class KubernetesPlugin:
         return self._rollback(spec, good, report, outcome, restarted_at, timeout)
 
     def _roll_out(self, spec: DeploymentSpec, name: str, objects: builtins.list[dict[str, Any]],
-                  live: dict[str, Any] | None, timeout: float, report: Reporter) -> Rollout:
+                  live: dict[str, Any] | None, good: Good | None, timeout: float,
+                  report: Reporter) -> Rollout:
         """Apply, prune what an earlier rendering left, wait for the rollout."""
-        apply_all(self.client, objects)
+        self._apply(name, objects, live, good)
         # a fresh start has nothing an earlier rendering left behind: save the DELETEs
-        removed = prune(self.client, self.k8s, name, objects) if live is not None else []
+        removed = prune(self.client, spec.id, objects) if live is not None else []
         if removed:
             report(f"removed objects no longer wanted: {', '.join(removed)}")
         return wait_for_rollout(self.client, self.k8s, name, timeout=timeout, progress=report,
@@ -294,8 +294,8 @@ class KubernetesPlugin:
                              restarted_at=restarted_at, fetcher_env=self.fetcher_env,
                              mode=delivery_mode(old_spec.model, self.k8s.model_delivery,
                                                 self.settings.images.builder))
-            apply_all(self.client, objects)
-            prune(self.client, self.k8s, name, objects)
+            self._apply(name, objects, self.client.get("apps/v1", "Deployment", name), good)
+            prune(self.client, spec.id, objects)
             back = wait_for_rollout(self.client, self.k8s, name,
                                     timeout=min(ROLLBACK_TIMEOUT_SECONDS, timeout),
                                     deployment_id=spec.id)
@@ -303,13 +303,36 @@ class KubernetesPlugin:
             result = converge.rollback_failed_result(reason, good, exc)
             report(result.data.message or "", level="error")
             return result
-        still_serving = back.done or serving(back.deployment)
+        still_serving = back.done or self._serving(back.deployment)
         result = converge.rollback_result(reason, good, prediction_url(old_spec, self.k8s),
                                           back_serving=still_serving, back_problem=back.message)
         report(result.data.message or "", level="warning" if still_serving else "error")
         return result
 
     # ---- helpers -----------------------------------------------------------------------
+
+    def _apply(self, name: str, objects: builtins.list[dict[str, Any]],
+               live: dict[str, Any] | None, good: Good | None) -> None:
+        """Apply `objects`; the deployment's Secret first (its pods read it), owned by the
+        Deployment, keeping the URIs the running pods and a rollback still need."""
+        secret = next((o for o in objects if o["kind"] == "Secret"), None)
+        rest = [o for o in objects if o is not secret]
+        if secret is None:
+            apply_all(self.client, rest)
+            return
+        live_secret = self.client.get("v1", "Secret", modelsecret.secret_name(name))
+        kept = [good[0].model.uri] if good is not None and good[0].model.uri else []
+        secret = modelsecret.with_kept_uris(secret, live_secret, live, kept)
+        modelsecret.apply_with_owner(self.client, secret, live)
+        try:
+            applied = apply_all(self.client, rest)
+        except AgentError:
+            if live is None:  # nothing owns the Secret yet: do not leave the URI behind
+                self.client.delete("v1", "Secret", secret["metadata"]["name"])
+            raise
+        if live is None:  # a first start: the Deployment exists only now
+            owner = next(o for o in applied if o.get("kind") == "Deployment")
+            modelsecret.apply_with_owner(self.client, secret, owner)
 
     def _with_default_credentials(self, spec: DeploymentSpec) -> DeploymentSpec:
         default = self.settings.artifacts.default_credentials_secret
@@ -333,7 +356,7 @@ class KubernetesPlugin:
         return spec
 
     def _probe(self, result: DeploymentStatus, deployment: dict[str, Any]) -> DeploymentStatus:
-        good = last_good(deployment)
+        good = last_good(self.client, deployment)
         if good is None:
             return result
         ok, detail = probe_url(health_url(good[0], self.k8s), self.k8s, wait=0)
@@ -342,6 +365,12 @@ class KubernetesPlugin:
         return result.model_copy(update={
             "state": DeploymentState.LAUNCHING, "status": Status.WARNING,
             "message": f"replicas available, but the public URL does not answer: {detail}"})
+
+    def _serving(self, deployment: dict[str, Any] | None) -> bool:
+        """Whether ready pods of the Deployment's current template (its model) serve."""
+        selector = template_selector(deployment) if deployment is not None else ""
+        pods = self.client.list("v1", "Pod", label_selector=selector) if selector else []
+        return serving(deployment, pods)
 
     def _wait_pods_gone(self, deployment_id: str) -> bool:
         selector = ",".join(f"{k}={v}" for k, v in names.selector_labels(deployment_id).items())

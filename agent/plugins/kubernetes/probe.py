@@ -7,18 +7,18 @@ may retry for a while (`plugin.kubernetes.public_probe_timeout_seconds`).
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import requests
 
 from agent.plugins.kubernetes.settings import KubernetesSettings
+from agent.tls import verify_for
 
 
 def probe_url(url: str, settings: KubernetesSettings, wait: float | None = None
               ) -> tuple[bool, str]:
     """(answered below 400, detail), retrying for up to `wait` seconds (default: the setting)."""
-    verify: Any = str(settings.public_probe_ca_bundle) if settings.public_probe_ca_bundle \
-        else True
+    verify = verify_for(settings.public_probe_ca_bundle,
+                        "plugin.kubernetes.public_probe_ca_bundle")  # adds to the system roots
     deadline = time.monotonic() + (settings.public_probe_timeout_seconds
                                    if wait is None else wait)
     while True:

@@ -9,62 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from agent.plugins.kubernetes.server_profile import ServerProfile
+
+__all__ = ["KubernetesSettings", "ServerProfile"]
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
-
-
-class ServerProfile(_Section):
-    """A prediction server: base image, where the model goes, port, health and predict paths.
-
-    `{name}` in paths, command, args and env values is replaced by the served model's
-    name (the deployment id), `{model_path}` by `model_path` and `{port}` by `port`.
-    """
-
-    image: str | None = Field(
-        default=None, description="Base server image; None: the deployment must name an image."
-    )
-    model_path: str = Field(
-        default="/mnt/models",
-        description="Where the model goes in the server's container.",
-    )
-    port: int = Field(default=8080, ge=1, le=65535, description="Port the server listens on.")
-    health_path: str = Field(
-        default="/health",
-        description="Readiness/liveness path (model loaded, not just process up).",
-    )
-    predict_path: str = Field(
-        default="/predict",
-        description="Prediction path, appended to the reported prediction URL.",
-    )
-    metrics_port: int | None = Field(
-        default=None, ge=1, le=65535, description="Port of the metrics endpoint; None: port."
-    )
-    metrics_path: str = Field(
-        default="/metrics",
-        description="Path of the server's Prometheus metrics.",
-    )
-    command: list[str] | None = Field(
-        default=None,
-        description="Container command; None: the image's entrypoint.",
-    )
-    args: list[str] | None = Field(
-        default=None,
-        description="Container arguments; None: the image's.",
-    )
-    env: dict[str, str] = Field(
-        default_factory=dict,
-        description="Environment variables of the server container.",
-    )
-    run_as_non_root: bool | None = Field(
-        default=None, description="Override of security.run_as_non_root for this server."
-    )
-    run_as_user: int | None = Field(
-        default=None, ge=0, description="User id for images whose own user is root "
-        "(security.run_as_user wins)."
-    )
 
 
 class RollingUpdate(_Section):
@@ -149,6 +102,49 @@ class PDBSettings(_Section):
     )
 
 
+class EgressTarget(_Section):
+    """Model stores the storage initializer may reach when egress is restricted."""
+
+    hosts: list[str] = Field(
+        min_length=1, description="Host names or addresses (fnmatch patterns, e.g. "
+        "*.amazonaws.com) this rule covers.")
+    to: list[dict[str, Any]] = Field(
+        default_factory=list, description="NetworkPolicyPeer list (ipBlock, namespaceSelector, "
+        "podSelector); empty: the host's address when it is one, else any address.")
+    ports: list[dict[str, Any]] = Field(
+        default_factory=list, description="NetworkPolicyPort list; empty: the port of the URL.")
+
+
+class TolerationRule(_Section):
+    """Tolerations a deployment may ask for in `spec.config.tolerations`."""
+
+    key: str = Field(description="Taint key (fnmatch pattern; '*' also allows a toleration "
+                     "without a key, which tolerates every taint).")
+    effects: list[Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]] = Field(
+        default_factory=list, description="Effects allowed; empty: any.")
+
+
+class DeploymentPolicySettings(_Section):
+    """What a deployment's `spec.config` may change about its pods (ops decide, orders ask)."""
+
+    allowed_service_accounts: list[str] = Field(
+        default_factory=lambda: ["default"],
+        description="ServiceAccounts (fnmatch patterns) config.service_account_name may name; "
+        "service_account_name is always allowed, agent_service_accounts never.")
+    agent_service_accounts: list[str] = Field(
+        default_factory=list,
+        description="The agent's own ServiceAccounts ('namespace/name' or 'name'), which no "
+        "prediction server may run as (the chart sets the agent's and the builder's).")
+    allow_security_relaxation: bool = Field(
+        default=False, description="Deployments may set run_as_non_root false or "
+        "run_as_user 0 (config or config.profile).")
+    allowed_tolerations: list[TolerationRule] = Field(
+        default_factory=list, description="Tolerations deployments may add; empty: none.")
+    allowed_node_selector_keys: list[str] = Field(
+        default_factory=lambda: ["*"], description="Node label keys (fnmatch patterns) "
+        "config.node_selector may use; empty: none.")
+
+
 class NetworkPolicySettings(_Section):
     """Prediction pods accept traffic only from the ingress controller and the agent."""
 
@@ -164,10 +160,15 @@ class NetworkPolicySettings(_Section):
     allow_from_namespaces: list[str] = Field(
         default_factory=list, description="Extra namespaces allowed in (e.g. monitoring)."
     )
-    restrict_egress: bool = Field(default=True, description="Allow only DNS (+ extra) egress.")
+    restrict_egress: bool = Field(
+        default=True, description="Allow only DNS, the model stores (storage initializer) "
+        "and extra_egress out.")
     extra_egress: list[dict[str, Any]] = Field(
         default_factory=list, description="Extra NetworkPolicy egress rules, as YAML."
     )
+    egress_to: list[EgressTarget] = Field(
+        default_factory=list, description="Model stores the storage initializer may reach "
+        "(restrict_egress): hosts -> peers and ports.")
 
 
 class MonitoringSettings(_Section):
@@ -211,6 +212,10 @@ class KubernetesSettings(_Section):
     api_timeout_seconds: float = Field(
         default=30.0, gt=0,
         description="Timeout of one Kubernetes API request, seconds.",
+    )
+    list_page_size: int = Field(
+        default=500, ge=1, le=10000,
+        description="Objects per page of a LIST call (limit/continue), as kubectl's default.",
     )
 
     server_profiles: dict[str, ServerProfile] = Field(
@@ -316,6 +321,7 @@ class KubernetesSettings(_Section):
     autoscaling: AutoscalingSettings = Field(default_factory=AutoscalingSettings)
     pdb: PDBSettings = Field(default_factory=PDBSettings)
     network_policy: NetworkPolicySettings = Field(default_factory=NetworkPolicySettings)
+    deployment_policy: DeploymentPolicySettings = Field(default_factory=DeploymentPolicySettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     rollout_timeout_seconds: float = Field(
@@ -349,3 +355,12 @@ class KubernetesSettings(_Section):
         default_factory=dict,
         description="Free-form settings for newer prediction-server features.",
     )
+
+    @model_validator(mode="after")
+    def _gateway_needs_parent_refs(self) -> KubernetesSettings:
+        """An HTTPRoute without parentRefs attaches to no Gateway: refuse it at start."""
+        if self.ingress_mode == "gateway" and not self.gateway_parent_refs:
+            raise ValueError("ingress_mode gateway needs gateway_parent_refs (the Gateway(s) "
+                             "the HTTPRoutes attach to, e.g. [{name: public-gateway, "
+                             "namespace: gateways}])")
+        return self

@@ -34,9 +34,39 @@ def rollout_complete(deployment: dict[str, Any]) -> bool:
     )
 
 
-def serving(deployment: dict[str, Any] | None) -> bool:
-    """True when at least one replica (of any template) is available."""
+def any_available(deployment: dict[str, Any] | None) -> bool:
+    """True when the Deployment counts an available replica, of its current or an old template."""
     return bool(deployment and (deployment.get("status") or {}).get("availableReplicas"))
+
+
+def current_pods(deployment: dict[str, Any], pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pods of the Deployment's current template that are not being deleted.
+
+    The template-hash label covers the whole pod template, so it names the current revision
+    as the ReplicaSet's pod-template-hash does; pods of older revisions and terminating pods
+    left by a rollout do not count.
+    """
+    labels = (((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
+        "labels") or {}
+    keys = (names.LABEL_INSTANCE, names.LABEL_TEMPLATE_HASH)
+    if not all(k in labels for k in keys):
+        return []
+    return [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")
+            and all(((p.get("metadata") or {}).get("labels") or {}).get(k) == labels[k]
+                    for k in keys)]
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    """A running pod whose Ready condition is True (it is in the Service's endpoints)."""
+    status = pod.get("status") or {}
+    return status.get("phase") == "Running" and any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or [])
+
+
+def serving(deployment: dict[str, Any] | None, pods: list[dict[str, Any]]) -> bool:
+    """True when a ready pod of the Deployment's current template serves its model."""
+    return deployment is not None and any(pod_ready(p) for p in current_pods(deployment, pods))
 
 
 def deadline_exceeded(deployment: dict[str, Any]) -> str | None:
@@ -120,12 +150,12 @@ def status_of(deployment: dict[str, Any], pods: list[dict[str, Any]]) -> Deploym
     failed = deadline_exceeded(deployment)
     if failed or problems:
         reason = failed or "; ".join(problems)
-        if serving(deployment):
+        if any_available(deployment):
             return DeploymentStatus(**base, state=DeploymentState.READY, status=Status.WARNING,
                                     message=f"new pods failing ({reason}); old pods serve")
         return DeploymentStatus(**base, state=DeploymentState.ERRORED, status=Status.FAILING,
                                 message=reason)
-    if serving(deployment):
+    if any_available(deployment):
         return DeploymentStatus(**base, state=DeploymentState.REPLACING_MODEL,
                                 status=Status.PASSING, message="rollout in progress")
     return DeploymentStatus(**base, state=DeploymentState.LAUNCHING, status=Status.UNKNOWN,

@@ -10,12 +10,15 @@ profile (`profiles`) and whether the delivery mode can serve the model
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from agent.errors import InvalidActionError
 from agent.images.delivery import DeliveryMode, check_delivery, delivery_mode
 from agent.model import DeploymentSpec
+from agent.plugins.kubernetes.netpol import store_egress
 from agent.plugins.kubernetes.options import deployment_options
-from agent.plugins.kubernetes.profiles import resolve_profile
+from agent.plugins.kubernetes.policy import check_policy
+from agent.plugins.kubernetes.profiles import profile_name, profiles, resolve_profile
 from agent.plugins.kubernetes.settings import KubernetesSettings, ServerProfile
 
 # Kubernetes resource.Quantity grammar (non-negative; signs are never meaningful here).
@@ -46,11 +49,14 @@ def resources(spec: DeploymentSpec, settings: KubernetesSettings) -> dict[str, d
 
 
 def validate_spec(spec: DeploymentSpec, settings: KubernetesSettings,
-                  mode: DeliveryMode | None = None) -> ServerProfile:
-    """Reject what cannot be served, before any cluster call; return the effective profile.
+                  mode: DeliveryMode | None = None,
+                  fetcher_env: Mapping[str, str] | None = None) -> ServerProfile:
+    """Reject what cannot be served or what ops' policy forbids, before any cluster call.
 
-    `mode`: the delivery mode (`agent.images.delivery.delivery_mode`); None
-    decides it from `settings.model_delivery` alone (`auto` counts as image).
+    Returns the effective profile. `mode`: the delivery mode
+    (`agent.images.delivery.delivery_mode`); None decides it from
+    `settings.model_delivery` alone (`auto` counts as image). `fetcher_env`:
+    what the storage initializer is told (the model stores its egress needs).
     The deployment id was checked where the spec was parsed (`DeploymentSpec`).
     """
     for section, values in resources(spec, settings).items():
@@ -75,11 +81,14 @@ def validate_spec(spec: DeploymentSpec, settings: KubernetesSettings,
                 spec, "autoscaling needs a CPU request: set resources.requests.cpu "
                 "(the HPA scales on CPU utilisation relative to the request)",
             )
-    deployment_options(spec)  # wrong types in spec.config are named before anything else
+    options = deployment_options(spec)  # wrong types in spec.config are named first
     profile = resolve_profile(spec, settings)
+    check_policy(spec, options, settings, profiles(settings)[profile_name(spec, settings)],
+                 profile)
     if mode is None:
         mode = delivery_mode(spec.model, settings.model_delivery)
     check_delivery(spec, mode, profile.image, settings.agent_image)
+    store_egress(spec, settings, mode, fetcher_env or {})
     if settings.monitoring.enabled and not settings.monitoring.image:
         raise _fail(spec, "plugin.kubernetes.monitoring.enabled needs monitoring.image")
     return profile

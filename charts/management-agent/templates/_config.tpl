@@ -12,6 +12,12 @@ names it derives, and fallbacks between values. agent.extraConfig is merged last
 {{- range (include "management-agent.mounts" . | fromYaml).mounts }}
 {{- $_ := set $files .name (ternary (printf "%s/%s" .dir .file) .dir (hasKey . "file")) }}
 {{- end }}
+{{- /* tls: one CA for every client (and the pods the agent renders) */}}
+{{- $tls := dict "ca_key" $v.caBundle.key }}
+{{- with $files.tlsCA }}{{ $_ := set $tls "ca_bundle" . }}{{ end }}
+{{- with $v.caBundle.configMap }}{{ $_ := set $tls "ca_config_map" . }}{{ end }}
+{{- with $v.caBundle.secret }}{{ $_ := set $tls "ca_secret" . }}{{ end }}
+{{- $_ := set $config "tls" $tls }}
 {{- /* control_plane */}}
 {{- $cp := $config.control_plane }}
 {{- $mlflow := $cp.mlflow }}
@@ -29,6 +35,8 @@ names it derives, and fallbacks between values. agent.extraConfig is merged last
 {{- $_ := set $kube "in_cluster" true }}
 {{- $_ := set $kube "agent_image" (include "management-agent.image" .) }}
 {{- $_ := set $kube.network_policy "agent_pod_labels" (include "management-agent.selectorLabels" . | fromYaml) }}
+{{- $own := list (printf "%s/%s" .Release.Namespace (include "management-agent.serviceAccountName" .)) (printf "%s/%s" (include "management-agent.predictionNamespace" .) (include "management-agent.builderServiceAccountName" .)) }}
+{{- $_ := set $kube.deployment_policy "agent_service_accounts" ($own | uniq) }}
 {{- with $files.publicProbeCA }}{{ $_ := set $kube "public_probe_ca_bundle" . }}{{ end }}
 {{- /* images */}}
 {{- $ib := $v.imageBuilder }}

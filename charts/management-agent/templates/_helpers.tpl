@@ -105,7 +105,7 @@ Fail early, with one clear message, on combinations the schema cannot express.
 {{- if and $v.imageBuilder.configMap $v.imageBuilder.secretName }}
 {{- fail "imageBuilder.configMap and imageBuilder.secretName are mutually exclusive: Kaniko reads exactly one /kaniko/.docker/config.json. Use secretName for a kubernetes.io/dockerconfigjson Secret (ACR, OpenShift, Docker Hub) or configMap for a credential-helper config such as {\"credsStore\":\"ecr-login\"} (ECR)." }}
 {{- end }}
-{{- range $path, $ref := dict "controlPlane.caBundle" $v.controlPlane.caBundle "imageBuilder.registryCA" $v.imageBuilder.registryCA "artifacts.caBundle" $v.artifacts.caBundle "predictionServer.publicProbeCA" $v.predictionServer.publicProbeCA }}
+{{- range $path, $ref := dict "caBundle" $v.caBundle "controlPlane.caBundle" $v.controlPlane.caBundle "imageBuilder.registryCA" $v.imageBuilder.registryCA "artifacts.caBundle" $v.artifacts.caBundle "predictionServer.publicProbeCA" $v.predictionServer.publicProbeCA }}
 {{- if and $ref.configMap $ref.secret }}
 {{- fail (printf "%s.configMap and %s.secret are mutually exclusive: name the one object that holds the CA certificates." $path $path) }}
 {{- end }}

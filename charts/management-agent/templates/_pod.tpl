@@ -12,6 +12,9 @@ mounts:
 {{- with $v.controlPlane.apiTokenSecret }}{{ if .name }}
   - {name: controlPlaneToken, volume: control-plane-token, dir: /var/run/secrets/management-agent/control-plane, file: token, secret: {{ .name | quote }}, item: {{ .key | quote }}}
 {{- end }}{{ end }}
+{{- with $v.caBundle }}{{ if or .configMap .secret }}
+  - {name: tlsCA, volume: ca-bundle, dir: /etc/management-agent/ca/all, file: ca.crt, configMap: {{ .configMap | quote }}, secret: {{ .secret | quote }}, item: {{ .key | quote }}}
+{{- end }}{{ end }}
 {{- with $v.controlPlane.caBundle }}{{ if or .configMap .secret }}
   - {name: controlPlaneCA, volume: control-plane-ca, dir: /etc/management-agent/ca/control-plane, file: ca.crt, configMap: {{ .configMap | quote }}, secret: {{ .secret | quote }}, item: {{ .key | quote }}}
 {{- end }}{{ end }}

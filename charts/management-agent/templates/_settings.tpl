@@ -39,6 +39,7 @@ entries:
   - {values: agent.kubeApiBurst, settings: plugin.kubernetes.burst, type: integer, unset: keep}
   - {values: agent.kubeApiRetries, settings: plugin.kubernetes.api_retries, type: integer, unset: keep}
   - {values: agent.kubeApiTimeoutSeconds, settings: plugin.kubernetes.api_timeout_seconds, type: any, unset: keep}
+  - {values: agent.kubeApiListPageSize, settings: plugin.kubernetes.list_page_size, type: integer, unset: keep}
   - {values: predictionServer.serverProfiles, settings: plugin.kubernetes.server_profiles, type: models, unset: keep, keys: {image: image, modelPath: model_path, port: port, healthPath: health_path, predictPath: predict_path, metricsPort: metrics_port, metricsPath: metrics_path, command: command, args: args, env: env, runAsNonRoot: run_as_non_root, runAsUser: run_as_user}}
   - {values: predictionServer.defaultServerProfile, settings: plugin.kubernetes.default_server_profile, type: string, unset: omit}
   - {values: predictionServer.modelDelivery, settings: plugin.kubernetes.model_delivery, type: any, unset: keep}
@@ -84,6 +85,11 @@ entries:
   - {values: predictionServer.networkPolicy.allowFromNamespaces, settings: plugin.kubernetes.network_policy.allow_from_namespaces, type: any, unset: keep}
   - {values: predictionServer.networkPolicy.restrictEgress, settings: plugin.kubernetes.network_policy.restrict_egress, type: any, unset: keep}
   - {values: predictionServer.networkPolicy.extraEgress, settings: plugin.kubernetes.network_policy.extra_egress, type: any, unset: keep}
+  - {values: predictionServer.networkPolicy.egressTo, settings: plugin.kubernetes.network_policy.egress_to, type: any, unset: keep}
+  - {values: predictionServer.deploymentPolicy.allowedServiceAccounts, settings: plugin.kubernetes.deployment_policy.allowed_service_accounts, type: any, unset: keep}
+  - {values: predictionServer.deploymentPolicy.allowSecurityRelaxation, settings: plugin.kubernetes.deployment_policy.allow_security_relaxation, type: any, unset: keep}
+  - {values: predictionServer.deploymentPolicy.allowedTolerations, settings: plugin.kubernetes.deployment_policy.allowed_tolerations, type: any, unset: keep}
+  - {values: predictionServer.deploymentPolicy.allowedNodeSelectorKeys, settings: plugin.kubernetes.deployment_policy.allowed_node_selector_keys, type: any, unset: keep}
   - {values: predictionServer.monitoring.enabled, settings: plugin.kubernetes.monitoring.enabled, type: any, unset: keep}
   - {values: predictionServer.monitoring.image, settings: plugin.kubernetes.monitoring.image, type: string, unset: omit}
   - {values: predictionServer.monitoring.spoolDir, settings: plugin.kubernetes.monitoring.spool_dir, type: string, unset: keep}
@@ -100,6 +106,7 @@ entries:
   - {values: imageBuilder.generatedImageRepository, settings: images.generated_image_repository, type: string, unset: omit}
   - {values: imageBuilder.repositoryLayout, settings: images.repository_layout, type: any, unset: keep}
   - {values: imageBuilder.registryAuth, settings: images.credentials.provider, type: any, unset: keep}
+  - {values: imageBuilder.credentialHosts, settings: images.credentials.hosts, type: any, unset: keep}
   - {values: imageBuilder.username, settings: images.credentials.username, type: string, unset: omit}
   - {values: imageBuilder.ecr.createRepositories, settings: images.credentials.ecr_create_repositories, type: any, unset: keep}
   - {values: imageBuilder.ecr.region, settings: images.credentials.aws_region, type: string, unset: omit}

@@ -193,3 +193,64 @@ def test_status_reads_the_live_cluster_once_gitops_applied_it(tmp_path: Path, re
     live = plugin.status("d1")
     assert live.state == DeploymentState.READY and live.model_id == "m1"
     plugin.close()
+
+
+def _committed_text(remote: Path) -> str:
+    """Every file of every commit on the remote, as git hands it to Argo CD / Flux."""
+    return subprocess.run(["git", "-C", str(remote), "log", "-p", "--all", "--format=%B"],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def test_no_env_value_or_credential_reaches_git(tmp_path: Path, remote: Path) -> None:
+    """Env values stay out of annotations (the spec is a hash; the server's env has them, as
+    the deployment asked); a plain URI goes to the deployment's Secret and state.json; a
+    URI carrying credentials is refused before anything is written."""
+    plugin = FilesystemPlugin(settings(tmp_path, remote))
+    plain = DeploymentSpec.model_validate(
+        {"id": "d1", "model": {"id": "m1", "uri": "s3://models/m1"},
+         "env": {"API_KEY": "env-canary-4711"}})
+    plugin.start(plain, events())
+    committed = _committed_text(remote)
+    assert committed.count("env-canary-4711") == 1  # the server container's env only
+    manifests = list(yaml.safe_load_all((tmp_path / "work" / "d1" / "manifests.yaml").open()))
+    assert all("env-canary" not in str(o["metadata"].get("annotations")) for o in manifests)
+    assert "management-agent.io/spec: sha256:" in committed
+    assert "kind: Secret" in committed  # the storage initializer's URI (a plain location)
+
+    for uri in ("https://user:pa55-canary@store.example.com/m.tgz",
+                "https://store.example.com/m.tgz?X-Amz-Signature=sig-canary-0815"):
+        signed = DeploymentSpec.model_validate({"id": "d2", "model": {"id": "m2", "uri": uri}})
+        with pytest.raises(InvalidActionError, match="carries credentials"):
+            plugin.start(signed, events())
+    committed = _committed_text(remote)
+    assert "pa55-canary" not in committed and "sig-canary-0815" not in committed
+    assert not (tmp_path / "work" / "d2").exists()
+
+
+def test_image_mode_state_keeps_the_model_uri_redacted(tmp_path: Path, remote: Path) -> None:
+    from agent.plugins.filesystem import STATE_FILE
+
+    plugin = FilesystemPlugin(settings(tmp_path, remote, **{
+        "plugin.kubernetes.model_delivery": "image"}))
+    signed = DeploymentSpec.model_validate({"id": "d3", "model": {
+        "id": "m3", "image": "registry.local/m3:1",
+        "uri": "https://store.example.com/m.tgz?X-Goog-Signature=sig-canary-1234"}})
+    plugin.start(signed, events())
+    state = (tmp_path / "work" / "d3" / STATE_FILE).read_text()
+    assert "https://store.example.com/m.tgz?X-Goog-Signature=<redacted>" in state
+    assert "sig-canary-1234" not in _committed_text(remote)
+
+
+def test_credentials_secret_name_policy_applies_to_gitops_output(tmp_path: Path,
+                                                                  remote: Path) -> None:
+    from agent.errors import ArtifactError
+
+    plugin = FilesystemPlugin(settings(tmp_path, remote, **{
+        "artifacts.credentials_secret_prefix": "model-creds-"}))
+    named = DeploymentSpec.model_validate({"id": "d4", "model": {
+        "id": "m4", "uri": "s3://models/m4", "credentials_secret": "management-agent-token"}})
+    with pytest.raises(ArtifactError, match="must start with 'model-creds-'"):
+        plugin.start(named, events())
+    allowed = named.model_copy(update={"model": named.model.model_copy(
+        update={"credentials_secret": "model-creds-s3"})})
+    assert plugin.start(allowed, events()).data.details["commit"]

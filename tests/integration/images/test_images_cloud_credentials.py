@@ -30,14 +30,16 @@ ROOT = Path(__file__).resolve().parents[3]
 
 PUSH = """
 import json, sys
-from agent.images.auth import provider_for
+from agent.images.auth import registry_provider
 from agent.images.registry import Registry
 from agent.images.settings import ImageSettings
 
 MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 host, repository, ca = sys.argv[1:4]
-settings = ImageSettings.model_validate({"ca_bundle": ca, "credentials": {"provider": sys.argv[4]}})
-registry = Registry(host, settings, provider_for(settings.credentials, host))
+# the login is bound to the generated repository's host (127.0.0.1 stands in for the cloud's)
+settings = ImageSettings.model_validate({"ca_bundle": ca, "credentials": {"provider": sys.argv[4]},
+                                         "generated_image_repository": f"{host}/{repository}"})
+registry = Registry(host, settings, registry_provider(settings, host))
 layer = registry.push_blob(repository, b"model bytes")
 config = registry.push_blob(repository, b"{}")
 manifest = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_TYPE,

@@ -8,7 +8,7 @@ the fetcher image.
 
 The agent image is not published on these machines, so the fetcher image is
 made here. It is the harness base image plus a 20-line `management-agent`
-script that implements only `fetch-model URL DEST` over http. That script
+script that implements only `fetch-model --uri-from-env VAR DEST` over http. That script
 stands in for the artifacts helper's real command.
 """
 
@@ -38,16 +38,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RUN = uuid.uuid4().hex[:8]
 
 FETCHER = '''#!/usr/bin/env python3
-"""Stand-in for `management-agent fetch-model URL DEST` (tests only)."""
+"""Stand-in for `management-agent fetch-model --uri-from-env VAR DEST` (tests only)."""
 import os, sys, urllib.request
 args = [a for a in sys.argv[1:]]
-assert args[0] == "fetch-model", args
-uri, dest = args[1], args[2]
+assert args[:2] == ["fetch-model", "--uri-from-env"], args
+uri, dest = os.environ[args[2]], args[3]
 os.makedirs(dest, exist_ok=True)
-name = uri.rstrip("/").rsplit("/", 1)[-1]
+name = uri.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
 with urllib.request.urlopen(uri, timeout=30) as answer, open(os.path.join(dest, name), "wb") as out:
     out.write(answer.read())
-print("fetched", uri, "->", dest)
+print("fetched", uri.split("?", 1)[0], "->", dest)
 '''
 
 
@@ -136,7 +136,9 @@ def test_kaniko_job_builds_pushes_and_is_reused(
     namespace = kube.namespace("kaniko")
     client = _kube_client(kube, namespace)
     settings = _settings(registries, fetcher_image, namespace, base_images["plain-oci"])
-    spec = DeploymentSpec(id="kan", model=ModelRef(id="m-kaniko", uri=f"{url}/model.json"))
+    # a signed URL: its signature must show in no Job spec (it is in the build's Secret)
+    signed = f"{url}/model.json?X-Amz-Signature=sig{RUN}"
+    spec = DeploymentSpec(id="kan", model=ModelRef(id="m-kaniko", uri=signed))
     events: list[str] = []
     built = build_model_image(spec, base_images["plain-oci"], "/mnt/models", settings,
                               lambda m, *a, **k: events.append(m), kube=client)
@@ -152,10 +154,44 @@ def test_kaniko_job_builds_pushes_and_is_reused(
     assert job is not None
     annotations = job["spec"]["template"]["metadata"]["annotations"]
     assert annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
+    assert f"sig{RUN}" not in json.dumps(job) and f"sig{RUN}" not in " ".join(events)
+    secret = client.get("v1", "Secret", f"{job['metadata']['name']}-model", namespace)
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+    # the garbage collector removes the build's Secret with its Job (e.g. by TTL)
+    client.delete("batch/v1", "Job", job["metadata"]["name"], namespace)
+    assert client.get("v1", "Secret", f"{job['metadata']['name']}-model", namespace) is None
 
     again = build_model_image(spec, base_images["plain-oci"], "/mnt/models", settings,
                               lambda *a, **k: None, kube=client)
     assert again.reused and again.digest == built.digest
+
+
+def test_kaniko_where_pod_security_restricted_is_enforced_fails_at_once_saying_why(
+        registries: Registries, kube: Any, fetcher_image: str, base_images: dict[str, str],
+        model_server: tuple[str, Path]) -> None:
+    """The stand-in's admission refuses the root executor; its Job controller records
+    FailedCreate as the real one does (and retries until the deadline, 600 s here)."""
+    import time
+
+    url, served = model_server
+    (served / "model.json").write_text(json.dumps({"run": RUN}))
+    namespace = kube.namespace("kaniko-psa")
+    client = _kube_client(kube, namespace)
+    client.patch("v1", "Namespace", namespace, {"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted"}}})
+    settings = _settings(registries, fetcher_image, namespace, base_images["plain-oci"])
+    spec = DeploymentSpec(id="kanpsa", model=ModelRef(id="m-psa", uri=f"{url}/model.json"))
+    started = time.monotonic()
+    with pytest.raises(BuildError) as caught:
+        build_model_image(spec, base_images["plain-oci"], "/mnt/models", settings,
+                          lambda *a, **k: None, kube=client,
+                          source=_FixedDigest(f"sha256:{'2' * 56}{RUN}"))
+    took = time.monotonic() - started
+    text = str(caught.value)
+    assert 'violates PodSecurity "restricted:latest"' in text, text
+    assert "images.builder: direct" in text
+    assert took < 120, f"reported after {took:.0f}s: the Job's deadline, not the refusal"
+    assert not client.list("batch/v1", "Job", namespace), "the refused Job is deleted"
 
 
 def test_kaniko_failure_reports_reason_and_log(
@@ -247,3 +283,32 @@ def test_kaniko_pushes_to_tls_registry_with_dockerconfigjson_secret_and_ca(
     text = str(caught.value)
     assert f"could not authenticate to {registries.tls}" in text
     assert "wrong-password-xyz" not in text
+
+
+def test_kaniko_trusts_the_one_tls_ca_setting(
+        registries: Registries, kube: Any, fetcher_image: str, base_images: dict[str, str],
+        model_server: tuple[str, Path]) -> None:
+    """No images.ca_bundle, no registry_certificates: tls.ca_bundle (the agent) and
+    tls.ca_config_map (the Job) alone let Kaniko push to the private-CA registry."""
+    url, served = model_server
+    (served / "model.json").write_text(json.dumps({"tls-ca": True, "run": RUN}))
+    namespace = kube.namespace("kaniko")
+    client = _kube_client(kube, namespace)
+    _secret_and_ca(client, namespace, registries, registries.tls_password)
+    settings = Settings.model_validate({
+        "plugin": {"kubernetes": {"namespace": namespace}},
+        "tls": {"ca_bundle": str(registries.ca_cert), "ca_config_map": "registry-cas"},
+        "images": {
+            "builder": "kaniko",
+            "generated_image_repository": f"{registries.tls}/models/kaniko-ca-{RUN}",
+            "insecure_registries": [registries.plain],
+            "credentials": {"provider": "basic", "username": registries.tls_user,
+                            "password": registries.tls_password},
+            "kaniko": {"fetcher_image": fetcher_image, "poll_interval_seconds": 1,
+                       "backoff_limit": 0, "secret_name": "push-creds"},
+        },
+    })
+    spec = DeploymentSpec(id="kanca", model=ModelRef(id="m-tls-ca", uri=f"{url}/model.json"))
+    built = build_model_image(spec, base_images["plain-oci"], "/mnt/models", settings,
+                              lambda *a, **k: None, kube=client)
+    assert built.reference.startswith(f"{registries.tls}/") and not built.reused

@@ -84,7 +84,9 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
 
 
 class RolloutWriter:
-    """Writes a completed rollout into Deployment status (the controller's status half)."""
+    """Writes a completed rollout into Deployment status (the controller's status half) and
+    keeps one ready pod per replica of the current template (the ReplicaSet controller's and
+    kubelet's visible result), removing the pods of other templates."""
 
     def __init__(self, client: KubeClient) -> None:
         self.client = client
@@ -120,6 +122,28 @@ class RolloutWriter:
             content_type="application/merge-patch+json",
             query={"fieldManager": "kube-controller-manager"},
         )
+        self._pods(dep, replicas)
+
+    def _pods(self, dep: dict[str, Any], replicas: int) -> None:
+        template = dep["spec"]["template"]
+        labels = template["metadata"]["labels"]
+        current = labels[names.LABEL_TEMPLATE_HASH]
+        selector = f"{names.LABEL_INSTANCE}={labels[names.LABEL_INSTANCE]}"
+        for pod in self.client.list("v1", "Pod", label_selector=selector):
+            if pod["metadata"]["labels"].get(names.LABEL_TEMPLATE_HASH) != current:
+                self.client.delete("v1", "Pod", pod["metadata"]["name"])
+        for n in range(replicas):
+            name = f"{dep['metadata']['name']}-{current[:5]}-{n}"
+            owner = {"apiVersion": "apps/v1", "kind": "Deployment", "controller": True,
+                     "name": dep["metadata"]["name"], "uid": dep["metadata"]["uid"]}
+            self.client.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
+                "name": name, "labels": labels, "ownerReferences": [owner]},
+                "spec": template["spec"]}, exist_ok=True)
+            self.client.request(
+                "PATCH", self.client.path("v1", "Pod", name, subresource="status"),
+                body={"status": {"phase": "Running", "conditions": [
+                    {"type": "Ready", "status": "True"}]}},
+                content_type="application/merge-patch+json", query={"fieldManager": "kubelet"})
 
     def close(self) -> None:
         self.stopped.set()
@@ -491,3 +515,139 @@ def test_replace_whose_image_cannot_be_built_keeps_the_old_model(plugin: Kuberne
     live = plugin.client.get("apps/v1", "Deployment", "mlops-dep-a")
     assert live is not None
     assert live["metadata"]["annotations"][names.ANNOTATION_MODEL_ID] == "m1"
+
+
+# ---- secrets out of annotations and pod specs (issue 14 items 7, 8) -------------------------
+
+CANARY = "env-canary-5f3a9c"
+
+
+def _model_secret(client: KubeClient) -> dict[str, str]:
+    from agent.plugins.kubernetes import modelsecret
+
+    secret = client.get("v1", "Secret", "mlops-dep-a-model")
+    assert secret is not None, "the deployment's Secret"
+    return modelsecret.decoded(secret)
+
+
+def test_last_good_spec_is_in_a_secret_owned_by_the_deployment(plugin: KubernetesPlugin) -> None:
+    plugin.start(spec(env={"API_KEY": CANARY}), Events())
+    live = plugin.client.get("apps/v1", "Deployment", "mlops-dep-a")
+    assert live is not None
+    annotations = live["metadata"]["annotations"]
+    assert CANARY not in str(annotations), "annotations keep hashes only"
+    assert annotations[names.ANNOTATION_SPEC].startswith("sha256:")
+    assert "management-agent.io/last-good-spec-hash" in annotations
+    assert CANARY in _model_secret(plugin.client)["last-good-spec"]
+    secret = plugin.client.get("v1", "Secret", "mlops-dep-a-model")
+    assert secret is not None
+    assert [o["uid"] for o in secret["metadata"]["ownerReferences"]] == [live["metadata"]["uid"]]
+
+    plugin.writer.enabled.clear()  # type: ignore[attr-defined]
+    failing = spec(model_id="m2", config={"rollout_timeout_seconds": 1})
+    result = plugin.replace_model(failing, Events())
+    assert result.data.old_model_in_use is True and result.data.current_model_id == "m1"
+    live = plugin.client.get("apps/v1", "Deployment", "mlops-dep-a")
+    assert live is not None
+    env = live["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "API_KEY", "value": CANARY} in env, "rolled back with its env"
+
+    plugin.stop("dep-a", Events())
+    assert plugin.client.get("v1", "Secret", "mlops-dep-a-model") is None, "collected"
+
+
+def test_deployment_of_an_earlier_agent_still_rolls_back_and_its_spec_is_moved(
+        plugin: KubernetesPlugin) -> None:
+    """An earlier agent kept the whole spec in the `last-good-spec` annotation."""
+    from agent.plugins.kubernetes.apply import apply_all
+    from agent.plugins.kubernetes.history import LAST_GOOD_MANAGER
+    from agent.plugins.kubernetes.manifests import render
+
+    old = spec(env={"API_KEY": CANARY})
+    apply_all(plugin.client, render(old, plugin.k8s, "registry.local/m1:1", "env-a"))
+    plugin.client.apply(
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": "mlops-dep-a", "namespace": "default", "annotations": {
+             names.ANNOTATION_LAST_GOOD_SPEC: old.model_dump_json(exclude_defaults=True),
+             names.ANNOTATION_LAST_GOOD_IMAGE: "registry.local/m1:1"}}},
+        field_manager=LAST_GOOD_MANAGER)
+    plugin.writer.enabled.clear()  # type: ignore[attr-defined]
+    result = plugin.replace_model(spec(model_id="m2", config={"rollout_timeout_seconds": 1}),
+                                  Events())
+    assert result.data.old_model_in_use is True and result.data.current_model_id == "m1"
+    live = plugin.client.get("apps/v1", "Deployment", "mlops-dep-a")
+    assert live is not None
+    assert live["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.local/m1:1"
+    assert names.ANNOTATION_LAST_GOOD_SPEC not in live["metadata"]["annotations"]
+    assert CANARY not in str(live["metadata"]["annotations"])
+    assert CANARY in _model_secret(plugin.client)["last-good-spec"]
+
+
+def test_storage_initializer_reads_the_model_uri_from_the_secret(standin: StandIn) -> None:
+    """No URI in the Deployment; the Secret keeps the running pods' and the rollback's URIs."""
+    from agent.plugins.kubernetes import modelsecret
+
+    p = KubernetesPlugin(_settings(standin.kubeconfig, model_delivery="storage-initializer",
+                                   agent_image="registry.local/agent:1"))
+    writer = RolloutWriter(p.client)
+    first = "https://store.example.com/m1.tgz?X-Amz-Signature=sig-canary-1"
+    second = "https://user:pa55-canary@store.example.com/m2.tgz"
+
+    def uri_spec(model_id: str, uri: str, **config: Any) -> DeploymentSpec:
+        return DeploymentSpec.model_validate({
+            "id": "dep-a", "server_profile": "custom", "model": {"id": model_id, "uri": uri},
+            "config": {"base_image": "registry.local/server:1", **config}})
+
+    try:
+        assert p.start(uri_spec("m1", first), Events()).status == Status.PASSING
+        writer.enabled.clear()
+        p.replace_model(uri_spec("m2", second, rollout_timeout_seconds=1), Events())
+        live = p.client.get("apps/v1", "Deployment", "mlops-dep-a")
+        assert live is not None
+        shown = yaml.safe_dump(live)
+        assert "sig-canary-1" not in shown and "pa55-canary" not in shown
+        init = live["spec"]["template"]["spec"]["initContainers"][0]
+        assert init["args"][:3] == ["fetch-model", "--uri-from-env", "MODEL_URI"]
+        data = _model_secret(p.client)
+        assert data[modelsecret.uri_key(first)] == first, "the rollback target's URI is kept"
+        assert data[modelsecret.uri_key(second)] == second
+    finally:
+        writer.close()
+        p.stop("dep-a", Events())
+        p.close()
+
+
+def test_secret_of_a_first_start_whose_deployment_is_refused_is_not_left_behind(
+        standin: StandIn, tmp_path: Path) -> None:
+    """Nothing owns the URI Secret until the Deployment exists: a refused Deployment (here
+    RBAC) must not leave it to outlive every stop."""
+    admin = KubeClient(_settings(standin.kubeconfig).plugin.kubernetes)
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "agent", "namespace": "default"},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"],
+                       "verbs": ["get", "create", "patch", "delete"]},
+                      {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]}]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "agent", "namespace": "default"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                           "name": "agent"},
+               "subjects": [{"kind": "ServiceAccount", "name": "agent",
+                             "namespace": "default"}]}
+    admin.apply(role)
+    admin.apply(binding)
+    restricted = KubernetesPlugin(_settings(
+        standin.restricted_kubeconfig(tmp_path / "restricted"),
+        model_delivery="storage-initializer", agent_image="registry.local/agent:1"))
+    try:
+        uri_spec = DeploymentSpec.model_validate({
+            "id": "dep-orphan", "server_profile": "custom",
+            "model": {"id": "m1", "uri": "https://store.example.com/m.tgz?sig=canary-77"},
+            "config": {"base_image": "registry.local/server:1"}})
+        with pytest.raises(PermissionDeniedError, match="cannot patch deployments"):
+            restricted.start(uri_spec, Events())
+        assert admin.get("v1", "Secret", "mlops-dep-orphan-model") is None
+    finally:
+        restricted.close()
+        admin.delete("rbac.authorization.k8s.io/v1", "RoleBinding", "agent")
+        admin.delete("rbac.authorization.k8s.io/v1", "Role", "agent")
+        admin.close()

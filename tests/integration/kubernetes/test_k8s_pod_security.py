@@ -41,8 +41,11 @@ def test_compliant_model_pods_run_where_restricted_is_enforced(
 
 def test_refused_model_pods_are_reported_with_the_admission_reason(
         restricted: dict[str, str]) -> None:
+    # ops let deployments relax the pod's security context (deployment_policy): only then
+    # does the order reach the API server, whose admission refuses the pods
     plugin = KubernetesPlugin(_settings(restricted, restricted["NAMESPACE"],
-                                        rollout_timeout_seconds=120))
+                                        rollout_timeout_seconds=120,
+                                        deployment_policy={"allow_security_relaxation": True}))
     try:
         t0 = time.monotonic()
         # a profile that says its image runs as root

@@ -228,15 +228,16 @@ def test_openshift_route_mode_serves_predictions(cluster: dict[str, str]) -> Non
         p.close()
 
 
-# A stand-in for the agent's image in the init container: `management-agent fetch-model URI
-# DEST --credentials-dir DIR` fetching a JSON bundle {file name: text} over HTTP. (The real
-# agent image cannot be built here: no container engine builds the Dockerfile.) It proves
-# the rendering: init container, shared emptyDir at the model path, credentials mount.
+# A stand-in for the agent's image in the init container: `management-agent fetch-model
+# --uri-from-env VAR DEST --credentials-dir DIR` (the URI from the deployment's Secret)
+# fetching a JSON bundle {file name: text} over HTTP. (The real agent image cannot be built
+# here: no container engine builds the Dockerfile.) It proves the rendering: init container,
+# shared emptyDir at the model path, credentials mount.
 FAKE_AGENT = r"""#!/usr/bin/env python3
 import json, os, sys, urllib.request
 args = sys.argv[1:]
-assert args[0] == "fetch-model", args
-uri, dest = args[1], args[2]
+assert args[:2] == ["fetch-model", "--uri-from-env"], args
+uri, dest = os.environ[args[2]], args[3]
 creds = args[args.index("--credentials-dir") + 1] if "--credentials-dir" in args else None
 token = open(os.path.join(creds, "token")).read().strip() if creds else "none"
 bundle = json.load(urllib.request.urlopen(uri))

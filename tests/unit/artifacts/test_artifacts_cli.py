@@ -50,3 +50,11 @@ def test_credentials_dir_is_read_and_never_printed(tmp_path: Path) -> None:
     assert "s3://b/k" in proc.stderr
     assert "very-secret-value" not in proc.stderr + proc.stdout
     assert "AKIDSECRETVALUE" not in proc.stderr + proc.stdout
+
+
+def test_uri_comes_from_exactly_one_place(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fetch-model", str(tmp_path / "d")]) == 2
+    assert "either as an argument or with --uri-from-env" in capsys.readouterr().err
+    assert main(["fetch-model", "s3://b/k", str(tmp_path / "d"), "--uri-from-env", "X"]) == 2
+    assert "either as an argument or with --uri-from-env" in capsys.readouterr().err

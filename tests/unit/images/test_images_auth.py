@@ -18,8 +18,9 @@ from agent.images.auth import (
     EcrProvider,
     GoogleProvider,
     provider_for,
+    registry_provider,
 )
-from agent.images.settings import RegistryCredentials
+from agent.images.settings import ImageSettings, RegistryCredentials
 
 SECRET = "pa55-W0rd-never-shown"
 
@@ -63,13 +64,37 @@ def test_credential_repr_hides_the_secret() -> None:
     ("europe-west1-docker.pkg.dev", {}, GoogleProvider),
     ("gcr.io", {}, GoogleProvider),
     ("eu.gcr.io", {}, GoogleProvider),
-    ("r.io", {"username": "u", "password": "p"}, BasicProvider),
+    ("r.io", {"username": "u", "password": "p", "hosts": ["r.io"]}, BasicProvider),
+    ("r.io", {"username": "u", "password": "p"}, AnonymousProvider),  # not bound to r.io
+    ("evil.io", {"username": "u", "password": "p", "hosts": ["r.io"]}, AnonymousProvider),
+    ("evil.io", {"provider": "ecr"}, AnonymousProvider),  # ECR logins go to ECR hosts only
+    ("evil.io", {"provider": "gcp"}, AnonymousProvider),
+    ("evil.azurecr.io.evil.io", {"provider": "acr"}, AnonymousProvider),
     ("r.io", {}, AnonymousProvider),
     ("r.io", {"provider": "anonymous", "username": "u"}, AnonymousProvider),
 ])
 def test_auto_provider_choice(host: str, settings: dict[str, str], kind: type) -> None:
     provider = provider_for(RegistryCredentials.model_validate(settings), host)
     assert type(provider) is kind
+
+
+def test_credentials_are_bound_to_the_generated_repository_host() -> None:
+    images = ImageSettings.model_validate({
+        "generated_image_repository": "push.example.com:5000/models",
+        "credentials": {"username": "u", "password": "p", "hosts": ["Mirror.example.com"]},
+    })
+    assert type(registry_provider(images, "push.example.com:5000")) is BasicProvider
+    assert type(registry_provider(images, "mirror.example.com")) is BasicProvider
+    for other in ("push.example.com", "push.example.com:5001", "evil.example.com"):
+        assert type(registry_provider(images, other)) is AnonymousProvider
+    # base images: the target's credentials only on bound hosts, base_credentials on theirs
+    assert type(registry_provider(images, "evil.example.com", base=True)) is AnonymousProvider
+    with_base = images.model_copy(update={"base_credentials": RegistryCredentials(
+        username="b", password="q", hosts=["base.example.com"])})
+    assert registry_provider(with_base, "base.example.com", base=True).get(
+        "base.example.com") == Credential("b", "q")
+    assert type(registry_provider(with_base, "push.example.com:5000", base=True)) is \
+        AnonymousProvider
 
 
 def test_auto_picks_docker_config_when_present(tmp_path: Path) -> None:
@@ -136,6 +161,9 @@ def test_auto_uses_ecr_for_the_override_host() -> None:
     settings = RegistryCredentials(ecr_registry_override="127.0.0.1:5000")
     assert isinstance(provider_for(settings, "127.0.0.1:5000"), EcrProvider)
     assert isinstance(provider_for(settings, "127.0.0.1:5001"), AnonymousProvider)
+    explicit = RegistryCredentials(provider="ecr", ecr_registry_override="127.0.0.1:5000")
+    assert isinstance(provider_for(explicit, "127.0.0.1:5000"), EcrProvider)
+    assert isinstance(provider_for(explicit, "127.0.0.1:5001"), AnonymousProvider)
 
 
 def test_google_provider_refreshes_default_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,3 +190,9 @@ def test_google_provider_refreshes_default_credentials(monkeypatch: pytest.Monke
     assert provider.get("europe-docker.pkg.dev") == Credential("oauth2accesstoken",
                                                                "ya29.access-1")
     assert fake.refreshed == 1
+
+
+def test_a_base_image_login_must_name_its_registry() -> None:
+    with pytest.raises(ValueError, match=r"base_credentials.hosts is empty"):
+        ImageSettings.model_validate({"base_credentials": {"username": "u", "password": "p"}})
+    ImageSettings.model_validate({"base_credentials": {"provider": "gcp"}})  # its cloud's hosts

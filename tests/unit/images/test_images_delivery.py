@@ -75,7 +75,8 @@ def test_delivery_rules_per_mode() -> None:
 ARTIFACTS = ArtifactSettings(
     s3_endpoint_url="http://s3:9000", s3_region="eu-west-1", s3_addressing_style="path",
     gcs_endpoint_url="http://gcs:4443", mlflow_tracking_uri="http://mlflow:5000",
-    max_archive_bytes=1024, max_archive_files=10)
+    max_archive_bytes=1024, max_archive_files=10, max_archive_ratio=20.0,
+    blocked_networks=["169.254.0.0/16", "10.0.0.0/8"], allowed_networks=["10.1.2.3/32"])
 
 
 def _env(container: dict[str, Any]) -> dict[str, str]:
@@ -86,7 +87,9 @@ def _env(container: dict[str, Any]) -> dict[str, str]:
 def test_storage_initializer_and_kaniko_fetch_with_the_same_settings_and_secret() -> None:
     """Both in-cluster fetches get every forwarded artifact setting (Kaniko used to get 3 of 7)."""
     env = fetcher_env(ARTIFACTS)
-    assert len(env) == len(FORWARDED_SETTINGS) == 7
+    assert len(env) == len(FORWARDED_SETTINGS) == 10
+    assert env["MGMT_AGENT_ARTIFACTS__BLOCKED_NETWORKS"] == '["169.254.0.0/16", "10.0.0.0/8"]'
+    assert env["MGMT_AGENT_ARTIFACTS__MAX_ARCHIVE_RATIO"] == "20.0"
     spec = _spec(uri="s3://b/k", credentials_secret="creds", digest="sha256:" + "a" * 64)
     k8s = KubernetesSettings(model_delivery="storage-initializer", agent_image="agent:1")
     pod = render(spec, k8s, "base:1", "e", fetcher_env=env)[0]["spec"]["template"]["spec"]
@@ -103,6 +106,32 @@ def test_storage_initializer_and_kaniko_fetch_with_the_same_settings_and_secret(
         assert {"name": "model-credentials", "mountPath": args[args.index("--credentials-dir")
                                                               + 1], "readOnly": True} \
             in container["volumeMounts"]
+
+
+def test_the_tls_ca_is_mounted_into_both_fetchers_and_the_kaniko_executor() -> None:
+    """tls.ca_config_map: the fetch-model containers read it through MGMT_AGENT_TLS__CA_BUNDLE
+    (added to their roots); Kaniko finds it in SSL_CERT_DIR (/kaniko/ssl/certs), next to the
+    image's own roots."""
+    tls = Settings.model_validate({"tls": {"ca_secret": "cas", "ca_key": "root.pem"}}).tls
+    env = fetcher_env(ArtifactSettings(), tls)
+    assert dict(env) == {"MGMT_AGENT_TLS__CA_BUNDLE": "/etc/management-agent/ca/ca.crt"}
+    k8s = KubernetesSettings(model_delivery="storage-initializer", agent_image="agent:1")
+    pod = render(_spec(uri="s3://b/k"), k8s, "base:1", "e", fetcher_env=env)[0]["spec"][
+        "template"]["spec"]
+    job = render_build_job(destination="r.io/m:m-1", base_image="base:1", model_uri="s3://b/k",
+                           model_path="/mnt/models", images=ImageSettings(), namespace="ml",
+                           labels={}, artifact_env=env)["spec"]["template"]["spec"]
+    volume = {"name": "agent-ca", "secret": {"secretName": "cas",
+                                             "items": [{"key": "root.pem", "path": "ca.crt"}]}}
+    for spec in (pod, job):
+        assert volume in spec["volumes"]
+        assert {"name": "agent-ca", "mountPath": "/etc/management-agent/ca", "readOnly": True} \
+            in spec["initContainers"][0]["volumeMounts"]
+    assert {"name": "agent-ca", "mountPath": "/kaniko/ssl/certs/management-agent-ca.crt",
+            "subPath": "ca.crt", "readOnly": True} in job["containers"][0]["volumeMounts"]
+    assert "--registry-certificate=r.io=/kaniko/ssl/certs/management-agent-ca.crt" in \
+        job["containers"][0]["args"]  # Kaniko appends it to the system pool for that registry
+    assert fetcher_env(ArtifactSettings(), Settings().tls).ca_volume is None
 
 
 def test_build_job_carries_the_plugin_label_set() -> None:

@@ -85,7 +85,9 @@ def test_gke_workload_identity_needs_only_the_service_account() -> None:
                   destination="europe-docker.pkg.dev/proj/models/img:m-0123456789abcdef0123")
     pod = _pod(job)
     assert pod["serviceAccountName"] == "builder-wi"
-    assert [v["name"] for v in pod["volumes"]] == ["workspace"]
+    assert [v["name"] for v in pod["volumes"]] == ["workspace", "fetch-tmp"]
+    # the cloud SDK exchanges the service account's token for the builder identity
+    assert pod["automountServiceAccountToken"] is True
 
 
 def test_insecure_and_skip_tls_registries_become_flags() -> None:
@@ -128,9 +130,10 @@ def test_job_shape_context_and_scheduling() -> None:
     assert pod["restartPolicy"] == "Never"
     fetch = pod["initContainers"][0]
     assert fetch["image"] == "agent:1.0"
-    assert fetch["args"][:3] == ["fetch-model", "s3://bucket/models/iris/", "/workspace/model"]
+    assert fetch["args"][:4] == ["fetch-model", "--uri-from-env", "MODEL_URI", "/workspace/model"]
     assert "--credentials-dir" in fetch["args"]
-    env = {e["name"]: e["value"] for e in fetch["env"]}
+    assert "s3://bucket/models/iris/" not in str(job), "the URI is in the build's Secret"
+    env = {e["name"]: e.get("value") for e in fetch["env"]}
     assert env["DOCKERFILE"].splitlines()[:2] == [f"FROM {BASE}", "COPY model /mnt/models"]
     args = _kaniko(job)["args"]
     assert f"--destination={DEST}" in args and "--compression=zstd" in args
@@ -341,8 +344,72 @@ def test_no_registry_identity_warns_and_builds_with_kaniko(
         image = build_model_image(spec, OTHER_BASE, "/mnt/models", settings,
                                   lambda *a, **k: None, kube=kube, source=nullcontext(_Source()))
     assert not image.reused and image.digest == "sha256:" + "b" * 64
-    assert kube.calls == ["create"] and kube.job is not None
+    # the build's Secret (model URI) before the Job, then owned by it
+    assert kube.calls == ["apply", "create", "apply"] and kube.job is not None
     assert _model_credentials(kube.job) == "iris-creds"
+    secret = kube.objects[("Secret", kube.job["metadata"]["name"] + "-model")]
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == kube.job["metadata"]["uid"]
     host = "base.example.org" if fail == "resolve_image" else "registry.example.com"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(host in w and "builder's identity" in w for w in warnings), warnings
+
+
+# -- pod security, secrets out of the Job ----------------------------------------------------
+
+PSA_MESSAGE = ('Error creating: pods "model-build-x-abcde" is forbidden: violates PodSecurity '
+               '"restricted:latest": runAsNonRoot != true (container "kaniko" must not set '
+               'securityContext.runAsUser=0)')
+
+
+def test_a_pod_refused_by_pod_security_fails_the_build_at_once_and_says_what_to_do() -> None:
+    """The Job controller's FailedCreate event, as the real one records it (the stand-in's
+    Job controller is checked to record the same in tests/integration/images)."""
+    kube = FakeKube(on_get=lambda job, gets: None, events=[{
+        "reason": "FailedCreate", "type": "Warning", "message": PSA_MESSAGE,
+        "involvedObject": {"kind": "Job", "name": job_name(DEST)}}])
+    times = iter(float(t) for t in range(1000))
+    with pytest.raises(BuildError) as caught:
+        run_build_job(kube, _render({}), lambda *a, **k: None, sleep=lambda s: None,
+                      clock=lambda: next(times))
+    text = str(caught.value)
+    assert 'violates PodSecurity "restricted:latest"' in text
+    assert "images.builder: direct" in text and "must run as root" in text
+    assert kube.calls == ["create", "delete"], "the refused Job is not left to its deadline"
+
+
+def test_other_failed_creates_are_left_to_the_job_controller_to_retry() -> None:
+    kube = job_kube({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]},
+                    {"containerStatuses": []})
+    kube.events = [{"reason": "FailedCreate", "message": 'pods "x" is forbidden: exceeded '
+                    'quota: builds', "involvedObject": {"kind": "Job", "name": job_name(DEST)}}]
+    assert run_build_job(kube, _render({}), lambda *a, **k: None, sleep=lambda s: None) == ""
+
+
+SIGNED = ("https://user:pa55word-xyz@store.example.com/m.tgz?X-Amz-Signature=deadbeefcafe"
+          "&X-Goog-Signature=feedface01&sig=c2FzLXNpZw%3D%3D")
+
+
+def test_failure_log_tail_carries_no_user_info_or_signed_query() -> None:
+    kube = job_kube(
+        {"failed": 1, "conditions": [{"type": "Failed", "status": "True",
+                                      "reason": "BackoffLimitExceeded"}]},
+        {"initContainerStatuses": [{"name": "fetch-model", "state": {"terminated": {
+            "exitCode": 1, "reason": "Error"}}}]},
+        log=f"management-agent fetch-model: error: GET {SIGNED} answered 403\n")
+    with pytest.raises(BuildError) as caught:
+        run_build_job(kube, _render({}), lambda *a, **k: None, sleep=lambda s: None)
+    text = str(caught.value)
+    assert "https://store.example.com/m.tgz?X-Amz-Signature=<redacted>" in text
+    for secret in ("pa55word-xyz", "deadbeefcafe", "feedface01", "c2FzLXNpZw"):
+        assert secret not in text
+
+
+def test_kaniko_pod_is_hardened_where_it_can_be() -> None:
+    pod = _pod(_render({}))
+    assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod["automountServiceAccountToken"] is False, "no builder identity: no token"
+    fetch = pod["initContainers"][0]["securityContext"]
+    assert fetch == {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
+                     "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True}
+    assert _kaniko(_render({}))["securityContext"] == {"runAsUser": 0,
+                                                      "allowPrivilegeEscalation": False}

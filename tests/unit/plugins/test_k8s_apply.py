@@ -6,7 +6,7 @@ from typing import Any
 
 from agent.model import DeploymentSpec, DeploymentState, Status
 from agent.plugins.kubernetes import names
-from agent.plugins.kubernetes.apply import managed_kinds
+from agent.plugins.kubernetes.apply import managed_kinds, removable_kinds
 from agent.plugins.kubernetes.history import last_good
 from agent.plugins.kubernetes.manifests import render
 from agent.plugins.kubernetes.settings import KubernetesSettings
@@ -39,7 +39,38 @@ def test_rollout_complete() -> None:
     assert not rollout_complete(deployment(observedGeneration=2, replicas=2, updatedReplicas=2,
                                            availableReplicas=1))
     assert rollout_complete(deployment(want=0, observedGeneration=2))
-    assert serving(deployment(availableReplicas=1)) and not serving(deployment())
+
+
+def _pod(dep: dict[str, Any], name: str, *, template_hash: str | None = None,
+         ready: bool = True, terminating: bool = False) -> dict[str, Any]:
+    """A pod as the API returns it: the template's labels plus pod-template-hash."""
+    labels = dict(dep["spec"]["template"]["metadata"]["labels"])
+    if template_hash is not None:
+        labels[names.LABEL_TEMPLATE_HASH] = template_hash
+    labels["pod-template-hash"] = "5d8f7c9b4" if template_hash is None else "7f6c8d5b9"
+    meta: dict[str, Any] = {"name": name, "namespace": "default", "labels": labels}
+    if terminating:
+        meta.update(deletionTimestamp="2026-12-05T02:00:00Z", deletionGracePeriodSeconds=30)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "status": {
+        "phase": "Running", "conditions": [
+            {"type": "Ready", "status": "True" if ready else "False"},
+            {"type": "ContainersReady", "status": "True" if ready else "False"}]}}
+
+
+def test_serving_counts_only_ready_pods_of_the_current_template() -> None:
+    """Mid-rollout: the Deployment counts two available replicas, both of the old template
+    (one of them already terminating); the new template's pod is not ready yet."""
+    dep = deployment(observedGeneration=2, replicas=3, updatedReplicas=1, availableReplicas=2)
+    old_ready = _pod(dep, "old-1", template_hash="0ld0ld0ld0")
+    old_terminating = _pod(dep, "old-2", template_hash="0ld0ld0ld0", terminating=True)
+    new_starting = _pod(dep, "new-1", ready=False)
+    pods = [old_ready, old_terminating, new_starting]
+    assert not serving(dep, pods)  # the old model's pods do not make the new one serve
+    assert not serving(dep, [*pods, _pod(dep, "new-2", terminating=True)])  # on its way out
+    assert serving(dep, [*pods, _pod(dep, "new-3")])
+    assert not serving(None, pods) and not serving(dep, [])
+    # status still says the old pods serve while the new ones fail or start
+    assert status_of(dep, [new_starting]).state == DeploymentState.REPLACING_MODEL
 
 
 def test_deadline_and_replica_failure_conditions() -> None:
@@ -86,9 +117,16 @@ def test_pod_problems() -> None:
 
 def test_managed_kinds_follow_ingress_mode() -> None:
     kinds = [k for _, k in managed_kinds(KubernetesSettings())]
-    assert "Route" not in kinds and kinds[-1] == "Deployment"
+    assert "Route" not in kinds and "Ingress" in kinds and kinds[-1] == "Deployment"
     route = [k for _, k in managed_kinds(KubernetesSettings(ingress_mode="openshift-route"))]
-    assert "Route" in route
+    assert "Route" in route and "Ingress" not in route
+    assert "Ingress" not in [k for _, k in managed_kinds(KubernetesSettings(ingress_mode="none"))]
+
+
+def test_stop_and_prune_remove_every_route_kind_whatever_the_mode() -> None:
+    kinds = [k for _, k in removable_kinds()]
+    assert {"Ingress", "Route", "HTTPRoute"} <= set(kinds)
+    assert kinds[-2:] == ["Service", "Deployment"]  # the server goes last
 
 
 def test_status_mapping_from_live_objects() -> None:
@@ -112,11 +150,37 @@ def test_status_mapping_from_live_objects() -> None:
     assert old_serving.state == DeploymentState.READY and old_serving.status == Status.WARNING
 
 
+class _NoCluster:
+    """Neither case below may read the cluster: the answer is in the Deployment itself."""
+
+    def get(self, *args: Any) -> None:
+        raise AssertionError("Must not be called!")
+
+
 def test_previous_is_only_the_last_good_model() -> None:
     dep = deployment()
-    assert last_good(dep) is None, "the last applied model may never have worked"
+    client: Any = _NoCluster()
+    assert last_good(client, dep) is None, "the last applied model may never have worked"
     good = DeploymentSpec.model_validate({"id": "d", "model": {"id": "old", "image": "o"}})
+    # written by an earlier agent: the whole spec in an annotation (read once, then moved)
     dep["metadata"]["annotations"][names.ANNOTATION_LAST_GOOD_SPEC] = good.model_dump_json()
     dep["metadata"]["annotations"][names.ANNOTATION_LAST_GOOD_IMAGE] = "o"
-    assert last_good(dep) == (good, "o")
-    assert last_good(None) is None
+    assert last_good(client, dep) == (good, "o")
+    assert last_good(client, None) is None
+
+
+def test_diagnosis_log_tail_carries_no_user_info_or_signed_query() -> None:
+    """A server that logs the URL it failed on: its tail goes into the action's result."""
+    from agent.plugins.kubernetes.apply import diagnose
+    from tests.fixtures.fakekube import FakeKube
+
+    crashing = {"metadata": {"name": "p1", "namespace": "default"}, "status": {
+        "phase": "Running", "containerStatuses": [{"name": "server", "ready": False,
+                                                   "state": {"waiting": {
+                                                       "reason": "CrashLoopBackOff"}}}]}}
+    log = ("GET https://ops:pa55-canary@store.example.com/m.tgz?"
+           "X-Amz-Signature=sig-canary&X-Amz-Credential=AKIA answered 403")
+    client: Any = FakeKube(pods=[crashing], logs=log)
+    text = diagnose(client, deployment())
+    assert "https://store.example.com/m.tgz?X-Amz-Signature=<redacted>" in text
+    assert "pa55-canary" not in text and "sig-canary" not in text

@@ -101,7 +101,40 @@ def test_core_paths_and_list_restores_kind(server: tuple[Script, Path]) -> None:
     script.answers.append((200, {}, {"items": [{"metadata": {"name": "p"}}]}))
     pods = _client(kubeconfig).list("v1", "Pod", label_selector="a=b")
     assert pods == [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}]
-    assert script.seen[0]["path"] == "/api/v1/namespaces/ns/pods?labelSelector=a%3Db"
+    assert script.seen[0]["path"] == "/api/v1/namespaces/ns/pods?labelSelector=a%3Db&limit=500"
+
+
+def test_list_follows_continue_tokens_page_by_page(server: tuple[Script, Path]) -> None:
+    script, kubeconfig = server
+    script.answers += [
+        (200, {}, {"metadata": {"continue": "tok-1", "remainingItemCount": 1},
+                   "items": [{"metadata": {"name": "a"}}, {"metadata": {"name": "b"}}]}),
+        (200, {}, {"metadata": {}, "items": [{"metadata": {"name": "c"}}]})]
+    pods = _client(kubeconfig, list_page_size=2).list("v1", "Pod", label_selector="x=y")
+    assert [p["metadata"]["name"] for p in pods] == ["a", "b", "c"]
+    assert [s["path"] for s in script.seen] == [
+        "/api/v1/namespaces/ns/pods?labelSelector=x%3Dy&limit=2",
+        "/api/v1/namespaces/ns/pods?labelSelector=x%3Dy&limit=2&continue=tok-1"]
+
+
+def test_list_starts_over_when_the_continue_token_expired(server: tuple[Script, Path]) -> None:
+    """410 Expired (etcd compacted the first page's revision): a fresh list, no duplicates;
+    when it keeps expiring, the error is raised."""
+    script, kubeconfig = server
+    first = (200, {}, {"metadata": {"continue": "old"}, "items": [{"metadata": {"name": "a"}}]})
+    expired = (410, {}, {"kind": "Status", "code": 410, "reason": "Expired",
+                         "message": "The provided continue parameter is too old"})
+    script.answers += [first, expired, first,
+                       (200, {}, {"metadata": {}, "items": [{"metadata": {"name": "b"}}]})]
+    client = _client(kubeconfig, list_page_size=1)
+    assert [p["metadata"]["name"] for p in client.list("v1", "Pod")] == ["a", "b"]
+    assert [s["path"].endswith("continue=old") for s in script.seen] == [
+        False, True, False, True]
+    script.seen.clear()
+    script.answers += [first, expired] * 3
+    with pytest.raises(ClusterError, match="too old") as caught:
+        client.list("v1", "Pod")
+    assert caught.value.status == 410 and len(script.seen) == 6
 
 
 def test_transient_errors_are_retried(server: tuple[Script, Path]) -> None:
@@ -241,3 +274,20 @@ def test_missing_kubeconfig_is_a_config_error(tmp_path: Path) -> None:
 
 def kubeconfig_host(path: Path) -> str:
     return str(yaml.safe_load(path.read_text())["clusters"][0]["cluster"]["server"])
+
+
+def test_read_secret_scrubs_only_credential_fields(server: tuple[Script, Path]) -> None:
+    """Doctor reads Secrets: a password is scrubbed from logs from then on, but a flag or a
+    region is not (scrubbing 'true' would mangle every line)."""
+    import base64
+
+    from agent.logs import scrub
+
+    script, kubeconfig = server
+    data = {"password": "canary-k8s-secret-pw-01", "region": "eu-north-1",
+            "insecure": "true", "endpoint": "http://minio.storage:9000"}
+    script.answers.append((200, {}, {"kind": "Secret", "metadata": {"name": "s"}, "data": {
+        k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}))
+    assert _client(kubeconfig).read_secret("s") == data
+    line = "password canary-k8s-secret-pw-01 region eu-north-1 insecure true http://minio.storage:9000"
+    assert scrub(line) == "password *** region eu-north-1 insecure true http://minio.storage:9000"

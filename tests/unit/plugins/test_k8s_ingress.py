@@ -6,6 +6,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from pydantic import ValidationError
 
 from agent.errors import InvalidActionError
 from agent.model import DeploymentSpec
@@ -112,8 +113,14 @@ def test_gateway_httproute() -> None:
     assert rule["filters"][0]["urlRewrite"]["path"] == {
         "type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}
     assert rule["backendRefs"] == [{"name": "mlops-dep-1", "port": 80}]
-    with pytest.raises(InvalidActionError, match="gateway_parent_refs"):
-        exposure(KubernetesSettings(ingress_mode="gateway"))
+
+
+
+def test_gateway_mode_without_parent_refs_is_refused_by_the_settings() -> None:
+    with pytest.raises(ValidationError, match="gateway_parent_refs"):
+        KubernetesSettings(ingress_mode="gateway")
+    with pytest.raises(ValidationError, match="gateway_parent_refs"):
+        KubernetesSettings(ingress_mode="gateway", gateway_parent_refs=[])
 
 
 def test_none_mode_uses_service_url() -> None:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from agent.errors import InvalidActionError
 from agent.images.delivery import DeliveryMode, delivery_mode
 from agent.model import DeploymentSpec
-from agent.plugins.kubernetes import names
+from agent.plugins.kubernetes import modelsecret, names
 from agent.plugins.kubernetes.manifests import render
 from agent.plugins.kubernetes.settings import KubernetesSettings
 from agent.plugins.kubernetes.validation import is_quantity
@@ -248,8 +248,10 @@ def test_config_options_reach_the_pod() -> None:
     d = spec(config={"node_selector": {"pool": "gpu"}, "service_account_name": "reader",
                      "tolerations": [{"key": "gpu", "operator": "Exists"}],
                      "run_as_non_root": False, "someone_elses_key": 1})
-    pod = render(d, settings(node_selector={"zone": "a"}), "i", "e")[0]["spec"]["template"][
-        "spec"]
+    permissive = {"allowed_service_accounts": ["reader"], "allow_security_relaxation": True,
+                  "allowed_tolerations": [{"key": "gpu"}]}
+    pod = render(d, settings(node_selector={"zone": "a"}, deployment_policy=permissive), "i",
+                 "e")[0]["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"zone": "a", "pool": "gpu"}
     assert pod["serviceAccountName"] == "reader"
     assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
@@ -301,8 +303,22 @@ def test_storage_initializer_mode() -> None:
     init = pod["initContainers"][0]
     assert init["image"] == "agent:1.0"
     assert init["command"] == ["management-agent"]
-    assert init["args"] == ["fetch-model", "s3://bucket/model", "/mnt/models",
+    # the URI is read from the deployment's Secret, never written into the pod spec
+    assert init["args"] == ["fetch-model", "--uri-from-env", "MODEL_URI", "/mnt/models",
                             "--credentials-dir", "/var/run/secrets/model-credentials"]
+    assert init["env"][0] == {"name": "MODEL_URI", "valueFrom": {"secretKeyRef": {
+        "name": "mlops-dep-1-model", "key": modelsecret.uri_key("s3://bucket/model")}}}
+    assert "s3://bucket/model" not in str(objects[:-1])
+    # the agent's fetch step: no root, no capabilities, nothing written outside its volumes
+    assert init["securityContext"] == {"allowPrivilegeEscalation": False,
+                                       "capabilities": {"drop": ["ALL"]},
+                                       "readOnlyRootFilesystem": True}
+    assert {"name": "fetch-tmp", "mountPath": "/tmp"} in init["volumeMounts"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    secret = objects[-1]
+    assert (secret["kind"], secret["metadata"]["name"]) == ("Secret", "mlops-dep-1-model")
+    assert modelsecret.decoded(secret) == {modelsecret.uri_key("s3://bucket/model"):
+                                           "s3://bucket/model"}
     assert {"name": "model-credentials", "mountPath": "/var/run/secrets/model-credentials",
             "readOnly": True} in init["volumeMounts"]
     server = pod["containers"][0]
@@ -364,7 +380,10 @@ def test_spec_and_image_recorded_for_rollback() -> None:
     dep = render(d, settings(), "reg/img@sha256:abc", "e")[0]
     annotations = dep["metadata"]["annotations"]
     assert annotations[names.ANNOTATION_IMAGE] == "reg/img@sha256:abc"
-    assert DeploymentSpec.model_validate_json(annotations[names.ANNOTATION_SPEC]) == d
+    # only a hash: env values and model URIs stay out of annotations
+    assert annotations[names.ANNOTATION_SPEC] == modelsecret.text_hash(
+        d.model_dump_json(exclude_defaults=True))
+    assert "A" not in annotations[names.ANNOTATION_SPEC]
 
 
 def test_storage_initializer_gets_the_artifact_settings_and_digest() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from . import gc, podsecurity, serviceaccounts
+from . import gc, paging, podsecurity, serviceaccounts
 from .defaults import ClusterIPs, apply_defaults
 from .errors import (
     ApiError,
@@ -89,6 +89,7 @@ def decode(req: Request) -> Any:
 class Api:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.snapshots = paging.Snapshots()
         self.ips = ClusterIPs()
         for _, o in store.iter_all():
             ip = (o.get("spec") or {}).get("clusterIP")
@@ -233,24 +234,19 @@ class Api:
     def list(self, req: Request) -> Obj:
         res = req.res
         ns = req.namespace if res.namespaced and req.namespace else None
-        items, rv = self.store.list(res.key, ns)
-        items = filter_items(req, items)
-        limit = int(req.q("limit") or 0)
-        start = 0
-        cont = req.q("continue")
-        if cont:
-            try:
-                data = json.loads(_b64d(cont))
-                start, rv = int(data["start"]), int(data["rv"])
-            except (ValueError, KeyError) as exc:
-                raise bad_request("continue key is not valid") from exc
-        meta: dict[str, Any] = {"resourceVersion": str(rv)}
-        if limit > 0 and start + limit < len(items):
-            meta["continue"] = _b64e(json.dumps({"start": start + limit, "rv": rv}))
-            meta["remainingItemCount"] = len(items) - start - limit
-            items = items[start:start + limit]
-        else:
-            items = items[start:]
+        labels = parse_labels(req.q("labelSelector"))
+        fields = parse_fields(req.q("fieldSelector"), res.plural)
+
+        def keep(o: Obj) -> bool:
+            md = o.get("metadata") or {}
+            return ((ns is None or md.get("namespace") == ns)
+                    and match_labels(labels, md.get("labels")) and fields(o))
+
+        items, meta = paging.page(
+            lambda: self.store.list(res.key, ns), key=(*res.key, ns or ""),
+            snapshots=self.snapshots, limit=req.q("limit"), token=req.q("continue"),
+            resource_version=req.q("resourceVersion"), keep=keep,
+            selected=bool(req.q("labelSelector") or req.q("fieldSelector")))
         for o in items:
             o.pop("apiVersion", None)
             o.pop("kind", None)
@@ -518,16 +514,6 @@ def _same(old: Obj, new: Obj) -> bool:
             e.pop("time", None)
         return o
     return strip(old) == strip(new)
-
-
-def _b64e(s: str) -> str:
-    import base64
-    return base64.urlsafe_b64encode(s.encode()).decode()
-
-
-def _b64d(s: str) -> str:
-    import base64
-    return base64.urlsafe_b64decode(s.encode()).decode()
 
 
 def check_method(res: Resource, verb: str) -> None:

@@ -11,8 +11,10 @@ class ApiError(Exception):
     """An error answered as a metav1.Status body."""
 
     def __init__(self, code: int, reason: str, message: str,
-                 details: dict[str, Any] | None = None) -> None:
+                 details: dict[str, Any] | None = None,
+                 metadata: dict[str, Any] | None = None) -> None:
         super().__init__(message)
+        self.metadata = metadata or {}  # ListMeta of the Status (e.g. a fresh continue token)
         self.code = code
         self.reason = reason
         self.message = message
@@ -20,7 +22,8 @@ class ApiError(Exception):
 
     def status(self) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "kind": "Status", "apiVersion": "v1", "metadata": dict(self.metadata),
+            "status": "Failure",
             "message": self.message, "reason": self.reason,
         }
         if self.details is not None:
@@ -75,6 +78,11 @@ def invalid(res: Resource, name: str, causes: list[dict[str, str]]) -> ApiError:
     return ApiError(422, "Invalid", f'{kind_q} "{name}" is invalid: {text}', details)
 
 
+def no_resource() -> ApiError:
+    """404 for a path the server does not serve (an unknown group, version or resource)."""
+    return ApiError(404, "NotFound", "the server could not find the requested resource", {})
+
+
 def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
@@ -88,8 +96,8 @@ def not_implemented(message: str) -> ApiError:
     return ApiError(501, "NotImplemented", message, {})
 
 
-def gone(message: str) -> ApiError:
-    return ApiError(410, "Expired", message)
+def gone(message: str, metadata: dict[str, Any] | None = None) -> ApiError:
+    return ApiError(410, "Expired", message, metadata=metadata)
 
 
 def unsupported_media_type(ctype: str) -> ApiError:

@@ -20,7 +20,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from . import discovery, subresources
 from .api import Api, Request, check_method
 from .auth import Authenticator, User, allowed, verb_for
-from .errors import ApiError, forbidden, method_not_allowed, not_implemented
+from .errors import ApiError, forbidden, method_not_allowed, no_resource, not_implemented
+from .metrics import RequestMetrics, metric_verb
 from .resources import lookup
 from .storage import Store
 from .table import to_table
@@ -38,8 +39,11 @@ class KubeServer(ThreadingHTTPServer):
 
     def __init__(self, addr: tuple[str, int], state_dir: Path | None,
                  restricted: dict[str, tuple[str, str]] | None = None,
-                 persist: bool = True, history: int = 5000, tls: bool = False) -> None:
+                 persist: bool = True, history: int = 5000, tls: bool = False,
+                 disabled_groups: tuple[str, ...] = ()) -> None:
         super().__init__(addr, Handler)
+        self.disabled_groups = frozenset(disabled_groups)  # API groups this cluster lacks
+        self.metrics = RequestMetrics()
         self.state_dir = state_dir
         self.ca_cert: Path | None = None
         if tls:
@@ -133,6 +137,7 @@ class Handler(BaseHTTPRequestHandler):
     def _send(self, code: int, body: Any, ctype: str = "application/json",
               warnings: list[str] | None = None) -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self._code = code
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
@@ -188,30 +193,14 @@ class Handler(BaseHTTPRequestHandler):
             return True
 
     # ------------------------------------------------------------------ verbs
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_HEAD(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
     def do_OPTIONS(self) -> None:
         self._body()
         self._error(method_not_allowed())
 
     def _dispatch(self) -> None:
         started = time.monotonic()
+        self._metric: tuple[str, ...] | None = None
+        self._code = 0
         try:
             body = self._body() if self.command in ("POST", "PUT", "PATCH", "DELETE") else b""
             self._route(body)
@@ -225,8 +214,12 @@ class Handler(BaseHTTPRequestHandler):
                                  f"Internal error occurred: {type(exc).__name__}: {exc}",
                                  {"causes": [{"message": str(exc)}]}))
         finally:
+            if self._metric is not None:
+                self.server.metrics.count((*self._metric, str(self._code or 200)))
             log.debug("%s %s %.1fms", self.command, self.path,
                       (time.monotonic() - started) * 1000)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
 
     def _route(self, body: bytes) -> None:
         url = urlsplit(self.path)
@@ -237,6 +230,9 @@ class Handler(BaseHTTPRequestHandler):
         if path in ("/healthz", "/readyz", "/livez"):
             self._send(200, b"ok", "text/plain; charset=utf-8")
             return
+        if path == "/metrics":
+            self._send(200, srv.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+            return
         if path == "/version":
             self._send(200, discovery.VERSION)
             return
@@ -245,7 +241,10 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, discovery.api_versions(f"{host!s}:{port}"))
             return
         if path == "/apis":
-            self._send(200, discovery.api_group_list())
+            groups = discovery.api_group_list()
+            groups["groups"] = [g for g in groups["groups"]
+                                if g["name"] not in srv.disabled_groups]
+            self._send(200, groups)
             return
         if path == "/openapi/v3":
             self._send(200, discovery.openapi_v3_root())
@@ -258,27 +257,26 @@ class Handler(BaseHTTPRequestHandler):
         if parts and parts[0] in ("api", "apis"):
             self._resource(parts, query, body)
             return
-        self._error(ApiError(404, "NotFound", "the server could not find the requested resource",
-                             {}))
+        self._error(no_resource())
 
     def _resource(self, parts: list[str], query: dict[str, str], body: bytes) -> None:
         if parts[0] == "api":
             group, rest = "", parts[1:]
         else:
             group, rest = (parts[1] if len(parts) > 1 else ""), parts[2:]
+        if group in self.server.disabled_groups:  # e.g. no OpenShift Route API on vanilla
+            raise no_resource()
         if not rest:
             doc = discovery.api_group(group) if group else None
             if doc is None:
-                raise ApiError(404, "NotFound", "the server could not find the requested "
-                               "resource", {})
+                raise no_resource()
             self._send(200, doc)
             return
         version, rest = rest[0], rest[1:]
         if not rest:
             rl = discovery.resource_list(group, version)
             if rl is None:
-                raise ApiError(404, "NotFound", "the server could not find the requested "
-                               "resource", {})
+                raise no_resource()
             self._send(200, rl)
             return
         watch = query.get("watch") in ("1", "true")
@@ -289,19 +287,16 @@ class Handler(BaseHTTPRequestHandler):
             ns, rest = rest[1], rest[2:]
         res = lookup(group, version, rest[0]) if rest else None
         if res is None or len(rest) > 3:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource",
-                           {})
+            raise no_resource()
         name = rest[1] if len(rest) > 1 else ""
         sub = rest[2] if len(rest) > 2 else ""
         if sub in UNSUPPORTED_SUBRESOURCES and sub not in res.subresources:
             raise not_implemented(f"the Kubernetes API stand-in does not implement "
                                   f"{res.plural}/{sub}")
         if sub and sub not in res.subresources:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource",
-                           {})
+            raise no_resource()
         if res.namespaced and not ns and name:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource",
-                           {})
+            raise no_resource()
         req = Request(self.command if self.command != "HEAD" else "GET", res, ns, name, sub,
                       query, body, self.headers.get("Content-Type") or "application/json",
                       self.headers.get("User-Agent") or "")
@@ -309,6 +304,9 @@ class Handler(BaseHTTPRequestHandler):
         if user is None:
             raise ApiError(401, "Unauthorized", "Unauthorized")
         verb = verb_for(req.method, name, watch)
+        scope = "namespace" if ns else ("resource" if name else "cluster")
+        self._metric = (metric_verb(req.method, name, watch, req.content_type), group, version,
+                        res.plural, sub, scope)
         auth_res = f"{res.plural}/{sub}" if sub else res.plural
         if res.plural != "selfsubjectaccessreviews" and not allowed(
                 self.server.store, user, verb, group, auth_res, ns, name):

@@ -43,6 +43,7 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "jobs": ("batch/v1", "jobs", True),
     "ingresses": ("networking.k8s.io/v1", "ingresses", True),
     "ingressclasses": ("networking.k8s.io/v1", "ingressclasses", False),
+    "networkpolicies": ("networking.k8s.io/v1", "networkpolicies", True),
     "routes": ("route.openshift.io/v1", "routes", True),
 }
 

@@ -29,6 +29,7 @@ from tools.harnesslib.netns import NetError, PodNetwork
 
 from . import kubelet_security, podspec
 from .client import ApiError, Informer, KubeClient, Obj, key_of, now_iso
+from .netpolicy import EgressEnforcer
 from .runtime import ContainerProcess, Podman, start_container, write_authfile
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,17 @@ class PodWorker(threading.Thread):
         self.pod_ip = self.node.net.pod_ip(self.net_index)
         return True
 
+    def _enforce_egress(self) -> bool:
+        """The pod's NetworkPolicy egress rules, before any of its containers starts."""
+        self.node.egress.forget(self.netns_path)  # a fresh namespace has no rules yet
+        try:
+            self.node.egress.apply(self, self.node.sandboxes())
+            return True
+        except RuntimeError as exc:
+            self._release()
+            self._sandbox_failed(str(exc))
+            return False
+
     def _sandbox_failed(self, why: str) -> None:
         self.event("FailedCreatePodSandBox", "Failed to create pod sandbox: rpc error: "
                    f"code = Unknown desc = failed to setup network for sandbox: {why}",
@@ -302,7 +314,7 @@ class PodWorker(threading.Thread):
             self.node.worker_done(self)
 
     def _prepare(self) -> bool:
-        while not self._create_sandbox():
+        while not self._create_sandbox() or not self._enforce_egress():
             if self.gone.wait(5):
                 return False
         self.push_status()
@@ -687,6 +699,12 @@ class Node:
         self.cpu = parse_cpu(os.environ.get("KUBE_STANDIN_NODE_CPU", "8"))
         self.memory = parse_mem(os.environ.get("KUBE_STANDIN_NODE_MEMORY", "32Gi"))
         self.unschedulable_events: dict[str, float] = {}
+        self.egress = EgressEnforcer(client, stop, self.wake)
+
+    def sandboxes(self) -> list[PodWorker]:
+        """Workers whose pod has a network namespace (for NetworkPolicy peers and rules)."""
+        with self.lock:
+            return [w for w in self.workers.values() if w.netns_path and not w.gone.is_set()]
 
     def _on_change(self, kind: str, obj: Obj) -> None:
         uid = obj.get("metadata", {}).get("uid")
@@ -834,6 +852,7 @@ class Node:
                     worker.gone.set()
                     if worker.finished or not worker.is_alive():
                         del self.workers[uid]
+        self.egress.sync(self.sandboxes())
 
     def run(self) -> None:
         # one node per podman storage: a second launcher on the same state dir would
@@ -853,6 +872,7 @@ class Node:
         informer = threading.Thread(target=self.pods.run, name="node-pod-informer", daemon=True)
         informer.start()
         self.pods.synced.wait(30)
+        self.egress.start()
         while not self.stopping.is_set():
             self.wake.clear()
             try:
