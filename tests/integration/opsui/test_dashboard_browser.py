@@ -1,6 +1,6 @@
 """The dashboard (/ui) in a real headless Chromium, against a real control plane process and a
 real agent process (filesystem plugin): log in, deploy, watch the timeline reach ready
-without reloading, replace, stop; a wrong token is refused; no page shows a canary secret."""
+without reloading, replace, stop, relaunch; a wrong token is refused; no page shows a canary secret."""
 
 from __future__ import annotations
 
@@ -125,6 +125,14 @@ def test_log_in_deploy_watch_ready_replace_stop(
     browser.find_element(By.CSS_SELECTOR, "form[action$='/deployments/iris/stop'] button").click()
     wait_for(lambda: text(browser, "state") == "stopped", "state stopped")
     assert text(browser, "desired") == "stopped"
+    # relaunch by keyboard: focus the button, press Enter
+    browser.find_element(By.CSS_SELECTOR,
+                         "form[action$='/deployments/iris/relaunch'] button").send_keys(Keys.ENTER)
+    wait_for(lambda: text(browser, "desired") == "running" and text(browser, "state") == "ready"
+             and text(browser, "running") == "no", "relaunched and ready")
+    assert "deployment_relaunch" in text(browser, "timeline")
+    browser.find_element(By.CSS_SELECTOR, "form[action$='/deployments/iris/stop'] button").click()
+    wait_for(lambda: text(browser, "state") == "stopped", "stopped again")
 
     browser.get(f"{url}/ui/environments/{env_id}?state=stopped")
     rows = browser.find_elements(By.CSS_SELECTOR, "tbody tr")
