@@ -1,6 +1,7 @@
 """The dashboard (/ui) in a real headless Chromium, against a real control plane process and a
 real agent process (filesystem plugin): log in, deploy, watch the timeline reach ready
-without reloading, replace, stop, relaunch; a wrong token is refused; no page shows a canary secret."""
+without reloading, replace, stop, relaunch; a wrong token is refused; no page shows a canary
+secret."""
 
 from __future__ import annotations
 
@@ -209,3 +210,13 @@ def test_read_only_token_sees_pages_but_no_forms(browser: Any, tmp_path: Path) -
         assert api.status_code == 401  # the read token is for the dashboard only
     finally:
         server.close()
+
+
+def test_login_form_body_is_bounded(control_plane: ControlPlaneServer) -> None:
+    """The login form is reachable without a session: a huge body is refused, not buffered."""
+    answer = requests.post(f"{control_plane.url}/ui/login", data={"token": "x" * 100_000},
+                           timeout=10)
+    assert answer.status_code == 413
+    too_many = requests.post(f"{control_plane.url}/ui/login", timeout=10,
+                             data={f"f{i}": "1" for i in range(200)})
+    assert too_many.status_code == 413

@@ -61,9 +61,25 @@ def _page(request: Request, name: str, current: dict[str, Any] | None, status: i
         request, name, {"session": current, "age": _age, **context}, status_code=status)
 
 
+class FormTooLarge(Exception):
+    """A form body above FORM_LIMIT bytes or 50 fields (the login form is reachable without a
+    session, so it must not buffer whatever is sent)."""
+
+
+FORM_LIMIT = 16 * 1024
+
+
 async def _form(request: Request) -> dict[str, str]:
-    body = (await request.body()).decode("utf-8", errors="replace")
-    return {key: values[-1].strip() for key, values in parse_qs(body).items()}
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_LIMIT:
+            raise FormTooLarge
+    try:
+        fields = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=50)
+    except ValueError as exc:  # more fields than any form of the dashboard has
+        raise FormTooLarge from exc
+    return {key: values[-1].strip() for key, values in fields.items()}
 
 
 # -- login ---------------------------------------------------------------------------------------
