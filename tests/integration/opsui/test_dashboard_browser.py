@@ -180,6 +180,13 @@ def test_forms_need_the_session_csrf_token(
     assert signed_elsewhere.status_code == 303
     assert signed_elsewhere.headers["location"] == "/ui/login"
 
+    # a session that ends while a deployment page is open: the page goes to the login
+    control_plane.deploy(env_id, "d1", uri="s3://models/m1/")
+    browser.get(f"{url}/ui/environments/{env_id}/deployments/d1")
+    assert "Timeline" in browser.page_source
+    browser.delete_all_cookies()
+    wait_for(lambda: browser.current_url == f"{url}/ui/login", "the login page", timeout=15)
+
 
 def test_read_only_token_sees_pages_but_no_forms(browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
