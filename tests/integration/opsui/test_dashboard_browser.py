@@ -56,6 +56,18 @@ def text(driver: Any, element_id: str) -> str:
         return ""
 
 
+def navigates(driver: Any, element: Any, *keys: str) -> None:
+    """Click `element` (or type `keys` into it) and wait until the next page replaced it."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    if keys:
+        element.send_keys(*keys)
+    else:
+        element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(element))
+
+
 def fill(driver: Any, form_action: str, **fields: str) -> None:
     from selenium.webdriver.common.by import By
 
@@ -64,7 +76,7 @@ def fill(driver: Any, form_action: str, **fields: str) -> None:
         field = form.find_element(By.NAME, name)
         field.clear()
         field.send_keys(value)
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    navigates(driver, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
 
 
 def no_canary(driver: Any) -> None:
@@ -80,13 +92,13 @@ def test_log_in_deploy_watch_ready_replace_stop(
     url, env_id = site
     browser.get(f"{url}/ui")
     assert browser.current_url == f"{url}/ui/login"  # no session: the login page
-    browser.find_element(By.ID, "token").send_keys("adm_not-the-token", Keys.ENTER)
+    navigates(browser, browser.find_element(By.ID, "token"), "adm_not-the-token", Keys.ENTER)
     assert "not valid" in browser.find_element(By.CSS_SELECTOR, "[role=alert]").text
     assert browser.get_cookies() == []
     screenshot(browser, "login-refused")
 
     # keyboard only: the token field has the focus; Enter submits
-    browser.switch_to.active_element.send_keys(control_plane.admin_token, Keys.ENTER)
+    navigates(browser, browser.switch_to.active_element, control_plane.admin_token, Keys.ENTER)
     assert browser.current_url == f"{url}/ui"
     cookie = browser.get_cookies()[0]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
@@ -105,7 +117,7 @@ def test_log_in_deploy_watch_ready_replace_stop(
                                   f"example.com/m.tar.gz?X-Amz-Signature={CANARY_SIG}"},
         "env": {"API_TOKEN": CANARY_ENV}})
 
-    browser.find_element(By.LINK_TEXT, env_id).click()
+    navigates(browser, browser.find_element(By.LINK_TEXT, env_id))
     fill(browser, f"/environments/{env_id}/deploy", deployment_id="iris", model_id="iris-v1",
          model_uri="s3://models/iris/v1/")
     assert browser.current_url.endswith(f"/ui/environments/{env_id}/deployments/iris")
@@ -123,16 +135,18 @@ def test_log_in_deploy_watch_ready_replace_stop(
     wait_for(lambda: text(browser, "current-model") == "iris-v2", "model iris-v2")
     assert "model replaced: iris-v1 -> iris-v2" in text(browser, "timeline")
 
-    browser.find_element(By.CSS_SELECTOR, "form[action$='/deployments/iris/stop'] button").click()
+    navigates(browser, browser.find_element(By.CSS_SELECTOR,
+                                            "form[action$='/deployments/iris/stop'] button"))
     wait_for(lambda: text(browser, "state") == "stopped", "state stopped")
     assert text(browser, "desired") == "stopped"
     # relaunch by keyboard: focus the button, press Enter
-    browser.find_element(By.CSS_SELECTOR,
-                         "form[action$='/deployments/iris/relaunch'] button").send_keys(Keys.ENTER)
+    navigates(browser, browser.find_element(
+        By.CSS_SELECTOR, "form[action$='/deployments/iris/relaunch'] button"), Keys.ENTER)
     wait_for(lambda: text(browser, "desired") == "running" and text(browser, "state") == "ready"
              and text(browser, "running") == "no", "relaunched and ready")
     assert "deployment_relaunch" in text(browser, "timeline")
-    browser.find_element(By.CSS_SELECTOR, "form[action$='/deployments/iris/stop'] button").click()
+    navigates(browser, browser.find_element(By.CSS_SELECTOR,
+                                            "form[action$='/deployments/iris/stop'] button"))
     wait_for(lambda: text(browser, "state") == "stopped", "stopped again")
 
     browser.get(f"{url}/ui/environments/{env_id}?state=stopped")
@@ -169,7 +183,7 @@ def test_forms_need_the_session_csrf_token(
     url, env_id = site
     browser.get(f"{url}/ui/login")
     browser.find_element(By.ID, "token").send_keys(control_plane.admin_token)
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    navigates(browser, browser.find_element(By.CSS_SELECTOR, "button[type=submit]"))
     cookie = {c["name"]: c["value"] for c in browser.get_cookies()}
     forged = requests.post(f"{url}/ui/environments/{env_id}/deploy", cookies=cookie, timeout=10,
                            data={"deployment_id": "x", "model_id": "m", "model_uri": "s3://b/m"})
@@ -200,7 +214,7 @@ def test_read_only_token_sees_pages_but_no_forms(browser: Any, tmp_path: Path) -
         server.deploy(env_id, "d1", uri="s3://models/m1/")
         browser.get(f"{server.url}/ui/login")
         browser.find_element(By.ID, "token").send_keys("read-only-token-3c1d")
-        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        navigates(browser, browser.find_element(By.CSS_SELECTOR, "button[type=submit]"))
         assert "signed in (read)" in browser.page_source
         browser.get(f"{server.url}/ui/environments/{env_id}/deployments/d1")
         assert "Timeline" in browser.page_source
