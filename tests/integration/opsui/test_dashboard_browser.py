@@ -122,9 +122,11 @@ def test_log_in_deploy_watch_ready_replace_stop(
          model_uri="s3://models/iris/v1/")
     assert browser.current_url.endswith(f"/ui/environments/{env_id}/deployments/iris")
     # no reload from here on: the page updates itself
-    wait_for(lambda: text(browser, "state") == "ready", "state ready on the deployment page")
-    timeline = text(browser, "timeline")
-    assert "completed passing/ready" in timeline and "rendered" in timeline
+    # (a heartbeat may show the state before the action's result arrives: watch the timeline)
+    wait_for(lambda: "completed passing/ready" in text(browser, "timeline")
+             and text(browser, "running") == "no", "the timeline reaching ready")
+    assert "rendered" in text(browser, "timeline")
+    assert text(browser, "state") == "ready"
     assert text(browser, "current-model") == "iris-v1"
     assert text(browser, "last-good-model") == "iris-v1"
     assert text(browser, "old-model-in-use") == "no"
@@ -132,8 +134,10 @@ def test_log_in_deploy_watch_ready_replace_stop(
     screenshot(browser, "deployment")
 
     fill(browser, "/deployments/iris/replace", model_id="iris-v2", model_uri="s3://models/iris/v2/")
-    wait_for(lambda: text(browser, "current-model") == "iris-v2", "model iris-v2")
+    wait_for(lambda: "deployment_replace_model" in text(browser, "timeline")
+             and text(browser, "running") == "no", "the replacement's result")
     assert "model replaced: iris-v1 -> iris-v2" in text(browser, "timeline")
+    assert text(browser, "current-model") == "iris-v2"
 
     navigates(browser, browser.find_element(By.CSS_SELECTOR,
                                             "form[action$='/deployments/iris/stop'] button"))
