@@ -13,11 +13,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import posixpath
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import requests
+from requests.structures import CaseInsensitiveDict
 
 from agent.artifacts.binding import refuse_unbound
 from agent.artifacts.credentials import HttpCredentials
@@ -109,7 +111,8 @@ class HttpSource(BaseSource):
         self.name = name
         self.validator: str | None = None
 
-    def request(self, method: str, headers: dict[str, str] | None = None) -> requests.Response:
+    def request(self, method: str, headers: dict[str, str] | None = None,
+                refused_ok: bool = False) -> requests.Response:
         try:
             resp = self.session.request(
                 method, self.uri, headers=headers, stream=True, allow_redirects=True,
@@ -117,15 +120,31 @@ class HttpSource(BaseSource):
             )
         except Exception as exc:
             raise classify(exc, self.safe_uri) from exc
-        if resp.status_code >= 400:
+        if resp.status_code >= 400 and not (refused_ok and resp.status_code in (403, 405)):
             resp.close()
             raise status_error(resp.status_code, self.safe_uri)
         return resp
 
-    def _list(self) -> list[ModelFile]:
-        resp = self.call(lambda: self.request("HEAD"))
+    def _metadata(self) -> Mapping[str, str]:
+        """The object's headers: from HEAD, or, where HEAD is refused, from a one-byte ranged
+        GET. A presigned S3 URL is signed for GET only, so S3 answers its HEAD with 403."""
+        resp = self.call(lambda: self.request("HEAD", refused_ok=True))
         resp.close()
-        headers = resp.headers
+        if resp.status_code < 400:
+            return resp.headers
+        resp = self.call(lambda: self.request("GET", {"Range": "bytes=0-0"}))
+        resp.close()
+        headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(resp.headers)
+        total = headers.get("Content-Range", "").rpartition("/")[2]
+        if resp.status_code == 206:  # the size is the range's total (unknown: "*")
+            headers.pop("Content-Length", None)
+            headers.setdefault("Accept-Ranges", "bytes")
+            if total.isdigit():
+                headers["Content-Length"] = total
+        return headers
+
+    def _list(self) -> list[ModelFile]:
+        headers = self._metadata()
         length = headers.get("Content-Length")
         etag = headers.get("ETag")
         modified = headers.get("Last-Modified")

@@ -22,6 +22,7 @@ import requests
 from pydantic import ValidationError
 
 from agent import __version__
+from agent.controlplane.limits import fit_event, fit_result
 from agent.errors import ControlPlaneError, InvalidActionError, LeaseConflictError
 from agent.logs import register_secret
 from agent.model import (
@@ -154,12 +155,13 @@ class NativeControlPlane:
         # The event id makes the retry of a lost answer harmless (stored once).
         self._call("POST", f"/actions/{_q(action_id)}/events", json={
             "agent_id": self.agent_id, "event_id": uuid.uuid4().hex,
-            "event": event.model_dump(mode="json"),
+            "event": fit_event(event).model_dump(mode="json"),
         })
 
     def complete(self, action_id: str, result: ActionResult) -> None:
         body = self._call("POST", f"/actions/{_q(action_id)}/complete", json={
-            "agent_id": self.agent_id, "result": result.model_dump(mode="json", by_alias=True),
+            "agent_id": self.agent_id,
+            "result": fit_result(result).model_dump(mode="json", by_alias=True),
         })
         if isinstance(body, dict) and body.get("duplicate"):
             log.info("action %s was already completed; the stored result stands", action_id,

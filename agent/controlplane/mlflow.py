@@ -12,7 +12,8 @@ converges the deployment (a `deployment_start` of the same model, which is
 idempotent), and so does the first sight of each deployment after the agent
 starts, so that a change made while it was down is applied too. Results are
 written back as tags on the model version (`management-agent.state`, `.url`,
-`.message`, `.updated`) so they show in the MLflow UI.
+`.message`, `.updated`) so they show in the MLflow UI; `.attempt` counts
+deliveries (`mlflow_tags`).
 
 When MLflow cannot be reached the poll fails and nothing is derived: a
 registry outage never stops a deployment.
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from agent.controlplane.mlflow_tags import TAG_PREFIX, record_attempt, write_result
 from agent.errors import ControlPlaneError, InvalidActionError, LeaseConflictError
 from agent.logs import register_secret
 from agent.model import (
@@ -53,7 +55,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TAG_PREFIX = "management-agent."
 #: model or version tags that override the deployment spec
 OVERRIDE_TAGS = ("replicas", "cpu", "memory", "server-profile", "image")
 UNDEPLOY_TAG = f"{TAG_PREFIX}undeploy"
@@ -324,7 +325,15 @@ class MLflowControlPlane:
             if action is None:
                 raise InvalidActionError(f"action {action_id} is no longer wanted", action_id)
             self._claimed.add(action_id)
+        target = self._target_version(action) if action.deployment is not None else None
+        if target is None:
             return action
+        try:  # counted before it runs: an action that kills the agent counts too
+            attempt = record_attempt(self.registry, *target, action_id)
+        except BaseException:
+            self.release(action_id)
+            raise
+        return action.model_copy(update={"attempt": attempt})
 
     def renew(self, action_id: str, lease_seconds: int) -> None:
         return None  # leases are local: only the leader polls MLflow
@@ -352,7 +361,7 @@ class MLflowControlPlane:
                 self._applied[action.deployment_id] = fingerprint(action.deployment)
         try:
             if target is not None:
-                self._write_tags(*target, result)
+                write_result(self.registry, *target, result)
         finally:  # a lost tag report must not keep the action claimed until a restart
             with self._lock:
                 self._claimed.discard(action_id)
@@ -365,20 +374,6 @@ class MLflowControlPlane:
         if action.deployment_id:
             return self._deployed_versions.get(action.deployment_id)
         return None
-
-    def _write_tags(self, name: str, version: str, result: ActionResult) -> None:
-        # state goes last: whoever waits for it (the UI, a pipeline) then sees the rest too
-        tags = {
-            "url": result.data.prediction_url or "",
-            "message": result.data.message or "",
-            "status": result.status.value,
-            "updated": datetime.now(UTC).isoformat(timespec="seconds"),
-            "state": result.state.value,
-        }
-        for key, value in tags.items():
-            self.registry.set_version_tag(name, version, f"{TAG_PREFIX}{key}", value)
-        if result.status == Status.FAILING:
-            log.error("model %s version %s: %s", name, version, result.data.message)
 
     def heartbeat(self, status: EnvironmentStatus) -> None:
         return None  # MLflow has no place for environment status; the agent log has it

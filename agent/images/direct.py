@@ -17,12 +17,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from agent.errors import RegistryError
+from agent.images import deps_layer
 from agent.images.content import Destination
-from agent.images.layer import LayerProgress, LayerSink, ModelSourceLike, write_model_tar
+from agent.images.layer import (
+    OCI_LAYER,
+    LayerProgress,
+    LayerResult,
+    LayerSink,
+    ModelSourceLike,
+    write_model_tar,
+)
 from agent.images.naming import BUILDER_RECIPE
 from agent.images.oci import DOCKER_MANIFEST, OCI_MANIFEST, Manifest
 from agent.images.registry import Registry, sha256_digest
@@ -34,28 +41,12 @@ log = logging.getLogger(__name__)
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-OCI_LAYER = {
-    "none": "application/vnd.oci.image.layer.v1.tar",
-    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
-}
 DOCKER_TO_OCI = {
     DOCKER_LAYER_GZIP: OCI_LAYER["gzip"],
     "application/vnd.docker.image.rootfs.diff.tar": OCI_LAYER["none"],
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip":
         "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
 }
-
-
-@dataclass(frozen=True)
-class LayerResult:
-    """The pushed model layer."""
-
-    digest: str
-    diff_id: str
-    size: int
-    media_type: str
-    uncompressed_size: int
 
 
 class DirectBuilder:
@@ -73,8 +64,9 @@ class DirectBuilder:
 
     def recipe(self, model_path: str) -> str:
         """What, besides model and base digests, goes into the content address."""
+        deps = f"/{deps_layer.RECIPE}" if self.settings.dependencies.enabled else ""
         return f"{BUILDER_RECIPE}/{self.settings.recipe_version}/{self.settings.compression}/" \
-               f"{model_path}"
+               f"{model_path}{deps}"
 
     def build(self, dest: Destination, spec: object, source: ModelSourceLike, model_path: str,
               labels: dict[str, str], report: Callable[..., None]) -> tuple[str, dict[str, Any]]:
@@ -85,16 +77,24 @@ class DirectBuilder:
         report(f"building image {target} from {base}", image=str(target))
         base_data = base_manifest.data
         self._ensure_base_blobs(src, base.repository, dst, target.repository, base_data)
+        deps = deps_layer.for_model(dest, source, self.settings, report)
         layer = self._push_model_layer(dst, target.repository, source, model_path, report)
+        added = [deps.layer, layer] if deps else [layer]
         config = self._config(src.get_blob(base.repository, base_data["config"]["digest"]),
-                              layer, model_path,
+                              added, model_path,
                               {**labels, "io.management-agent.model-digest": dest.model_digest,
                                "org.opencontainers.image.base.name": str(base),
-                               "org.opencontainers.image.base.digest": base_manifest.digest})
-        manifest_raw, media_type = self._manifest(base_manifest, config, layer)
+                               "org.opencontainers.image.base.digest": base_manifest.digest},
+                              deps)
+        manifest_raw, media_type = self._manifest(base_manifest, config, added)
         dst.push_blob(target.repository, config)
         digest = dst.put_manifest(target.repository, dest.tag, manifest_raw, media_type)
-        return digest, {"bytes_uploaded": dst.stats["uploaded_bytes"], "layer_size": layer.size}
+        details: dict[str, Any] = {"bytes_uploaded": dst.stats["uploaded_bytes"],
+                                   "layer_size": layer.size}
+        if deps:
+            details.update(dependencies=list(deps.requirements),
+                           dependency_layer_reused=deps.reused)
+        return digest, details
 
     def _ensure_base_blobs(self, src: Registry, src_repo: str, dst: Registry, dst_repo: str,
                            manifest: dict[str, Any]) -> None:
@@ -146,16 +146,23 @@ class DirectBuilder:
                            OCI_LAYER[settings.compression], sink.size)
 
     @staticmethod
-    def _config(base_raw: bytes, layer: LayerResult, model_path: str,
-                labels: dict[str, str]) -> bytes:
+    def _config(base_raw: bytes, added: list[LayerResult], model_path: str,
+                labels: dict[str, str], deps: deps_layer.DependencyLayer | None) -> bytes:
         config = json.loads(base_raw)
         inner = config.setdefault("config", {}) or {}
         config["config"] = inner
         env = [e for e in inner.get("Env") or [] if not e.startswith("MODEL_PATH=")]
+        if deps:  # first on the path: the layer holds only what the base lacks
+            old = next((e[len("PYTHONPATH="):] for e in env if e.startswith("PYTHONPATH=")), "")
+            env = [e for e in env if not e.startswith("PYTHONPATH=")]
+            env.append("PYTHONPATH=" + ":".join(p for p in (deps.path, old) if p))
         inner["Env"] = [*env, f"MODEL_PATH={model_path}"]
         inner["Labels"] = {**(inner.get("Labels") or {}), **labels}
         created = config.get("created", "1970-01-01T00:00:00Z")
         history = list(config.get("history") or [])
+        if deps:
+            history.append({"created": created, "created_by": f"management-agent "
+                            f"{deps_layer.RECIPE}: pip install {' '.join(deps.requirements)}"})
         history.append({
             "created": created,
             "created_by": f"management-agent {BUILDER_RECIPE}: COPY model {model_path}",
@@ -163,21 +170,23 @@ class DirectBuilder:
         })
         config["history"] = history
         rootfs = config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
-        rootfs["diff_ids"] = [*rootfs.get("diff_ids", []), layer.diff_id]
+        rootfs["diff_ids"] = [*rootfs.get("diff_ids", []), *(a.diff_id for a in added)]
         return json.dumps(config, separators=(",", ":")).encode()
 
-    def _manifest(self, base: Manifest, config: bytes, layer: LayerResult) -> tuple[bytes, str]:
+    def _manifest(self, base: Manifest, config: bytes,
+                  added: list[LayerResult]) -> tuple[bytes, str]:
         data = base.data
         docker = base.media_type == DOCKER_MANIFEST and self.settings.compression == "gzip"
         layers = [dict(item) for item in data.get("layers", [])]
         if docker:
-            media_type, config_type, layer_type = DOCKER_MANIFEST, DOCKER_CONFIG, DOCKER_LAYER_GZIP
+            media_type, config_type = DOCKER_MANIFEST, DOCKER_CONFIG
         else:
-            media_type, config_type, layer_type = OCI_MANIFEST, OCI_CONFIG, layer.media_type
+            media_type, config_type = OCI_MANIFEST, OCI_CONFIG
             for item in layers:
                 item["mediaType"] = DOCKER_TO_OCI.get(item.get("mediaType", ""),
                                                       item.get("mediaType"))
-        layers.append({"mediaType": layer_type, "digest": layer.digest, "size": layer.size})
+        layers += [{"mediaType": DOCKER_LAYER_GZIP if docker else layer.media_type,
+                    "digest": layer.digest, "size": layer.size} for layer in added]
         manifest = {
             "schemaVersion": 2,
             "mediaType": media_type,

@@ -21,6 +21,26 @@ from agent.errors import BuildError
 from agent.images.upload import BlobUpload
 
 READ_SIZE = 1024 * 1024
+OCI_LAYER = {
+    "none": "application/vnd.oci.image.layer.v1.tar",
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+}
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    """A pushed layer."""
+
+    digest: str
+    diff_id: str
+    size: int
+    media_type: str
+    uncompressed_size: int
+
+
+def layer_media_type(compression: str) -> str:
+    return OCI_LAYER[compression]
 
 
 class ModelFileLike(Protocol):
@@ -162,14 +182,16 @@ class LayerSink:
                  progress: Callable[[int], None] | None = None, adaptive: bool = False) -> None:
         self.upload = upload
         self._compressor = compressor(kind, level, adaptive)
-        self._diff = hashlib.sha256()
+        # uncompressed: the diff-id IS the blob digest, hashed once (by the upload's thread)
+        self._diff = hashlib.sha256() if kind != "none" else None
         self._blob = hashlib.sha256() if upload is None else None
         self.size = 0
         self.compressed_size = 0
         self._progress = progress
 
     def write(self, data: bytes) -> None:
-        self._diff.update(data)
+        if self._diff is not None:
+            self._diff.update(data)
         self.size += len(data)
         self._emit(self._compressor.compress(data))
         if self._progress is not None:
@@ -191,7 +213,7 @@ class LayerSink:
         else:
             assert self.upload is not None
             blob = self.upload.digest()
-        return blob, "sha256:" + self._diff.hexdigest()
+        return blob, blob if self._diff is None else "sha256:" + self._diff.hexdigest()
 
 
 def _tar_header(name: str, kind: bytes, size: int, mode: int, uid: int, gid: int) -> bytes:

@@ -156,6 +156,50 @@ class KanikoSettings(_Section):
         return self
 
 
+class DependencySettings(_Section):
+    """A model's requirements.txt as a cached dependency layer (direct builder; wheels only)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Install the requirements the base image lacks into a layer of their own; "
+        "false: requirements.txt is ignored (the base image must have everything).",
+    )
+    requirements_path: str = Field(
+        default="requirements.txt", description="Requirements file at the model's root."
+    )
+    index_url: str | None = Field(
+        default=None, description="Package index (pip --index-url); None: PyPI."
+    )
+    extra_index_urls: list[str] = Field(
+        default_factory=list, description="Further indexes (pip --extra-index-url)."
+    )
+    trusted_hosts: list[str] = Field(
+        default_factory=list, description="Index hosts served over plain HTTP or an untrusted "
+        "certificate (pip --trusted-host)."
+    )
+    pip_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="pip's socket timeout, seconds (pip --timeout)."
+    )
+    install_timeout_seconds: float = Field(
+        default=600.0, gt=0, description="Limit of the whole pip run, seconds."
+    )
+    python_version: str | None = Field(
+        default=None, pattern=r"^3\.\d+$",
+        description="The base image's Python (e.g. 3.11) when it cannot be read from the image "
+        "(PYTHON_VERSION env, /usr/lib/python3.X, /usr/local/lib/python3.X).",
+    )
+    glibc_version: str = Field(
+        default="2.28", pattern=r"^2\.\d+$",
+        description="Newest manylinux glibc the base image is assumed to have when it has no "
+        "dpkg record of libc6 (wheels up to manylinux_<this>).",
+    )
+    provided_by: dict[str, list[str]] = Field(
+        default_factory=lambda: {"mlflow": ["mlflow-skinny"], "xgboost": ["xgboost-cpu"]},
+        description="A requirement counts as present when the base has one of these "
+        "distributions (they ship the same import package).",
+    )
+
+
 class ImageSettings(_Section):
     """Which builder packages models into images, and where images go."""
 
@@ -207,9 +251,16 @@ class ImageSettings(_Section):
         default=0, ge=0,
         description="Owner GID of the model files in the image layer.",
     )
+    upload_mode: Literal["stream", "chunked"] = Field(
+        default="stream",
+        description="stream: one streamed PATCH per blob, then PUT ?digest= (as docker push "
+        "does: fewest round trips); chunked: a PATCH with Content-Range per chunk_size_bytes "
+        "(registries or proxies that limit request bodies).",
+    )
     chunk_size_bytes: int = Field(
         default=5 * 1024**2, ge=64 * 1024,
-        description="PATCH size of chunked blob uploads, bytes (5 MiB: the smallest ECR accepts).",
+        description="PATCH size of chunked blob uploads and the batch size of streamed ones, "
+        "bytes (5 MiB: the smallest chunk ECR accepts).",
     )
     timeout_seconds: float = Field(
         default=60.0, gt=0,
@@ -227,6 +278,7 @@ class ImageSettings(_Section):
         default="1", description="Bump to force new tags (part of the content address)."
     )
     kaniko: KanikoSettings = Field(default_factory=KanikoSettings)
+    dependencies: DependencySettings = Field(default_factory=DependencySettings)
 
     @model_validator(mode="after")
     def _base_login_names_its_registry(self) -> ImageSettings:

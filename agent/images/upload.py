@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import queue
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
@@ -21,14 +22,22 @@ if TYPE_CHECKING:
     from agent.images.registry import Registry
 
 
-class BlobUpload:
-    """A chunked upload session: PATCH chunks (Content-Range), then PUT ?digest=.
+STREAM_BATCH = 1024 * 1024  # bytes handed to the streaming thread at a time
 
-    Chunks are sent by a background thread so that producing the next chunk
+
+class BlobUpload:
+    """An upload session: PATCH the bytes, then PUT ?digest= with what is left.
+
+    `upload_mode: stream` (default) sends everything in ONE streamed PATCH
+    (chunked transfer encoding), as docker push does: three requests per blob,
+    whatever its size. `chunked` sends a PATCH with Content-Range per chunk,
+    each at least `chunk_size` bytes (and the registry's `OCI-Chunk-Min-Length`),
+    for registries or proxies that limit request bodies.
+
+    Bytes are sent by a background thread so that producing the next piece
     (tar, compression) overlaps the network; that thread also hashes what it
     sends, so the blob digest costs the producer nothing (`digest()`). At most
-    about three chunks are in memory. Chunks are at least `chunk_size` bytes
-    (and at least the registry's `OCI-Chunk-Min-Length`), except the last.
+    about three chunks (stream: three 1 MiB batches) are in memory.
     """
 
     def __init__(self, registry: Registry, repository: str, response: requests.Response) -> None:
@@ -38,6 +47,9 @@ class BlobUpload:
         min_length = response.headers.get("OCI-Chunk-Min-Length", "")
         self.chunk_size = max(registry.settings.chunk_size_bytes,
                               int(min_length) if min_length.isdigit() else 0)
+        self.streaming = registry.settings.upload_mode == "stream"
+        self._batch = STREAM_BATCH if self.streaming else self.chunk_size
+        self._stream_ended = False
         self.offset = 0
         self._pieces: list[bytes] = []
         self._pending = 0
@@ -84,6 +96,30 @@ class BlobUpload:
                 except BaseException as exc:  # handed to the producer
                     self._failure = exc
 
+    def _stream_body(self) -> Iterator[bytes]:
+        while (piece := self._queue.get()) is not None:
+            self._hasher.update(piece)
+            self.offset += len(piece)
+            self.registry.stats["uploaded_bytes"] += len(piece)
+            yield piece
+        self._stream_ended = True
+
+    def _stream_worker(self) -> None:
+        """One PATCH whose body is everything written until `_drain` (not retried: a
+        stream cannot be replayed; a failure fails the build, which a retry redoes)."""
+        self._stream_ended = False
+        try:
+            response = self.registry.request(
+                "PATCH", self.location, self._scopes(), ok=(202,), retry=False,
+                what=f"upload to {self.repository}",
+                headers={"Content-Type": "application/octet-stream"}, data=self._stream_body(),
+            )
+            self.location = self._location(response)
+        except BaseException as exc:  # handed to the producer
+            self._failure = exc
+            while not self._stream_ended and self._queue.get() is not None:
+                pass  # unblock the producer until it stops writing
+
     def _raise_failure(self) -> None:
         if self._failure is not None:
             failure, self._failure = self._failure, None
@@ -94,7 +130,7 @@ class BlobUpload:
             return
         self._pieces.append(bytes(data))
         self._pending += len(data)
-        if self._pending < self.chunk_size:
+        if self._pending < self._batch:
             return
         chunk = b"".join(self._pieces)  # the one copy; chunks may exceed chunk_size a little
         self._pieces.clear()
@@ -102,7 +138,8 @@ class BlobUpload:
         self._raise_failure()
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._worker, name=f"upload-{self.repository}", daemon=True
+                target=self._stream_worker if self.streaming else self._worker,
+                name=f"upload-{self.repository}", daemon=True,
             )
             self._thread.start()
         self._queue.put(chunk)

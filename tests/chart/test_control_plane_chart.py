@@ -144,7 +144,7 @@ def test_install_passes_helm_test_and_replicas_share_state(
     """postgresql: two replicas on the harness PostgreSQL, plain HTTP. sqlite-tls: one
     replica on a PVC serving HTTPS with a certificate Secret (the harness's server
     certificate, valid for every pod address of the harness), `helm test` trusting its CA."""
-    from tests.integration.controlplane.conftest import drop_database, fresh_database
+    from tests.fixtures.controlplane import drop_database, fresh_database
 
     registry = harness_env.get("HARNESS_REGISTRY")
     from agent import __version__

@@ -179,6 +179,7 @@ def test_a_worker_stuck_past_the_action_timeout_fails_healthz_and_shows_in_metri
     assert _metric(agent, "management_agent_stuck_workers") == 0
 
 
+@pytest.mark.control_plane(test_endpoints=True, max_body_bytes=4 * 1024 * 1024)
 def test_a_huge_malformed_action_is_reported_with_a_bounded_message(
         control_plane: ControlPlaneServer, env: tuple[str, str],
         started: list[AgentProcess], tmp_path: Path) -> None:

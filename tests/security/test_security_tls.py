@@ -30,7 +30,7 @@ from agent.errors import ControlPlaneError
 from agent.images.auth import registry_provider
 from agent.images.fetcher import fetcher_env
 from agent.images.registry import Registry
-from tests.fixtures.controlplane import _command, free_port
+from tests.fixtures.controlplane import command, free_port
 from tests.security.conftest import Endpoint
 
 pytestmark = pytest.mark.integration
@@ -88,7 +88,7 @@ def tls_control_plane(harness_env: dict[str, str], tmp_path: Path) -> Iterator[s
     env = {**os.environ, "MGMT_AGENT_CP_ADMIN_TOKEN": "adm_" + "x" * 24}
     log = (tmp_path / "cp.log").open("wb")
     process = subprocess.Popen(
-        [*_command(), "control-plane", "serve", "--host", "127.0.0.1", "--port", str(port),
+        [*command(), "control-plane", "serve", "--host", "127.0.0.1", "--port", str(port),
          "--db", str(tmp_path / "cp.db"), "--tls-cert", str(tls / "server.crt"),
          "--tls-key", str(tls / "server.key")],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)

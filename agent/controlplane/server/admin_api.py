@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import ValidationError
 
 from agent.controlplane.server.deps import ApiError, require_admin, validation_detail
@@ -171,14 +171,3 @@ def list_actions(
             summary="One action with its lease and result")
 def get_action(request: Request, env_id: str, action_id: str) -> dict[str, Any]:
     return _store(request).get_action(env_id, action_id)
-
-
-@router.post("/environments/{env_id}/actions:raw", status_code=201, response_model=ActionView,
-             summary="FOR TESTS ONLY: enqueue an action payload as given, unvalidated")
-def enqueue_raw(
-    request: Request, env_id: str, payload: Annotated[dict[str, Any], Body()]
-) -> dict[str, Any]:
-    """Stores the JSON object as the action's payload (`type`, `deployment_id`,
-    `deployment`, ...); `id`, `environment_id`, `created_at` and `attempt` are set
-    by the server. Lets tests check that agents reject malformed actions."""
-    return _store(request).enqueue_raw(env_id, payload)

@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent import __version__
-from agent.controlplane.server import admin_api, agent_api
+from agent.controlplane.server import admin_api, agent_api, test_api
+from agent.controlplane.server.bodylimit import BodyLimit
 from agent.controlplane.server.deps import ApiError, ServerConfig, validation_detail
 from agent.controlplane.server.store import Store, StoreError
 
@@ -86,6 +87,10 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     app.include_router(agent_api.router, prefix=API_PREFIX)
     app.include_router(admin_api.router, prefix=f"{API_PREFIX}/admin")
+    if config.test_endpoints:
+        log.warning("test endpoints enabled (actions:raw): never do this in production")
+        app.include_router(test_api.router, prefix=f"{API_PREFIX}/admin")
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     from agent.controlplane.server.ui import mount
 
     mount(app)  # the dashboard under /ui

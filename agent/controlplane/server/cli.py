@@ -102,6 +102,9 @@ def serve(args: argparse.Namespace) -> int:
 
     if not 1 <= args.lease_seconds <= 3600:
         raise ConfigError("--lease-seconds must be between 1 and 3600")
+    if args.max_body_bytes < 4096:
+        raise ConfigError("--max-body-bytes must be at least 4096")
+    os.umask(0o077)  # whatever the server creates (the SQLite file and its journals): 0600
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -109,7 +112,8 @@ def serve(args: argparse.Namespace) -> int:
     target, shown = _database(args)
     config = ServerConfig(
         db_path=target, admin_token=_admin_token(args.admin_token, args.admin_token_file),
-        lease_seconds=args.lease_seconds,
+        lease_seconds=args.lease_seconds, max_body_bytes=args.max_body_bytes,
+        test_endpoints=args.enable_test_endpoints,
         read_token=_admin_token(None, args.read_token_file) if args.read_token_file else None,
     )
     from agent.controlplane.server.db import DatabaseUnavailable

@@ -50,6 +50,15 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        "(env MGMT_AGENT_CP_READ_TOKEN_FILE)")
     serve.add_argument("--lease-seconds", type=int, default=120,
                        help="lease length when an agent does not ask for one (default 120)")
+    serve.add_argument("--max-body-bytes", type=int,
+                       default=int(os.environ.get("MGMT_AGENT_CP_MAX_BODY_BYTES", 1024 * 1024)),
+                       help="larger request bodies get 413 (default 1 MiB, or env "
+                       "MGMT_AGENT_CP_MAX_BODY_BYTES)")
+    serve.add_argument("--enable-test-endpoints", action="store_true",
+                       default=os.environ.get("MGMT_AGENT_CP_ENABLE_TEST_ENDPOINTS") == "true",
+                       help="serve POST .../actions:raw (unvalidated actions, for testing "
+                       "agents; env MGMT_AGENT_CP_ENABLE_TEST_ENDPOINTS=true). Never in "
+                       "production")
     serve.add_argument("--log-level", default="INFO",
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 

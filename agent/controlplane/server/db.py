@@ -100,11 +100,12 @@ class Database:
         """`target`: a SQLite file path, or a `sqlite:///` or `postgresql://` URL."""
         self.url = database_url(target)
         self.clock = clock
-        self.engine = open_engine(self.url)
         try:
+            self.engine = open_engine(self.url)
             migrate(self.engine)
-        except OperationalError as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        except (OperationalError, OSError) as exc:
+            orig = getattr(exc, "orig", None) or exc
+            reason = str(orig).strip().splitlines()[0] or type(exc).__name__
             hint = ("check that its directory exists and is writable by the server's user "
                     "(in a pod: a volume with the pod's fsGroup)" if self.backend == "sqlite"
                     else "check host, port, user, password and that the database exists")

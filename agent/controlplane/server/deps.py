@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from agent.controlplane.server.bodylimit import DEFAULT_MAX_BODY_BYTES
 from agent.controlplane.server.store import Store
 
 
@@ -29,6 +30,9 @@ class ServerConfig:
     lease_seconds: int = 120
     read_token: str | None = None  # dashboard login with read-only pages (no forms)
     long_poll_interval: float = 0.25
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # larger request bodies get 413
+    # POST .../actions:raw (unvalidated actions, to test agents' defences); off in production
+    test_endpoints: bool = False
     clock: Callable[[], float] = field(default=time.time, repr=False)
 
 

@@ -17,7 +17,10 @@ under the same lock, so replicas starting together upgrade the schema once.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +29,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
+
+log = logging.getLogger(__name__)
 
 #: Key of the advisory lock that serialises writers (any constant shared by all replicas).
 WRITE_LOCK = 0x6D676D74  # "mgmt"
@@ -50,9 +55,47 @@ def database_url(target: Path | str) -> URL:
     return url
 
 
+def secure_sqlite_file(path: Path) -> None:
+    """Create the SQLite file 0600 in a directory only its owner may write, before SQLite
+    opens it.
+
+    The file holds token hashes, specs and results: sqlite3 would create it (and
+    its -wal/-shm/-journal files, which take the file's mode) 0644 under the
+    usual umask. A missing directory is created 0700; an existing directory that
+    anyone may write (where another user could swap the file or plant its -wal) is
+    made not world-writable if we own it, and logged otherwise (e.g. a volume
+    whose provisioner made it 0777).
+    """
+    directory = path.parent
+    if not directory.exists():
+        directory.mkdir(mode=0o700, parents=True)
+    mode = directory.stat().st_mode
+    if mode & stat.S_IWOTH:
+        if directory.stat().st_uid == os.getuid():
+            directory.chmod(stat.S_IMODE(mode) & ~stat.S_IWOTH)
+        else:
+            log.warning("the database directory %s is world-writable and not ours: other users "
+                        "of this host could replace the database", directory)
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        target = path.with_name(path.name + suffix)
+        if not suffix:
+            try:
+                os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                continue
+            except FileExistsError:
+                pass
+        if target.exists() and stat.S_IMODE(target.stat().st_mode) & 0o077:
+            try:
+                target.chmod(0o600)  # made by an older version, or by hand
+            except PermissionError:  # another user's file we may still write (group)
+                log.warning("%s is readable by others and not ours to chmod 0600", target)
+
+
 def open_engine(url: URL) -> Engine:
     """An engine for `url` with the transaction behaviour described above."""
     if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            secure_sqlite_file(Path(url.database))
         engine = create_engine(
             url, poolclass=NullPool,
             connect_args={"timeout": 30, "isolation_level": None, "check_same_thread": False},

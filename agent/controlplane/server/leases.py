@@ -171,12 +171,13 @@ class ActionQueue(Database):
         env_id: str,
         action_id: str,
         event: dict[str, Any],
-        agent_id: str | None = None,
+        agent_id: str,
         event_id: str | None = None,
     ) -> None:
-        """Append an agent's progress event; a repeated `event_id` is stored once."""
+        """Append a progress event of the agent holding the lease (as for `complete`: the
+        latest claimant, before completion); a repeated `event_id` is stored once."""
         with self._tx(write=True) as conn:
-            row = self._action_row(conn, env_id, action_id)
+            row = self._held_row(conn, env_id, action_id, agent_id)
             self._event(
                 conn, env_id, row["deployment_id"], action_id, event["message"],
                 level=event.get("level", "info"), details=event.get("details") or {},

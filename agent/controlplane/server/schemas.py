@@ -7,22 +7,37 @@ the server and the agent can never disagree on their shape.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from agent.controlplane.limits import (
+    MAX_ID_CHARS,
+    MAX_LISTED_DEPLOYMENTS,
+    MAX_MESSAGE_CHARS,
+    MAX_URL_CHARS,
+    check_details,
+)
 from agent.model import (
     ActionRef,
     ActionResult,
     Autoscaling,
+    DeploymentStatus,
     EnvironmentStatus,
     Event,
     ModelRef,
     Resources,
+    ResultData,
 )
 
 ENVIRONMENT_ID_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-AGENT_ID = Field(min_length=1, max_length=253, description="Identity of the agent process.")
+AGENT_ID = Field(min_length=1, max_length=MAX_ID_CHARS,
+                 description="Identity of the agent process (the lease holder).")
+Message = Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
+ShortText = Annotated[str, Field(max_length=MAX_ID_CHARS)]
+Url = Annotated[str, Field(max_length=MAX_URL_CHARS)]
+Details = Annotated[dict[str, Any], AfterValidator(check_details),
+                    Field(description="Free-form; at most 64 KiB as JSON.")]
 
 
 class _Body(BaseModel):
@@ -62,23 +77,63 @@ class ReleaseRequest(_Body):
     agent_id: str = AGENT_ID
 
 
+# The domain types of agent.model, with the field limits the server enforces (the agent
+# builds them without limits and cuts them with agent.controlplane.limits before sending).
+
+
+class EventIn(Event):
+    message: Message
+    details: Details = Field(default_factory=dict)
+
+
+class ResultDataIn(ResultData):
+    prediction_url: Url | None = Field(default=None, alias="predictionUrl")
+    image: Url | None = None
+    current_model_id: ShortText | None = Field(default=None, alias="currentModelId")
+    message: Message | None = None
+    details: Details = Field(default_factory=dict)
+
+
+class ActionResultIn(ActionResult):
+    data: ResultDataIn = Field(default_factory=ResultDataIn)
+
+
+class DeploymentStatusIn(DeploymentStatus):
+    deployment_id: ShortText
+    model_id: ShortText | None = None
+    prediction_url: Url | None = None
+    message: Message | None = None
+
+
+class EnvironmentStatusIn(EnvironmentStatus):
+    agent_version: ShortText
+    plugin: ShortText
+    # narrower item type on purpose (the server's limits); only read, never appended to
+    deployments: list[DeploymentStatusIn] = Field(  # type: ignore[assignment]
+        default_factory=list, max_length=MAX_LISTED_DEPLOYMENTS)
+    orphans: list[ShortText] = Field(default_factory=list, max_length=MAX_LISTED_DEPLOYMENTS,
+                                     description="Managed deployments the control plane does "
+                                     "not know.")
+    message: Message | None = None
+
+
 class EventRequest(_Body):
-    agent_id: str | None = Field(default=None, max_length=253)
+    agent_id: str = AGENT_ID
     event_id: str | None = Field(
         default=None, max_length=128,
         description="Client-chosen id; a repeated id is stored once, so the call can be retried.",
     )
-    event: Event
+    event: EventIn
 
 
 class CompleteRequest(_Body):
     agent_id: str = AGENT_ID
-    result: ActionResult
+    result: ActionResultIn
 
 
 class HeartbeatRequest(_Body):
-    agent_id: str | None = Field(default=None, max_length=253)
-    status: EnvironmentStatus
+    agent_id: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+    status: EnvironmentStatusIn
 
 
 class HeartbeatAck(BaseModel):

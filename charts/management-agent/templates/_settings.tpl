@@ -119,6 +119,7 @@ entries:
   - {values: imageBuilder.gzipStoreIncompressible, settings: images.gzip_store_incompressible, type: any, unset: keep}
   - {values: imageBuilder.layerUid, settings: images.layer_uid, type: integer, unset: keep}
   - {values: imageBuilder.layerGid, settings: images.layer_gid, type: integer, unset: keep}
+  - {values: imageBuilder.uploadMode, settings: images.upload_mode, type: any, unset: keep}
   - {values: imageBuilder.chunkSizeBytes, settings: images.chunk_size_bytes, type: integer, unset: keep}
   - {values: imageBuilder.timeoutSeconds, settings: images.timeout_seconds, type: any, unset: keep}
   - {values: imageBuilder.retries, settings: images.retries, type: integer, unset: keep}
@@ -138,6 +139,16 @@ entries:
   - {values: imageBuilder.extraVolumeMounts, settings: images.kaniko.extra_volume_mounts, type: any, unset: keep}
   - {values: imageBuilder.kaniko.pollIntervalSeconds, settings: images.kaniko.poll_interval_seconds, type: any, unset: keep}
   - {values: imageBuilder.kaniko.logTailLines, settings: images.kaniko.log_tail_lines, type: integer, unset: keep}
+  - {values: imageBuilder.dependencies.enabled, settings: images.dependencies.enabled, type: any, unset: keep}
+  - {values: imageBuilder.dependencies.requirementsPath, settings: images.dependencies.requirements_path, type: string, unset: keep}
+  - {values: imageBuilder.dependencies.indexUrl, settings: images.dependencies.index_url, type: string, unset: omit}
+  - {values: imageBuilder.dependencies.extraIndexUrls, settings: images.dependencies.extra_index_urls, type: any, unset: keep}
+  - {values: imageBuilder.dependencies.trustedHosts, settings: images.dependencies.trusted_hosts, type: any, unset: keep}
+  - {values: imageBuilder.dependencies.pipTimeoutSeconds, settings: images.dependencies.pip_timeout_seconds, type: any, unset: keep}
+  - {values: imageBuilder.dependencies.installTimeoutSeconds, settings: images.dependencies.install_timeout_seconds, type: any, unset: keep}
+  - {values: imageBuilder.dependencies.pythonVersion, settings: images.dependencies.python_version, type: string, unset: omit}
+  - {values: imageBuilder.dependencies.glibcVersion, settings: images.dependencies.glibc_version, type: string, unset: keep}
+  - {values: imageBuilder.dependencies.providedBy, settings: images.dependencies.provided_by, type: any, unset: keep}
   - {values: artifacts.defaultCredentialsSecret, settings: artifacts.default_credentials_secret, type: string, unset: omit}
   - {values: artifacts.s3EndpointUrl, settings: artifacts.s3_endpoint_url, type: string, unset: omit}
   - {values: artifacts.s3Region, settings: artifacts.s3_region, type: string, unset: omit}

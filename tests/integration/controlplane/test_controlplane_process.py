@@ -6,7 +6,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from contextlib import redirect_stderr, redirect_stdout
@@ -19,7 +18,7 @@ import requests
 from agent.controlplane.http import NativeControlPlane
 from agent.errors import LeaseConflictError
 from agent.model import ActionResult, DeploymentState, Event, Status
-from tests.fixtures.controlplane import ControlPlaneServer
+from tests.fixtures.controlplane import ControlPlaneServer, command
 
 pytestmark = pytest.mark.integration
 
@@ -119,9 +118,7 @@ def test_long_poll_answers_as_soon_as_an_action_is_enqueued(
 def _cli_process(cp: ControlPlaneServer, *args: str) -> subprocess.CompletedProcess[str]:
     """The real `management-agent control-plane ...` command."""
     env = {**os.environ, "MGMT_AGENT_CP_URL": cp.url, "MGMT_AGENT_CP_ADMIN_TOKEN": cp.admin_token}
-    script = Path(sys.executable).with_name("management-agent")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "agent.cli"]
-    return subprocess.run([*command, "control-plane", *args], env=env, capture_output=True,
+    return subprocess.run([*command(), "control-plane", *args], env=env, capture_output=True,
                           text=True, timeout=60)
 
 

@@ -20,7 +20,7 @@ from agent.controlplane.server.engine import open_engine
 from agent.controlplane.server.store import Conflict, Store
 from agent.errors import LeaseConflictError
 from agent.model import ActionResult, DeploymentState, Status
-from tests.fixtures.controlplane import ControlPlaneServer
+from tests.fixtures.controlplane import ControlPlaneServer, postgres_server
 
 pytestmark = pytest.mark.integration
 
@@ -30,19 +30,12 @@ PASSING = ActionResult(status=Status.PASSING, state=DeploymentState.READY)
 @pytest.fixture
 def replicas(database_url: str, tmp_path: Path) -> Iterator[list[ControlPlaneServer]]:
     """Two started control planes on one database, sharing one admin token."""
-    servers = [ControlPlaneServer(tmp_path / f"replica-{n}", database_url=database_url)
-               for n in range(2)]
-    servers[1].admin_token = servers[0].admin_token
-    servers[1].admin.close()
-    servers[1].admin = type(servers[0].admin)(servers[1].url, servers[0].admin_token, timeout=10)
-    for server in servers:
-        server.workdir.mkdir()
-    threads = [threading.Thread(target=server.start) for server in servers]
+    first = ControlPlaneServer(tmp_path / "replica-0", database_url=database_url)
+    servers = [first, ControlPlaneServer(tmp_path / "replica-1", database_url=database_url,
+                                         admin_token=first.admin_token)]
     try:
-        for thread in threads:  # both migrate the (empty) database at the same moment
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+        for server in servers:  # both migrate the (empty) database at the same moment
+            server.start(wait=False)
         for server in servers:
             server.wait_ready()
         yield servers
@@ -196,24 +189,15 @@ def test_a_database_from_before_migrations_is_adopted_with_its_data(tmp_path: Pa
 
 
 def test_a_wrong_database_password_stops_the_server_with_a_clear_message(
-    harness_env: dict[str, str], tmp_path: Path
+    tmp_path: Path,
 ) -> None:
-    import os
-    import subprocess
-    import sys
-
-    from tests.integration.controlplane.conftest import _postgres_server
-
-    server = _postgres_server(harness_env)
-    user_host = server.split("://", 1)[1].split("@", 1)[1]
+    user_host = postgres_server().split("://", 1)[1].split("@", 1)[1]
     wrong = f"postgresql://postgres:not-the-password-42@{user_host}"
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "control-plane", "serve", "--port", "0"],
-        env={**os.environ, "MGMT_AGENT_CP_DATABASE_URL": wrong,
-             "MGMT_AGENT_CP_ADMIN_TOKEN": "x" * 20},
-        capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0
+    server = ControlPlaneServer(tmp_path, database_url=wrong)
+    with pytest.raises(RuntimeError, match="control plane exited") as failed:
+        server.start()
+    server.close()
+    output = str(failed.value)
     assert "cannot open the database postgresql+psycopg://postgres:***@" in output
     assert "password authentication failed" in output
     assert "not-the-password-42" not in output

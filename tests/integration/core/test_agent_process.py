@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,15 +19,10 @@ import pytest
 import requests
 import yaml
 
-from tests.fixtures.controlplane import ControlPlaneServer, _failed, free_port
+from tests.fixtures.controlplane import ControlPlaneServer, _failed, command, free_port
 from tests.integration.core.faulty_proxy import FaultyProxy
 
 pytestmark = pytest.mark.integration
-
-
-def _command() -> list[str]:
-    script = Path(sys.executable).with_name("management-agent")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "agent.cli"]
 
 
 class AgentProcess:
@@ -67,7 +61,7 @@ class AgentProcess:
 
     def start(self, *args: str) -> AgentProcess:
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([*_command(), "run", "--config", str(self.config),
+            self.process = subprocess.Popen([*command(), "run", "--config", str(self.config),
                                              *args], stdout=log, stderr=subprocess.STDOUT)
         return self
 
@@ -249,6 +243,7 @@ def test_agent_rides_out_500s_garbage_and_timeouts(control_plane: ControlPlaneSe
     assert environment[1] not in agent.log(), "the token never reaches the log"
 
 
+@pytest.mark.control_plane(test_endpoints=True)
 def test_malformed_actions_fail_clearly_and_the_agent_goes_on(
         control_plane: ControlPlaneServer, environment: tuple[str, str],
         agents: list[AgentProcess], tmp_path: Path) -> None:

@@ -115,7 +115,7 @@ def test_build_into_token_registry(registries: Registries, base_images: dict[str
 
 
 def test_chunked_upload_respects_chunk_size_and_digest(registries: Registries) -> None:
-    settings = _images(registries, chunk_size_bytes=64 * 1024)
+    settings = _images(registries, chunk_size_bytes=64 * 1024, upload_mode="chunked")
     session = RecordingSession()
     registry = Registry(registries.plain, settings, session=session)
     registry.ping()
@@ -127,6 +127,23 @@ def test_chunked_upload_respects_chunk_size_and_digest(registries: Registries) -
     patches = [url for method, url in session.calls if method == "PATCH"]
     assert len(patches) == 300_000 // (64 * 1024)
     assert registry.get_blob(f"models/chunks-{RUN}", digest) == data
+
+
+def test_streamed_upload_sends_any_size_in_one_patch(registries: Registries) -> None:
+    """The default: POST, one streamed PATCH, PUT ?digest= (as docker push): 3 requests."""
+    session = RecordingSession()
+    registry = Registry(registries.plain, _images(registries), session=session)
+    registry.ping()
+    data = os.urandom(3 * 1024 * 1024 + 12_345)
+    upload = registry.start_upload(f"models/stream-{RUN}")
+    for start in range(0, len(data), 100_000):
+        upload.write(data[start:start + 100_000])
+    assert upload.digest() == sha256_digest(data)  # hashed by the sending thread
+    digest = upload.finish(sha256_digest(data))
+    methods = [method for method, _ in session.calls if method in ("POST", "PATCH", "PUT")]
+    assert methods == ["POST", "PATCH", "PUT"]
+    assert registry.stats["uploaded_bytes"] == len(data)
+    assert registry.get_blob(f"models/stream-{RUN}", digest) == data
 
 
 def test_index_resolves_linux_amd64(registries: Registries, base_images: dict[str, str]) -> None:

@@ -229,3 +229,36 @@ def test_override_tag_change_on_a_running_version_converges_without_a_restart(
     assert Runtime(settings, control_plane, plugin).run(once=True) == 0
     assert replicas() == 3
     assert control_plane.pending() == []
+
+
+def test_an_action_that_kills_the_agent_is_failed_after_max_delivery_attempts(
+        tmp_path: Path, mlflow: Mlflow, registry: Registry, model_name: str) -> None:
+    """Each claim counts on the version's tags before the action runs, so a crash (here: a
+    new adapter that never completed the claim, as after an OOM kill) is one more attempt;
+    past `runtime.max_delivery_attempts` the runtime fails the action without running it and
+    the version says why. A success clears the count."""
+    settings = agent_settings(tmp_path, mlflow.uri, model_name)
+    settings.runtime.max_delivery_attempts = 3
+    registry.model(model_name)
+    version = registry.version(model_name)
+    registry.alias(model_name, "production", version)
+
+    for expected in (1, 2, 3):  # three agent starts that die while deploying
+        crashed = MLflowControlPlane(settings)
+        crashed.attach_plugin(FilesystemPlugin(settings))
+        [ref] = crashed.pending()
+        assert crashed.claim(ref.id, 60).attempt == expected
+        tag = registry.version_tags(model_name, version)["management-agent.attempt"]
+        assert tag.endswith(f":{expected}")
+
+    assert run_once(settings) == 0  # the fourth delivery is not run
+    assert deployed(tmp_path) == {}
+    tags = registry.version_tags(model_name, version)
+    assert tags["management-agent.status"] == "failing"
+    assert "max_delivery_attempts" in tags["management-agent.message"]
+
+    settings.runtime.max_delivery_attempts = 10  # ops raise the limit: it deploys, count cleared
+    assert run_once(settings) == 0
+    assert deployed(tmp_path)[deployment_id_for(model_name, "production")]["model_id"] \
+        == f"{model_name}/{version}"
+    assert registry.version_tags(model_name, version)["management-agent.attempt"] == ""

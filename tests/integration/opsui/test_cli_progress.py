@@ -17,7 +17,7 @@ from typing import IO
 import pytest
 
 from tests.fixtures.agent_process import FilesystemAgent
-from tests.fixtures.controlplane import ControlPlaneServer, _command
+from tests.fixtures.controlplane import ControlPlaneServer, command
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def env(control_plane: ControlPlaneServer, tmp_path: Path) -> Iterator[tuple[str
 
 
 def cli(variables: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*_command(), "control-plane", *args], capture_output=True, text=True,
+    return subprocess.run([*command(), "control-plane", *args], capture_output=True, text=True,
                           env=variables, timeout=120)
 
 
@@ -107,7 +107,7 @@ def test_events_follow_prints_new_events_and_results_until_interrupted(
     variables = {**os.environ, "MGMT_AGENT_CP_URL": control_plane.url,
                  "MGMT_AGENT_CP_ADMIN_TOKEN": control_plane.admin_token,
                  "MGMT_AGENT_CP_ENVIRONMENT": env_id}
-    follower = subprocess.Popen([*_command(), "control-plane", "events", "d1", "--follow"],
+    follower = subprocess.Popen([*command(), "control-plane", "events", "d1", "--follow"],
                                 stdout=subprocess.PIPE, text=True, env=variables)
     assert follower.stdout is not None
     lines, seen = _reader(follower.stdout), []

@@ -35,10 +35,11 @@ class Clock:
 class Api:
     """A TestClient with the admin token and one environment ('prod') ready."""
 
-    def __init__(self, db: Path, clock: Clock) -> None:
+    def __init__(self, db: Path, clock: Clock, test_endpoints: bool = False) -> None:
         self.db = db
         self.clock = clock
-        self.client = TestClient(create_app(ServerConfig(db, ADMIN, clock=clock)))
+        self.client = TestClient(create_app(ServerConfig(db, ADMIN, clock=clock,
+                                                         test_endpoints=test_endpoints)))
         self.admin = {"Authorization": f"Bearer {ADMIN}"}
         self.token = ""
 
@@ -330,14 +331,52 @@ def test_expected_deployment_ids_exclude_finished_stops(api: Api) -> None:
     assert expected() == ["d1"]
 
 
-def test_raw_actions_are_stored_unvalidated(api: Api) -> None:
+def test_raw_actions_are_stored_unvalidated_only_with_test_endpoints(
+        api: Api, tmp_path: Path) -> None:
     raw = {"type": "deployment_start", "deployment_id": "d9",
            "deployment": {"id": "d9", "replicas": -3, "model": {"id": "m"}}}
-    response = api.admin_post("/actions:raw", raw)
+    refused = api.admin_post("/actions:raw", raw)
+    assert (refused.status_code, refused.json()["error"]) == (404, "not_found")
+    assert "actions:raw" not in str(api.client.get("/openapi.json").json()["paths"])
+
+    testing = Api(tmp_path / "testing.db", api.clock, test_endpoints=True)
+    testing.token = testing.create_env("prod")
+    response = testing.admin_post("/actions:raw", raw)
     assert response.status_code == 201
-    claimed = api.claim(response.json()["id"]).json()
-    assert claimed["deployment"]["replicas"] == -3
-    assert claimed["attempt"] == 1
+    claimed = testing.claim(response.json()["id"]).json()
+    assert (claimed["deployment"]["replicas"], claimed["attempt"]) == (-3, 1)
+    testing.client.close()
+
+
+@pytest.mark.parametrize(("verb", "body", "field"), [
+    ("events", {"event": {"message": "x" * 16_385}}, "event.message"),
+    ("events", {"event": {"message": "m", "details": {"log": "x" * 70_000}}}, "event.details"),
+    ("complete", {"result": {"status": "failing", "state": "errored",
+                             "data": {"message": "x" * 16_385}}}, "result.data.message"),
+    ("complete", {"result": {"status": "passing", "state": "ready",
+                             "data": {"predictionUrl": "http://h/" + "p" * 2_100}}},
+     "result.data.predictionUrl"),
+])
+def test_oversized_fields_are_422_naming_the_field(
+        api: Api, verb: str, body: dict[str, Any], field: str) -> None:
+    action_id = api.deploy()
+    api.claim(action_id)
+    response = api.act(action_id, verb, {"agent_id": "agent-1", **body})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(f"{field}: ")
+
+
+def test_heartbeat_fields_are_bounded(api: Api) -> None:
+    status = {"agent_version": "1", "plugin": "k", "orphans": ["o"] * 10_001}
+    response = api.client.put("/api/v1/environments/prod/heartbeat",
+                              json={"agent_id": "a", "status": status}, headers=api.agent())
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("status.orphans: ")
+    status = {"agent_version": "v" * 300, "plugin": "k"}
+    response = api.client.put("/api/v1/environments/prod/heartbeat",
+                              json={"agent_id": "a", "status": status}, headers=api.agent())
+    assert response.json()["detail"].startswith("status.agent_version: ")
+
 
 
 # -- persistence ---------------------------------------------------------------------------------

@@ -114,5 +114,14 @@ def test_reopening_a_database_keeps_its_state_and_schema_version(tmp_path: Path)
 def test_an_unwritable_sqlite_location_says_what_to_check(tmp_path: Path) -> None:
     from agent.controlplane.server.db import DatabaseUnavailable
 
+    (tmp_path / "a-file").write_text("")
     with pytest.raises(DatabaseUnavailable, match="directory exists and is writable"):
-        Store(tmp_path / "missing-dir" / "cp.db")
+        Store(tmp_path / "a-file" / "cp.db")
+
+
+def test_a_new_sqlite_file_is_0600_in_a_new_0700_directory(tmp_path: Path) -> None:
+    store = Store(tmp_path / "new-dir" / "cp.db")
+    store.create_environment("prod")
+    assert oct((tmp_path / "new-dir").stat().st_mode & 0o777) == "0o700"
+    assert oct((tmp_path / "new-dir" / "cp.db").stat().st_mode & 0o777) == "0o600"
+    store.close()
