@@ -63,9 +63,9 @@ def test_wait_streams_events_then_the_result_and_exit_status(
     assert replace.returncode == 0, replace.stderr
     assert "model replaced: iris-v1 -> iris-v2" in replace.stdout
 
-    for command in ("status", "relaunch", "stop"):
-        done = cli(variables, command, "iris", "--wait", "60")
-        assert done.returncode == 0, (command, done.stderr)
+    for verb in ("status", "relaunch", "stop"):
+        done = cli(variables, verb, "iris", "--wait", "60")
+        assert done.returncode == 0, (verb, done.stderr)
         assert "passing/" in done.stdout
     assert "passing/stopped" in done.stdout
     assert "removed" in done.stdout  # the stop's event
