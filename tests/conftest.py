@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.harness",
     "tests.fixtures.controlplane",
     "tests.fixtures.kube",
+    "tests.fixtures.browser",
 ]

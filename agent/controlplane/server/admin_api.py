@@ -30,6 +30,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)], responses=ERRORS)
 
 Limit = Annotated[int, Query(ge=1, le=10000)]
+After = Annotated[int | None, Query(ge=0, description="Only events with a higher seq (to follow)")]
 
 
 def _store(request: Request) -> Store:
@@ -142,19 +143,20 @@ def request_status(request: Request, env_id: str, dep_id: str) -> dict[str, Any]
 
 @router.get("/environments/{env_id}/deployments/{dep_id}/events",
             response_model=list[EventView], summary="Event history of a deployment, oldest first")
-def deployment_events(request: Request, env_id: str, dep_id: str, limit: Limit = 200
-                      ) -> list[dict[str, Any]]:
+def deployment_events(request: Request, env_id: str, dep_id: str, limit: Limit = 200,
+                      after: After = None) -> list[dict[str, Any]]:
     store = _store(request)
     store.get_deployment_spec(env_id, dep_id)  # 404 for an unknown deployment
-    return store.events(env_id, deployment_id=dep_id, limit=limit)
+    return store.events(env_id, deployment_id=dep_id, limit=limit, after=after)
 
 
 @router.get("/environments/{env_id}/events", response_model=list[EventView],
             summary="Event history of an environment (optionally of one action), oldest first")
 def environment_events(
-    request: Request, env_id: str, limit: Limit = 200, action_id: str | None = None
+    request: Request, env_id: str, limit: Limit = 200, action_id: str | None = None,
+    after: After = None,
 ) -> list[dict[str, Any]]:
-    return _store(request).events(env_id, action_id=action_id, limit=limit)
+    return _store(request).events(env_id, action_id=action_id, limit=limit, after=after)
 
 
 @router.get("/environments/{env_id}/actions", response_model=list[ActionView],

@@ -91,4 +91,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         log.warning("test endpoints enabled (actions:raw): never do this in production")
         app.include_router(test_api.router, prefix=f"{API_PREFIX}/admin")
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    from agent.controlplane.server.ui import mount
+
+    mount(app)  # the dashboard under /ui
     return app

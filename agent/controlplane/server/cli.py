@@ -10,6 +10,7 @@ by `serve`, so the agent image does not need them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -113,6 +114,7 @@ def serve(args: argparse.Namespace) -> int:
         db_path=target, admin_token=_admin_token(args.admin_token, args.admin_token_file),
         lease_seconds=args.lease_seconds, max_body_bytes=args.max_body_bytes,
         test_endpoints=args.enable_test_endpoints,
+        read_token=_admin_token(None, args.read_token_file) if args.read_token_file else None,
     )
     from agent.controlplane.server.db import DatabaseUnavailable
 
@@ -121,8 +123,8 @@ def serve(args: argparse.Namespace) -> int:
     except DatabaseUnavailable as exc:
         raise ConfigError(str(exc)) from None
     scheme = "https" if args.tls_cert else "http"
-    log.info("control plane on %s://%s:%d (db %s, docs at /docs)", scheme, args.host, args.port,
-             shown)
+    log.info("control plane on %s://%s:%d (db %s, docs at /docs, dashboard at %s://%s:%d/ui)",
+             scheme, args.host, args.port, shown, scheme, args.host, args.port)
     server = _server_class(uvicorn.Server)(uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level.lower(),
         timeout_graceful_shutdown=3, log_config=None,
@@ -234,9 +236,13 @@ def _emit(args: argparse.Namespace, data: Any, columns: Sequence[str] | None = N
 
 def _finish(client: AdminClient, args: argparse.Namespace, env_id: str,
             action: dict[str, Any]) -> int:
-    """Print the enqueued action; with --wait, wait for its result."""
+    """Print the enqueued action; with --wait, stream its events until its result."""
     if args.wait > 0:
-        action = client.wait_action(env_id, action["id"], args.wait)
+        from agent.controlplane.server.progress import Printer, follow_action
+
+        # with --json, stdout holds the JSON document only: the progress goes to stderr
+        printer = Printer(sys.stderr if args.json else sys.stdout)
+        action = follow_action(client, env_id, action, args.wait, printer)
     result = action.get("result") or {}
     data = result.get("data") or {}
     summary = {
@@ -343,6 +349,12 @@ def cmd_show(client: AdminClient, args: argparse.Namespace) -> int:
 
 
 def cmd_events(client: AdminClient, args: argparse.Namespace) -> int:
+    if args.follow:
+        from agent.controlplane.server.progress import Printer, follow_events
+
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a follower ends
+            follow_events(client, _env(args), args.deployment_id, args.limit, Printer())
+        return 0
     rows = client.events(_env(args), args.deployment_id, limit=args.limit)
     _emit(args, rows, ["time", "deployment_id", "action_id", "source", "level", "message"])
     return 0

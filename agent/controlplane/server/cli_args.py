@@ -44,6 +44,10 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="the certificate's PEM private key")
     serve.add_argument("--admin-token", help=f"admin token (or env {ENV_TOKEN})")
     serve.add_argument("--admin-token-file", type=Path, help=f"file with it ({ENV_TOKEN}_FILE)")
+    serve.add_argument("--read-token-file", type=Path,
+                       default=os.environ.get("MGMT_AGENT_CP_READ_TOKEN_FILE"),
+                       help="file with a token that logs in to the dashboard read-only "
+                       "(env MGMT_AGENT_CP_READ_TOKEN_FILE)")
     serve.add_argument("--lease-seconds", type=int, default=120,
                        help="lease length when an agent does not ask for one (default 120)")
     serve.add_argument("--max-body-bytes", type=int,
@@ -76,8 +80,8 @@ def _client_command(commands: argparse._SubParsersAction[argparse.ArgumentParser
 
 def _add_wait(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                     help="wait up to this long for the action to complete; exit 1 if it "
-                     "fails or does not complete")
+                     help="wait up to this long for the action to complete, printing its "
+                     "events as they arrive; exit 1 if it fails or does not complete")
 
 
 def _add_model(sub: argparse.ArgumentParser, required: bool) -> None:
@@ -146,5 +150,8 @@ def _add_query_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
                              "event history of a deployment (or the environment)")
     events.add_argument("deployment_id", metavar="DEPLOYMENT", nargs="?")
     events.add_argument("--limit", type=int, default=200)
+    events.add_argument("-f", "--follow", action="store_true",
+                        help="keep printing new events (and each action's result) as they "
+                        "arrive, until Ctrl-C")
     actions = _client_command(commands, "actions", "list actions, newest first")
     actions.add_argument("deployment_id", metavar="DEPLOYMENT", nargs="?")

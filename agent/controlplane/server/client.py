@@ -111,17 +111,22 @@ class AdminClient:
         return self.request("GET", self._dep(env_id, dep_id))
 
     def events(
-        self, env_id: str, dep_id: str | None = None, limit: int = 200
+        self, env_id: str, dep_id: str | None = None, limit: int = 200,
+        action_id: str | None = None, after: int | None = None,
     ) -> list[dict[str, Any]]:
+        """Oldest first; `after` (a seq) returns only newer ones, to follow a history."""
         if dep_id is None:
-            return self.request("GET", f"/admin/environments/{_q(env_id)}/events", limit=limit)
-        return self.request("GET", self._dep(env_id, dep_id) + "/events", limit=limit)
+            return self.request("GET", f"/admin/environments/{_q(env_id)}/events", limit=limit,
+                                action_id=action_id, after=after)
+        return self.request("GET", self._dep(env_id, dep_id) + "/events", limit=limit,
+                            after=after)
 
     # -- actions ---------------------------------------------------------------------------
 
-    def list_actions(self, env_id: str, dep_id: str | None = None) -> list[dict[str, Any]]:
+    def list_actions(self, env_id: str, dep_id: str | None = None, limit: int | None = None
+                     ) -> list[dict[str, Any]]:
         return self.request(
-            "GET", f"/admin/environments/{_q(env_id)}/actions", deployment_id=dep_id
+            "GET", f"/admin/environments/{_q(env_id)}/actions", deployment_id=dep_id, limit=limit
         )
 
     def get_action(self, env_id: str, action_id: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ class ServerConfig:
     db_path: Path | str  # a SQLite file, or a sqlite:/// or postgresql:// URL
     admin_token: str
     lease_seconds: int = 120
+    read_token: str | None = None  # dashboard login with read-only pages (no forms)
     long_poll_interval: float = 0.25
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # larger request bodies get 413
     # POST .../actions:raw (unvalidated actions, to test agents' defences); off in production

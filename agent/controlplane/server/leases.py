@@ -209,8 +209,10 @@ class ActionQueue(Database):
         deployment_id: str | None = None,
         action_id: str | None = None,
         limit: int = 200,
+        after: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Oldest first: the last `limit` events of the environment, deployment or action."""
+        """Oldest first: the last `limit` events of the environment, deployment or action
+        (only those with a sequence number above `after`, for followers)."""
         with self._tx() as conn:
             self._env_row(conn, env_id)
             query = "SELECT * FROM events WHERE environment_id = ?"
@@ -221,6 +223,9 @@ class ActionQueue(Database):
             if action_id is not None:
                 query += " AND action_id = ?"
                 params.append(action_id)
+            if after is not None:
+                query += " AND seq > ?"
+                params.append(after)
             rows = conn.execute(query + " ORDER BY seq DESC LIMIT ?", (*params, limit)).fetchall()
         return [
             {

@@ -51,7 +51,7 @@ OPTIONAL_KINDS: list[tuple[str, str]] = [
 CORE_KINDS: list[tuple[str, str]] = [("apps/v1", "Deployment"), ("v1", "Service")]
 HANDOVER_MANAGER = "management-agent-handover-to-hpa"
 
-Progress = Callable[[str], None]
+Progress = Callable[..., None]  # (message, **details), e.g. the action's EventReporter
 
 
 def managed_kinds(settings: KubernetesSettings) -> list[tuple[str, str]]:
@@ -237,7 +237,9 @@ def wait_for_rollout(
         if line != last_line:
             log.debug("deployment %s: %s", deployment_id, line)
             if progress is not None:
-                progress(line)
+                status = deployment.get("status") or {}
+                progress(line, ready_replicas=status.get("readyReplicas") or 0,
+                         replicas=(deployment.get("spec") or {}).get("replicas", 1))
             last_line = line
         failed = None
         # conditions describe the generation the controller last saw: until it has seen ours,

@@ -184,3 +184,26 @@ def test_diagnosis_log_tail_carries_no_user_info_or_signed_query() -> None:
     text = diagnose(client, deployment())
     assert "https://store.example.com/m.tgz?X-Amz-Signature=<redacted>" in text
     assert "pa55-canary" not in text and "sig-canary" not in text
+
+
+def test_rollout_progress_events_carry_the_pods_ready_count() -> None:
+    """A scripted reader stands in for the API server here (the stand-in's rollouts are
+    tested in tests/integration/kubernetes): what matters is the callback's details."""
+    from agent.plugins.kubernetes.apply import wait_for_rollout
+
+    states = [deployment(observedGeneration=1, replicas=2, updatedReplicas=1, readyReplicas=1,
+                         availableReplicas=1),
+              deployment(observedGeneration=2, replicas=2, updatedReplicas=2, readyReplicas=2,
+                         availableReplicas=2)]
+
+    class Reader:
+        def get(self, *_: Any) -> dict[str, Any]:
+            return states.pop(0)
+
+    seen: list[tuple[str, dict[str, Any]]] = []
+    settings = KubernetesSettings.model_validate({"poll_interval_seconds": 0.01})
+    rollout = wait_for_rollout(Reader(), settings, "d", timeout=5,  # type: ignore[arg-type]
+                               progress=lambda line, **details: seen.append((line, details)))
+    assert rollout.done
+    assert seen == [("rollout: 1/2 updated, 1 available, 2 total",
+                     {"ready_replicas": 1, "replicas": 2})]
