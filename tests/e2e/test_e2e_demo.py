@@ -43,6 +43,8 @@ def test_demo_prints_a_real_servers_answers_equal_to_the_local_model() -> None:
     (v1_server, v1_local), (v2_server, v2_local) = answers
     assert v1_server == v1_local and v2_server == v2_local
     assert v1_server != v2_server  # the replacement really serves the other model
+    assert "dashboard: http://" in proc.stdout  # the URL a user opens while it runs
+    assert "the dashboard shows deployment iris: model iris-v2, ready" in proc.stdout
 
 
 @pytest.mark.timeout(TIMEOUT + 60)
