@@ -29,6 +29,8 @@ _PYTHON_DIR = re.compile(r"^usr/(?:local/)?(?:lib|bin)/python(3\.\d+)(?:/|$)")
 _SITE_DIRS = ("site-packages", "dist-packages")
 _CACHE: dict[str, BasePython] = {}
 _CACHE_SIZE = 8
+MAX_DPKG_BYTES = 4 * 1024 * 1024  # Debian's status file is ~1 MiB with a large package set
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,12 @@ class _Listing:
     def _read_dpkg(self, stream: Any) -> None:
         if stream is None:
             return
-        text = stream.read().decode("utf-8", "replace")
+        data = stream.read(MAX_DPKG_BYTES + 1)
+        if len(data) > MAX_DPKG_BYTES:
+            raise BuildError("the base image's dpkg status is larger than 4 MiB, more than the "
+                             "agent reads to find glibc: use a base image with fewer Debian "
+                             "packages, or images.builder=kaniko")
+        text = data.decode("utf-8", "replace")
         for record in text.split("\n\n"):
             if re.search(r"^Package: libc6$", record, re.M):
                 version = re.search(r"^Version: (\d+\.\d+)", record, re.M)
@@ -140,7 +147,10 @@ def survey(registry: Registry, repository: str, manifest: Manifest,
     """Read the base image's Python (cached per manifest digest)."""
     if (cached := _CACHE.get(manifest.digest)) is not None:
         return cached
-    config = json.loads(registry.get_blob(repository, manifest.data["config"]["digest"]))
+    descriptor = manifest.data["config"]
+    if int(descriptor.get("size", 0)) > MAX_CONFIG_BYTES:
+        raise BuildError("the base image's config is larger than 4 MiB")
+    config = json.loads(registry.get_blob(repository, descriptor["digest"]))
     env = dict(item.split("=", 1) for item in (config.get("config") or {}).get("Env") or []
                if "=" in item)
     pythonpath = env.get("PYTHONPATH", "")

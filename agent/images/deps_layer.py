@@ -21,9 +21,6 @@ import hashlib
 import json
 import logging
 import re
-import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +30,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from agent.errors import BuildError, InvalidActionError, RegistryError
+from agent.errors import InvalidActionError, RegistryError
 from agent.images.base_python import BasePython, survey
 from agent.images.content import Destination
 from agent.images.layer import (
@@ -46,10 +43,10 @@ from agent.images.layer import (
 )
 from agent.images.naming import parse_reference
 from agent.images.oci import OCI_MANIFEST
+from agent.images.pip_install import install
 from agent.images.registry import Registry, sha256_digest
 from agent.images.settings import DependencySettings, ImageSettings
-from agent.logs import redact_uri
-from agent.tls import verify_for
+from agent.images.upload import copy_blob
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +108,15 @@ def _marker_env(base: BasePython) -> dict[str, str]:
             "platform_python_implementation": "CPython"}
 
 
+def pip_line(requirement: Requirement) -> str:
+    """`name[extras]specifier` only: the marker (already evaluated for the base) never
+    reaches pip, which would split its values at ` -` into options and evaluate it
+    against the agent's Python."""
+    extras = f"[{','.join(sorted(canonicalize_name(e) for e in requirement.extras))}]" \
+        if requirement.extras else ""
+    return f"{canonicalize_name(requirement.name)}{extras}{requirement.specifier}"
+
+
 def missing_requirements(requirements: list[Requirement], base: BasePython,
                          settings: DependencySettings) -> tuple[list[str], list[str]]:
     """(normalised requirements the base lacks, notes on versions the base differs in)."""
@@ -124,8 +130,7 @@ def missing_requirements(requirements: list[Requirement], base: BasePython,
         have = next(((n, base.distributions[n]) for n in [name, *aliases.get(name, [])]
                      if n in base.distributions), None)
         if have is None:
-            requirement.name = name
-            missing.add(str(requirement))
+            missing.add(pip_line(requirement))
         elif have[1] and not requirement.specifier.contains(have[1], prereleases=True):
             notes.append(f"{requirement} wanted, the base image's {have[0]} {have[1]} is used")
     return sorted(missing), notes
@@ -140,100 +145,28 @@ def layer_key(missing: list[str], base_digest: str, base: BasePython,
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _pip_argv(site: Path, requirements: Path, constraints: Path, base: BasePython,
-              settings: DependencySettings) -> list[str]:
-    argv = [sys.executable, "-m", "pip", "install", "--isolated", "--no-input",
-            "--disable-pip-version-check", "--progress-bar", "off", "--no-compile",
-            "--only-binary=:all:", "--implementation", "cp", "--python-version", base.version,
-            "--target", str(site), "-r", str(requirements), "-c", str(constraints),
-            "--timeout", str(settings.pip_timeout_seconds)]
-    for platform in base.platforms():
-        argv += ["--platform", platform]
-    if settings.index_url:
-        argv += ["--index-url", settings.index_url]
-    for url in settings.extra_index_urls:
-        argv += ["--extra-index-url", url]
-    for host in settings.trusted_hosts:
-        argv += ["--trusted-host", host]
-    return argv
-
-
-def _pip_reason(output: str) -> str:
-    lines = [line for line in output.splitlines() if line.startswith("ERROR:")]
-    text = " ".join(lines) or output.strip()[-800:]
-    text = re.sub(r"https?://\S+", lambda m: redact_uri(m.group(0)), text)
-    return text[:1500]
-
-
-def install(missing: list[str], base: BasePython, settings: DependencySettings,
-            site: Path, ca_bundle: Path | None = None) -> None:
-    """pip install `missing` for the base's Python into `site`, then drop what the base has.
-
-    `ca_bundle` (images.ca_bundle, tls.ca_bundle unless overridden): trusted for the
-    index in addition to the system roots, as by the registry client.
-    """
-    work = site.parent
-    (work / "requirements.txt").write_text("\n".join(missing) + "\n")
-    (work / "constraints.txt").write_text("".join(
-        f"{name}=={version}\n" for name, version in sorted(base.distributions.items())
-        if re.fullmatch(r"[0-9][0-9A-Za-z.+!_-]*", version)))
-    argv = _pip_argv(site, work / "requirements.txt", work / "constraints.txt", base, settings)
-    verify = verify_for(ca_bundle, "images.ca_bundle", error=BuildError)
-    if isinstance(verify, str):
-        argv += ["--cert", verify]
-    try:  # the agent's own environment: its image puts pip on PYTHONPATH
-        result = subprocess.run(argv, capture_output=True, text=True, check=False,
-                                timeout=settings.install_timeout_seconds)
-    except subprocess.TimeoutExpired:
-        raise BuildError(f"pip did not install {', '.join(missing)} within "
-                         f"{settings.install_timeout_seconds:.0f} s "
-                         "(images.dependencies.install_timeout_seconds)") from None
-    if result.returncode != 0:
-        reason = _pip_reason(result.stderr + result.stdout)
-        unsatisfiable = re.search(r"No matching distribution|Could not find a version|"
-                                  r"ResolutionImpossible|conflicting dependencies|"
-                                  r"versions have conflicting", reason)
-        error = InvalidActionError if unsatisfiable else BuildError
-        raise error(f"the model's requirements cannot be installed as wheels for Python "
-                    f"{base.version} on {base.platforms()[0]} (pip: {reason}); the base "
-                    "image's packages are kept as they are. Use a base image that has them, "
-                    "or images.builder=kaniko for what needs a compiler")
-    _drop_base_distributions(site, base.distributions)
-    # console scripts carry the agent's interpreter in their #! line: useless in the image
-    shutil.rmtree(site / "bin", ignore_errors=True)
-
-
-def _drop_base_distributions(site: Path, base: dict[str, str]) -> None:
-    """Remove what pip installed in the very version the base has (constraints pin them)."""
-    for info in sorted(site.glob("*.dist-info")):
-        name, _, version = info.name[:-len(".dist-info")].partition("-")
-        if base.get(canonicalize_name(name)) != version:
-            continue
-        for line in (info / "RECORD").read_text().splitlines():
-            path = (site / line.rsplit(",", 2)[0]).resolve()
-            if path.is_relative_to(site.resolve()) and path.is_file():
-                path.unlink()
-        for leftover in sorted(info.rglob("*"), reverse=True):
-            leftover.unlink() if leftover.is_file() else leftover.rmdir()
-        info.rmdir()
-    for directory in sorted((p for p in site.rglob("*") if p.is_dir()), reverse=True):
-        if not any(directory.iterdir()):
-            directory.rmdir()
-
-
 def find_cached(registry: Registry, repository: str, tag: str) -> DependencyLayer | None:
     """The cache entry `deps-<key>`, when an earlier build pushed it."""
     manifest = registry.get_manifest(repository, tag)
     if manifest is None:
         return None
-    layer = manifest.data["layers"][0]
-    info = json.loads(layer.get("annotations", {}).get(ANNOTATION, "{}"))
-    if not info.get("path") or not info.get("diff_id"):
-        raise RegistryError(f"{registry.host}/{repository}:{tag} is not a dependency layer "
+    foreign = RegistryError(f"{registry.host}/{repository}:{tag} is not a dependency layer "
                             "cache entry of this agent: delete that tag")
-    result = LayerResult(layer["digest"], info["diff_id"], layer["size"], layer["mediaType"],
-                         int(info.get("uncompressed_size", 0)))
-    return DependencyLayer(result, info["path"], tuple(info.get("requirements", [])), True)
+    try:
+        layers = manifest.data["layers"]
+        layer = layers[0]
+        info = json.loads(layer["annotations"][ANNOTATION])
+        result = LayerResult(str(layer["digest"]), str(info["diff_id"]), int(layer["size"]),
+                             str(layer["mediaType"]), int(info.get("uncompressed_size", 0)))
+        path, requirements = info["path"], info.get("requirements", [])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        raise foreign from None
+    if (len(layers) != 1 or not isinstance(path, str) or not path.startswith(ROOT + "/")
+            or not isinstance(requirements, list)
+            or not re.fullmatch(r"sha256:[0-9a-f]{64}", result.digest)
+            or not re.fullmatch(r"sha256:[0-9a-f]{64}", result.diff_id)):
+        raise foreign
+    return DependencyLayer(result, path, tuple(str(r) for r in requirements), True)
 
 
 def push_layer(registry: Registry, repository: str, tag: str, site: Path, path: str,
@@ -291,15 +224,9 @@ def dependency_layer(registry: Registry, cache_repository: str, base: BasePython
 
 def _mount(registry: Registry, repository: str, digest: str, from_repository: str) -> None:
     upload = registry.mount_blob(repository, digest, from_repository)
-    if upload is None:
-        return
-    try:
-        for chunk in registry.stream_blob(from_repository, digest):
-            upload.write(chunk)
-        upload.finish(digest)
-    except BaseException:
-        upload.cancel()
-        raise
+    if upload is not None:  # not mounted: copied, its digest checked
+        copy_blob(registry.stream_blob(from_repository, digest),
+                  f"{registry.host}/{from_repository}", digest, upload)
 
 
 def for_model(dest: Destination, source: ModelSourceLike, settings: ImageSettings,

@@ -19,7 +19,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from agent.errors import RegistryError
 from agent.images import deps_layer
 from agent.images.content import Destination
 from agent.images.layer import (
@@ -34,7 +33,7 @@ from agent.images.naming import BUILDER_RECIPE
 from agent.images.oci import DOCKER_MANIFEST, OCI_MANIFEST, Manifest
 from agent.images.registry import Registry, sha256_digest
 from agent.images.settings import ImageSettings
-from agent.images.upload import BlobUpload
+from agent.images.upload import BlobUpload, copy_blob
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +112,7 @@ class DirectBuilder:
 
     @staticmethod
     def _copy_blob(src: Registry, src_repo: str, digest: str, upload: BlobUpload) -> None:
-        try:
-            for chunk in src.stream_blob(src_repo, digest):
-                upload.write(chunk)
-            if upload.digest() != digest:
-                raise RegistryError(f"blob {digest} from {src.host}/{src_repo} is corrupt")
-            upload.finish(digest)
-        except BaseException:
-            upload.cancel()
-            raise
+        copy_blob(src.stream_blob(src_repo, digest), f"{src.host}/{src_repo}", digest, upload)
 
     def _push_model_layer(self, dst: Registry, repository: str, source: ModelSourceLike,
                           model_path: str, report: Callable[..., None]) -> LayerResult:

@@ -168,10 +168,19 @@ class DependencySettings(_Section):
         default="requirements.txt", description="Requirements file at the model's root."
     )
     index_url: str | None = Field(
-        default=None, description="Package index (pip --index-url); None: PyPI."
+        default=None, description="Package index (pip --index-url); None: PyPI. No user info "
+        "in the URL: put the login in index_credentials_file."
     )
     extra_index_urls: list[str] = Field(
-        default_factory=list, description="Further indexes (pip --extra-index-url)."
+        default_factory=list, description="Further indexes (pip --extra-index-url). Warning: "
+        "pip takes a name from whichever index has the best version, so a package published "
+        "on PyPI under a name of your private index can replace it (dependency confusion); "
+        "prefer one index_url that proxies the others."
+    )
+    index_credentials_file: Path | None = Field(
+        default=None, description="netrc file (a mounted Secret) with `machine <index host> "
+        "login <user> password <token>` lines: pip gets it as a 0600 copy in its temporary "
+        "HOME, each login only for its host, never on its command line."
     )
     trusted_hosts: list[str] = Field(
         default_factory=list, description="Index hosts served over plain HTTP or an untrusted "
@@ -182,6 +191,11 @@ class DependencySettings(_Section):
     )
     install_timeout_seconds: float = Field(
         default=600.0, gt=0, description="Limit of the whole pip run, seconds."
+    )
+    max_layer_bytes: int = Field(
+        default=2 * 1024**3, gt=0,
+        description="Limit of what pip downloads and installs in the agent's temporary "
+        "directory for one layer, bytes; pip is stopped beyond it.",
     )
     python_version: str | None = Field(
         default=None, pattern=r"^3\.\d+$",
@@ -198,6 +212,20 @@ class DependencySettings(_Section):
         description="A requirement counts as present when the base has one of these "
         "distributions (they ship the same import package).",
     )
+
+    @model_validator(mode="after")
+    def _no_login_in_index_urls(self) -> DependencySettings:
+        from urllib.parse import urlsplit
+
+        for name, urls in (("index_url", [self.index_url] if self.index_url else []),
+                           ("extra_index_urls", self.extra_index_urls)):
+            for url in urls:
+                if "@" in urlsplit(url).netloc:
+                    raise ValueError(
+                        f"images.dependencies.{name} carries a login (user@host): it would be "
+                        "a pip argument and a chart value; put it in "
+                        "images.dependencies.index_credentials_file (netrc) instead")
+        return self
 
 
 class ImageSettings(_Section):

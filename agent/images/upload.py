@@ -187,3 +187,17 @@ class BlobUpload:
         with contextlib.suppress(RegistryError):
             self.registry.request("DELETE", self.location, self._scopes(), ok=(202, 204, 404),
                                   what="cancel upload", retry=False)
+
+
+def copy_blob(chunks: Iterator[bytes], source: str, digest: str, upload: BlobUpload) -> None:
+    """Stream a blob read from `source` into `upload`, finished only when its digest is
+    `digest` (a corrupt or substituted blob is never committed); cancelled on any error."""
+    try:
+        for chunk in chunks:
+            upload.write(chunk)
+        if upload.digest() != digest:
+            raise RegistryError(f"blob {digest} from {source} is corrupt")
+        upload.finish(digest)
+    except BaseException:
+        upload.cancel()
+        raise

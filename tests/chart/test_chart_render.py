@@ -59,6 +59,7 @@ SCENARIOS: dict[str, tuple[list[Path], list[str]]] = {
         "imageBuilder.chunkSizeBytes=1048576", "imageBuilder.progressBytes=1048576",
         "imageBuilder.configMap=kaniko-config", "predictionServer.serviceAccountName=models",
         "imageBuilder.dependencies.indexUrl=https://pypi.corp.example/simple",
+        "imageBuilder.dependencies.indexCredentialsSecret.name=pypi-netrc",
         "imageBuilder.dependencies.pipTimeoutSeconds=10",
         "imageBuilder.dependencies.installTimeoutSeconds=300",
         "imageBuilder.dependencies.pythonVersion=3.11",
@@ -125,6 +126,19 @@ def test_config_paths_point_at_mounted_files(scenario: tuple[str, Any]) -> None:
     for value in deployment_env(objects).values():
         if value.startswith("/"):
             assert any(value == m or value.startswith(m + "/") for m in mount_paths), value
+
+
+def test_the_index_login_is_a_mounted_netrc_never_a_value() -> None:
+    objects = render([MINIMAL], [
+        "imageBuilder.dependencies.indexUrl=https://pypi.corp.example/simple",
+        "imageBuilder.dependencies.indexCredentialsSecret.name=pypi-netrc"])
+    deps = agent_config(objects)["images"]["dependencies"]
+    assert deps["index_credentials_file"] == "/var/run/secrets/management-agent/index/netrc"
+    assert "@" not in deps["index_url"]
+    pod = find(objects, "Deployment")["spec"]["template"]["spec"]
+    volume = volumes_by_name(pod)["index-credentials"]
+    assert volume["secret"]["secretName"] == "pypi-netrc"
+    assert volume["secret"]["items"] == [{"key": "netrc", "path": "netrc"}]
 
 
 def test_the_api_token_is_a_mounted_file_never_a_value() -> None:

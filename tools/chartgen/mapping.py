@@ -71,6 +71,8 @@ WIRED: dict[str, str] = {
     "images.credentials.docker_config_file": "imageBuilder.secretName, mounted",
     "images.base_credentials": "imageBuilder.baseImageSecretName, mounted",
     "images.ca_bundle": "imageBuilder.registryCA, mounted",
+    "images.dependencies.index_credentials_file":
+        "imageBuilder.dependencies.indexCredentialsSecret, mounted as a file",
     "images.kaniko.fetcher_image": "the agent's own image",
     "images.kaniko.namespace": "the prediction namespace",
     "images.kaniko.service_account": "the builder service account the chart names",

@@ -44,6 +44,7 @@ names it derives, and fallbacks between values. agent.extraConfig is merged last
 {{- with $files.registryPassword }}{{ $_ := set $images.credentials "password_file" . }}{{ end }}
 {{- with $files.registryDockerConfig }}{{ $_ := set $images.credentials "docker_config_file" . }}{{ end }}
 {{- with $files.registryCA }}{{ $_ := set $images "ca_bundle" . }}{{ end }}
+{{- with $files.indexCredentials }}{{ $_ := set $images.dependencies "index_credentials_file" . }}{{ end }}
 {{- with $files.baseRegistryDockerConfig }}{{ $_ := set $images "base_credentials" (dict "provider" "dockerconfig" "docker_config_file" .) }}{{ end }}
 {{- $kaniko := $images.kaniko }}
 {{- $_ := set $kaniko "fetcher_image" (include "management-agent.image" .) }}

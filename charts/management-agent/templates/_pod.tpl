@@ -27,6 +27,9 @@ mounts:
 {{- with $v.imageBuilder.passwordSecret }}{{ if .name }}
   - {name: registryPassword, volume: registry-password, dir: /var/run/secrets/management-agent/registry-password, file: password, secret: {{ .name | quote }}, item: {{ .key | quote }}}
 {{- end }}{{ end }}
+{{- with $v.imageBuilder.dependencies.indexCredentialsSecret }}{{ if .name }}
+  - {name: indexCredentials, volume: index-credentials, dir: /var/run/secrets/management-agent/index, file: netrc, secret: {{ .name | quote }}, item: {{ .key | quote }}}
+{{- end }}{{ end }}
 {{- with $v.imageBuilder.registryCA }}{{ if or .configMap .secret }}
   - {name: registryCA, volume: registry-ca, dir: /etc/management-agent/ca/registry, file: ca.crt, configMap: {{ .configMap | quote }}, secret: {{ .secret | quote }}, item: {{ .key | quote }}}
 {{- end }}{{ end }}

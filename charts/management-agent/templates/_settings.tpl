@@ -147,6 +147,7 @@ entries:
   - {values: imageBuilder.dependencies.trustedHosts, settings: images.dependencies.trusted_hosts, type: any, unset: keep}
   - {values: imageBuilder.dependencies.pipTimeoutSeconds, settings: images.dependencies.pip_timeout_seconds, type: any, unset: keep}
   - {values: imageBuilder.dependencies.installTimeoutSeconds, settings: images.dependencies.install_timeout_seconds, type: any, unset: keep}
+  - {values: imageBuilder.dependencies.maxLayerBytes, settings: images.dependencies.max_layer_bytes, type: integer, unset: keep}
   - {values: imageBuilder.dependencies.pythonVersion, settings: images.dependencies.python_version, type: string, unset: omit}
   - {values: imageBuilder.dependencies.glibcVersion, settings: images.dependencies.glibc_version, type: string, unset: keep}
   - {values: imageBuilder.dependencies.providedBy, settings: images.dependencies.provided_by, type: any, unset: keep}

@@ -16,12 +16,12 @@ import pytest
 from agent.errors import InvalidActionError
 from agent.images.base_python import BasePython, _Listing
 from agent.images.deps_layer import (
-    _pip_reason,
     layer_key,
     missing_requirements,
     read_requirements,
 )
 from agent.images.layer import DirectorySource, LayerSink
+from agent.images.pip_install import pip_reason
 from agent.images.settings import DependencySettings, ImageSettings
 
 BASE = BasePython("3.11", "x86_64", "2.36",
@@ -88,7 +88,7 @@ def test_pip_reason_keeps_errors_and_hides_index_passwords() -> None:
               "ERROR: Could not find a version that satisfies the requirement zz==1.0 "
               "(from versions: none)\nERROR: No matching distribution found for zz==1.0\n"
               "ERROR: see https://user:s3cret@pypi.corp/simple/zz/\n")
-    reason = _pip_reason(output)
+    reason = pip_reason(output)
     assert "No matching distribution found for zz==1.0" in reason
     assert "Could not find a version" in reason
     assert "s3cret" not in reason
@@ -140,3 +140,37 @@ def test_uncompressed_layer_has_one_hash_for_diff_id_and_digest() -> None:
     sink.write(b"tar bytes")
     blob, diff = sink.close()
     assert blob == diff == "sha256:" + hashlib.sha256(b"tar bytes").hexdigest()
+
+
+def test_pip_gets_no_marker_and_markers_are_evaluated_for_the_base() -> None:
+    from packaging.requirements import Requirement
+
+    requirements = [Requirement(r) for r in (
+        'evil; platform_release != " --index-url https://evil.example/simple"',
+        "Requests[SOCKS,security]>=2; platform_machine == 'aarch64'",
+        "only-new; python_version >= '3.13'", "only-x86; platform_machine == 'x86_64'")]
+    missing, _ = missing_requirements(requirements, BASE, DependencySettings())
+    # what pip reads is name[extras]specifier only: no marker value can become an option
+    assert missing == ["evil", "only-x86"]
+    newer_arm = BasePython("3.13", "aarch64", "2.36", {}, "")
+    missing, _ = missing_requirements(requirements, newer_arm, DependencySettings())
+    assert missing == ["evil", "only-new", "requests[security,socks]>=2"]
+
+
+@pytest.mark.parametrize("field", ["index_url", "extra_index_urls"])
+def test_index_urls_with_a_login_are_refused(field: str) -> None:
+    from pydantic import ValidationError
+
+    url = "https://user:s3cret-token@pypi.corp.example/simple"
+    with pytest.raises(ValidationError, match="index_credentials_file") as caught:
+        DependencySettings.model_validate({field: url if field == "index_url" else [url]})
+    assert f"images.dependencies.{field} carries a login" in str(caught.value)
+
+
+def test_a_huge_dpkg_status_is_not_read_whole() -> None:
+    from agent.errors import BuildError
+    from agent.images.base_python import MAX_DPKG_BYTES
+
+    status = b"Package: filler\nVersion: 1\n\n" * (MAX_DPKG_BYTES // 27 + 1)
+    with pytest.raises(BuildError, match="dpkg status is larger than 4 MiB"):
+        _Listing([]).add(_layer({"var/lib/dpkg/status": status}))
