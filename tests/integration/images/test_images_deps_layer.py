@@ -22,9 +22,13 @@ import requests
 from images_support import Registries
 
 from agent.config import Settings
-from agent.errors import InvalidActionError
+from agent.errors import InvalidActionError, RegistryError
 from agent.images import build_model_image
+from agent.images.deps_layer import find_cached
 from agent.images.layer import DirectorySource
+from agent.images.oci import OCI_MANIFEST
+from agent.images.registry import Registry, sha256_digest
+from agent.images.upload import copy_blob
 from agent.model import DeploymentSpec, ModelRef
 from tests.fixtures.harness import harness_down, harness_vars
 
@@ -169,3 +173,41 @@ def test_requirements_the_base_has_need_no_layer(
     assert "dependencies" not in events.find("image pushed")[1]
     env = dict(e.split("=", 1) for e in config["config"]["Env"])
     assert env["PYTHONPATH"] == "/opt/mlflow/site:/opt/ml/site"
+
+
+@pytest.mark.parametrize("layers", ["none", "no-annotation", "path-elsewhere"])
+def test_a_foreign_manifest_at_the_cache_tag_is_a_clear_registry_error(
+        registries: Registries, layers: str) -> None:
+    registry = Registry(registries.plain, _settings(registries).images)
+    repository = f"models/deps-{RUN}"
+    config, blob = b"{}", b"not a dependency layer"
+    registry.push_blob(repository, config)
+    registry.push_blob(repository, blob)
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar", "size": len(blob),
+             "digest": sha256_digest(blob)}
+    if layers == "path-elsewhere":  # what a cache entry looks like, but not under our root
+        layer["annotations"] = {"io.management-agent.dependencies": json.dumps(
+            {"path": "/usr/lib/python3/dist-packages", "diff_id": sha256_digest(blob)})}
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": sha256_digest(config), "size": len(config)},
+                "layers": [] if layers == "none" else [layer]}
+    tag = f"deps-foreign-{layers}"
+    registry.put_manifest(repository, tag, json.dumps(manifest).encode(), OCI_MANIFEST)
+    with pytest.raises(RegistryError, match=rf"{repository}:{tag} is not a dependency layer "
+                       "cache entry of this agent: delete that tag"):
+        find_cached(registry, repository, tag)
+
+
+def test_a_copied_blob_with_another_digest_is_never_committed(registries: Registries) -> None:
+    """The copy of a dependency layer into a model's repository (when the registry does not
+    mount it) checks the digest. A real registry does not serve wrong bytes for a digest,
+    so the substituted stream is the test's; the upload and its refusal are the registry's."""
+    registry = Registry(registries.plain, _settings(registries).images)
+    repository = f"models/deps-{RUN}-copy"
+    digest = sha256_digest(b"the dependency layer")
+    upload = registry.start_upload(repository)
+    with pytest.raises(RegistryError, match=f"blob {digest} from src/deps is corrupt"):
+        copy_blob(iter([b"substituted bytes"]), "src/deps", digest, upload)
+    assert not registry.blob_exists(repository, digest)
+    assert not registry.blob_exists(repository, sha256_digest(b"substituted bytes"))
