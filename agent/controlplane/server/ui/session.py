@@ -3,8 +3,9 @@
 The cookie is signed with a key derived from the admin and read-only tokens
 (itsdangerous), so rotating either logs every browser out and the server keeps
 no session table (so a logout deletes the cookie in the browser but cannot
-revoke a copy of it before it expires: rotate a token for that). The cookie holds the role ('admin' or 'read') and the session's CSRF
-token, which every form sends back in a hidden field.
+revoke a copy of it before it expires: rotate a token for that). The cookie
+holds the role ('admin' or 'read') and the session's CSRF token, which every
+form sends back in a hidden field.
 """
 
 from __future__ import annotations
