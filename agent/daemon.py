@@ -36,7 +36,8 @@ def install_signal_handlers(runtime: Runtime) -> None:
 
 def configured_secrets(settings: Settings) -> list[str]:
     """The secrets of the configuration (files read now; re-read ones are registered on use):
-    control-plane and MLflow tokens and passwords, registry passwords."""
+    control-plane and MLflow tokens and passwords, registry passwords, the package index
+    netrc's passwords."""
     from agent.config import read_secret
 
     cp, mlflow = settings.control_plane, settings.control_plane.mlflow
@@ -54,6 +55,18 @@ def configured_secrets(settings: Settings) -> list[str]:
         except OSError as exc:
             raise ConfigError(f"{setting}: cannot read {exc.filename}: "
                               f"{exc.strerror or exc}") from exc
+    netrc_file = settings.images.dependencies.index_credentials_file
+    if netrc_file is not None:
+        from agent.errors import BuildError
+        from agent.images.pip_install import netrc_passwords
+
+        try:
+            found += netrc_passwords(netrc_file)
+        except OSError as exc:
+            raise ConfigError(f"images.dependencies.index_credentials_file: cannot read "
+                              f"{exc.filename}: {exc.strerror or exc}") from exc
+        except BuildError as exc:
+            raise ConfigError(str(exc)) from None
     return [secret for secret in found if secret]
 
 

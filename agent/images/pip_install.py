@@ -62,15 +62,20 @@ def pip_environment(home: Path, tmp: Path, credentials: Path | None) -> dict[str
         descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as stream:
             stream.write(data)
-        try:
-            parsed = netrc.netrc(str(target))
-        except netrc.NetrcParseError as exc:  # its message may quote a token: not shown
-            raise BuildError("images.dependencies.index_credentials_file is not a netrc file "
-                             f"(line {exc.lineno})") from None
-        for _login, _account, password in parsed.hosts.values():
+        for password in netrc_passwords(target):
             register_secret(password)
         env["NETRC"] = str(target)
     return env
+
+
+def netrc_passwords(path: Path) -> list[str]:
+    """The passwords of a netrc file (for the scrubber); BuildError when it does not parse."""
+    try:
+        parsed = netrc.netrc(str(path))
+    except netrc.NetrcParseError as exc:  # its message may quote a token: not shown
+        raise BuildError("images.dependencies.index_credentials_file is not a netrc file "
+                         f"(line {exc.lineno})") from None
+    return [password for _login, _account, password in parsed.hosts.values() if password]
 
 
 def pip_argv(site: Path, requirements: Path, constraints: Path, base: BasePython,

@@ -22,19 +22,22 @@ from tests.security.conftest import Endpoint
 def test_configured_secrets_are_all_registered_at_start(tmp_path: Path) -> None:
     (tmp_path / "registry-pw").write_text("canary-registry-pw-0101\n")
     (tmp_path / "mlflow-token").write_text("canary-mlflow-token-0102\n")
+    (tmp_path / "netrc").write_text(
+        "machine pypi.corp.example login ci password canary-index-pw-0105\n")
     settings = Settings.model_validate({
         "control_plane": {"token": "canary-cp-token-0100", "mlflow": {
             "token_file": str(tmp_path / "mlflow-token"), "password": "canary-mlflow-pw-0103"}},
         "images": {"credentials": {"username": "ops",
                                    "password_file": str(tmp_path / "registry-pw")},
                    "base_credentials": {"username": "b", "password": "canary-base-pw-0104",
-                                        "hosts": ["base.example.com"]}}})
+                                        "hosts": ["base.example.com"]},
+                   "dependencies": {"index_credentials_file": str(tmp_path / "netrc")}}})
     for secret in configured_secrets(settings):
         register_secret(secret)
     line = " ".join(f"canary-{name}" for name in (
         "cp-token-0100", "registry-pw-0101", "mlflow-token-0102", "mlflow-pw-0103",
-        "base-pw-0104"))
-    assert scrub(line) == "*** *** *** *** ***"
+        "base-pw-0104", "index-pw-0105"))
+    assert scrub(line) == "*** *** *** *** *** ***"
 
 
 def test_rotated_registry_password_is_scrubbed_on_use(tmp_path: Path) -> None:
