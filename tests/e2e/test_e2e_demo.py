@@ -45,6 +45,9 @@ def test_demo_prints_a_real_servers_answers_equal_to_the_local_model() -> None:
     assert v1_server != v2_server  # the replacement really serves the other model
     assert "dashboard: http://" in proc.stdout  # the URL a user opens while it runs
     assert "the dashboard shows deployment iris: model iris-v2, ready" in proc.stdout
+    # `deploy --wait` streams the rollout: ready pods of the new model out of those wanted
+    ready = [(int(a), int(b)) for a, b in re.findall(r"pods ready (\d+)/(\d+)", proc.stdout)]
+    assert ready and all(a <= b for a, b in ready), ready
 
 
 @pytest.mark.timeout(TIMEOUT + 60)

@@ -27,6 +27,7 @@ from agent.plugins.kubernetes.status import (
     deadline_exceeded,
     observed,
     pod_problems,
+    pod_ready,
     progress_line,
     rollout_complete,
     template_selector,
@@ -237,8 +238,7 @@ def wait_for_rollout(
         if line != last_line:
             log.debug("deployment %s: %s", deployment_id, line)
             if progress is not None:
-                status = deployment.get("status") or {}
-                progress(line, ready_replicas=status.get("readyReplicas") or 0,
+                progress(line, ready_replicas=_new_pods_ready(client, deployment),
                          replicas=(deployment.get("spec") or {}).get("replicas", 1))
             last_line = line
         failed = None
@@ -256,6 +256,18 @@ def wait_for_rollout(
                 deployment, timed_out=True,
             )
         time.sleep(settings.poll_interval_seconds)
+
+
+def _new_pods_ready(client: KubeClient, deployment: dict[str, Any]) -> int:
+    """Ready pods of the template being rolled out (`readyReplicas` also counts the old
+    ones a surge keeps, which would read "2/1 ready")."""
+    selector = template_selector(deployment)
+    if not selector:
+        return 0
+    pods = client.list("v1", "Pod", deployment["metadata"].get("namespace"),
+                       label_selector=selector)
+    return sum(1 for pod in pods
+               if pod_ready(pod) and not (pod.get("metadata") or {}).get("deletionTimestamp"))
 
 
 def _stuck(client: KubeClient, deployment: dict[str, Any], settings: KubernetesSettings,

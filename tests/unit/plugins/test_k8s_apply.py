@@ -188,24 +188,38 @@ def test_diagnosis_log_tail_carries_no_user_info_or_signed_query() -> None:
     assert "pa55-canary" not in text and "sig-canary" not in text
 
 
-def test_rollout_progress_events_carry_the_pods_ready_count() -> None:
+def test_rollout_progress_events_count_ready_pods_of_the_new_template_only() -> None:
     """A scripted reader stands in for the API server here (the stand-in's rollouts are
-    tested in tests/integration/kubernetes): what matters is the callback's details."""
+    tested in tests/integration/kubernetes and by the demo's e2e test): what matters is the
+    callback's details. Mid-surge the Deployment counts the old pod in readyReplicas; the
+    event counts only ready pods of the new template (else: "pods ready 2/1")."""
     from agent.plugins.kubernetes.apply import wait_for_rollout
+    from agent.plugins.kubernetes.status import template_selector
 
-    states = [deployment(observedGeneration=1, replicas=2, updatedReplicas=1, readyReplicas=1,
-                         availableReplicas=1),
-              deployment(observedGeneration=2, replicas=2, updatedReplicas=2, readyReplicas=2,
-                         availableReplicas=2)]
+    states = [deployment(want=1, observedGeneration=2, replicas=2, updatedReplicas=1,
+                         readyReplicas=2, availableReplicas=2),
+              deployment(want=1, observedGeneration=2, replicas=1, updatedReplicas=1,
+                         readyReplicas=1, availableReplicas=1)]
+    selectors: list[str] = []
 
     class Reader:
         def get(self, *_: Any) -> dict[str, Any]:
             return states.pop(0)
+
+        def list(self, *_: Any, label_selector: str = "") -> list[dict[str, Any]]:
+            selectors.append(label_selector)
+            ready = {"type": "Ready", "status": "True"}
+            return [{"metadata": {"name": "new"}, "status": {"phase": "Running",
+                                                             "conditions": [ready]}},
+                    {"metadata": {"name": "new-gone", "deletionTimestamp": "t"},
+                     "status": {"phase": "Running", "conditions": [ready]}},
+                    {"metadata": {"name": "new-starting"}, "status": {"phase": "Pending"}}]
 
     seen: list[tuple[str, dict[str, Any]]] = []
     settings = KubernetesSettings.model_validate({"poll_interval_seconds": 0.01})
     rollout = wait_for_rollout(Reader(), settings, "d", timeout=5,  # type: ignore[arg-type]
                                progress=lambda line, **details: seen.append((line, details)))
     assert rollout.done
-    assert seen == [("rollout: 1/2 updated, 1 available, 2 total",
-                     {"ready_replicas": 1, "replicas": 2})]
+    assert seen == [("rollout: 1/1 updated, 2 available, 2 total",
+                     {"ready_replicas": 1, "replicas": 1})]
+    assert selectors and selectors[0] == template_selector(deployment())
