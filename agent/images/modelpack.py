@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.images.auth import provider_for
+from agent.images.auth import registry_provider
 from agent.images.layer import LayerProgress, LayerSink, ModelSourceLike, write_model_tar
 from agent.images.naming import ImageRef
 from agent.images.oci import OCI_MANIFEST
@@ -126,8 +126,7 @@ def content_hash(model_digest: str, settings: ImageSettings) -> str:
 def push_model_artifact(settings: ImageSettings, target: ImageRef, source: ModelSourceLike,
                         labels: dict[str, str], report: Callable[..., None]) -> ModelArtifact:
     """Push `source` (an open ModelSource) to `target`'s repository, or reuse what is there."""
-    registry = Registry(target.registry, settings,
-                        provider_for(settings.credentials, target.registry))
+    registry = Registry(target.registry, settings, registry_provider(settings, target.registry))
     registry.ping()
     tag = content_hash(source.digest, settings)
     repo, base = target.repository, f"{target.registry}/{target.repository}"
