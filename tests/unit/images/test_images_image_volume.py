@@ -36,7 +36,9 @@ from agent.plugins.kubernetes.manifests import render
 from agent.plugins.kubernetes.settings import KubernetesSettings
 
 MODEL = ModelRef(id="m1", uri="s3://bucket/model/")
-VOLUME = "reg.example/models:mv-0123456789abcdef0123"
+DIGEST = "sha256:" + "ab" * 32
+#: what `resolve_image` records in image-volume mode: the tag for humans, the digest pinned
+VOLUME = f"reg.example/models:mv-0123456789abcdef0123@{DIGEST}"
 
 
 @pytest.mark.parametrize(("version", "builder", "expected"), [
@@ -70,6 +72,12 @@ def test_cluster_versions_of_managed_clusters_parse(text: str, parsed: tuple[int
 
 def test_rollback_renders_the_last_good_model_in_the_mode_it_was_delivered_in() -> None:
     assert mode_of_last_good(VOLUME, DeliveryMode.IMAGE) is DeliveryMode.IMAGE_VOLUME
+    # recorded before volumes were pinned to their digest
+    assert mode_of_last_good("reg.example/models:mv-0123456789abcdef0123", DeliveryMode.IMAGE) \
+        is DeliveryMode.IMAGE_VOLUME
+    # a digest-pinned server image is not mistaken for a model volume
+    assert mode_of_last_good(f"reg:5000/srv@{DIGEST}", DeliveryMode.STORAGE_INITIALIZER) \
+        is DeliveryMode.STORAGE_INITIALIZER
     assert mode_of_last_good("reg:5000/models:m-0123", DeliveryMode.IMAGE_VOLUME) \
         is DeliveryMode.IMAGE
     assert mode_of_last_good("reg:5000/srv:1", DeliveryMode.STORAGE_INITIALIZER) \
@@ -85,8 +93,9 @@ def test_pod_runs_the_unchanged_profile_image_with_the_model_mounted_read_only()
         kubernetes_validate.validate(obj, "1.35.0", strict=True)
     pod = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]
     assert "initContainers" not in pod or not pod["initContainers"]
-    assert pod["volumes"] == [{"name": "model", "image": {"reference": VOLUME,
-                                                          "pullPolicy": "IfNotPresent"}}]
+    # by digest: whoever may push a tag to the repository cannot swap the mounted model
+    assert pod["volumes"] == [{"name": "model", "image": {
+        "reference": f"reg.example/models@{DIGEST}", "pullPolicy": "IfNotPresent"}}]
     server = pod["containers"][0]
     assert server["image"] == "docker.io/seldonio/mlserver:1.7.1"
     assert {"name": "model", "mountPath": "/mnt/models", "readOnly": True} in \
