@@ -324,6 +324,9 @@ class Settings(Section):
                             self.artifacts):
                 if section.ca_bundle is None:
                     section.ca_bundle = ca
+            probe = self.plugin.kubernetes
+            if probe.public_probe_ca_bundle is None:  # the public URL may be private-CA too
+                probe.public_probe_ca_bundle = ca
         return self
 
     @model_validator(mode="after")

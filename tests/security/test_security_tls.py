@@ -30,6 +30,7 @@ from agent.errors import ControlPlaneError
 from agent.images.auth import registry_provider
 from agent.images.fetcher import fetcher_env
 from agent.images.registry import Registry
+from agent.plugins.kubernetes.probe import probe_url
 from tests.fixtures.controlplane import command, free_port
 from tests.security.conftest import Endpoint
 
@@ -139,6 +140,9 @@ def test_one_ca_setting_reaches_control_plane_registry_and_artifacts(
     fetch_model(f"{public_site.url}/model.bin", tmp_path / "m", settings.artifacts)
     assert (tmp_path / "m" / "model.bin").read_bytes() == public_site.body
     assert {s.path for s in public_site.seen} == {"/v2/", "/model.bin"}
+    # the public-URL probe of a deployment (a private-CA ingress) trusts it too
+    assert probe_url(f"{tls_control_plane}/api/v1/healthz", settings.plugin.kubernetes,
+                     wait=0) == (True, "ok")
 
 
 def test_a_ca_setting_never_replaces_the_system_roots(harness_env: dict[str, str],

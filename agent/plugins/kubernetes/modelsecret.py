@@ -19,6 +19,8 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from agent.errors import AgentError
+from agent.plugins.kubernetes.apply import apply_all
 from agent.plugins.kubernetes.client import KubeClient
 
 SUFFIX = "-model"
@@ -106,3 +108,26 @@ def apply_with_owner(client: KubeClient, secret: Mapping[str, Any],
                      owner: Mapping[str, Any] | None) -> None:
     """Server-side apply the Secret, owned by `owner` when it exists."""
     client.apply(owned(secret, owner))
+
+
+def apply_with_secret(client: KubeClient, name: str, objects: list[dict[str, Any]],
+                      live: dict[str, Any] | None, kept_uris: list[str]) -> None:
+    """Apply `objects`; the deployment's Secret first (its pods read it), owned by the
+    Deployment, keeping `kept_uris` (what the running pods and a rollback still need)."""
+    secret = next((o for o in objects if o["kind"] == "Secret"), None)
+    rest = [o for o in objects if o is not secret]
+    if secret is None:
+        apply_all(client, rest)
+        return
+    secret = with_kept_uris(secret, client.get("v1", "Secret", secret_name(name)), live,
+                            kept_uris)
+    apply_with_owner(client, secret, live)
+    try:
+        applied = apply_all(client, rest)
+    except AgentError:
+        if live is None:  # nothing owns the Secret yet: do not leave the URI behind
+            client.delete("v1", "Secret", secret["metadata"]["name"])
+        raise
+    if live is None:  # a first start: the Deployment exists only now
+        owner = next(o for o in applied if o.get("kind") == "Deployment")
+        apply_with_owner(client, secret, owner)

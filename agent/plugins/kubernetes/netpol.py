@@ -82,6 +82,10 @@ def store_endpoints(uri: str, fetcher_env: Mapping[str, str]) -> list[Endpoint] 
     return []  # pvc:// is a volume: no init container, no egress
 
 
+#: what an egress_to entry without ports opens for a host the order names
+WEB_PORTS = (80, 443)
+
+
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(host)
@@ -97,6 +101,14 @@ def _rule(spec: DeploymentSpec, endpoint: Endpoint, settings: KubernetesSettings
     for target in settings.network_policy.egress_to:
         if any(fnmatchcase(endpoint.host.lower(), p.lower()) for p in target.hosts):
             to = [dict(peer) for peer in target.to] or block
+            if not (to or target.ports or endpoint.ops_chosen or endpoint.port in WEB_PORTS):
+                # a host name, no peers, no ports: the order's port would open to every address
+                raise InvalidActionError(
+                    f"deployment {spec.id}: the model URI names port {endpoint.port} of "
+                    f"{endpoint.host}; the egress_to entry covering that host lists no ports, "
+                    "which opens only 80 and 443 for a model URI: list the port in "
+                    "plugin.kubernetes.network_policy.egress_to[].ports (chart value "
+                    "predictionServer.networkPolicy.egressTo)")
             return {**({"to": to} if to else {}), "ports": [dict(p) for p in target.ports] or port}
     if address and endpoint.ops_chosen:
         return {"to": block, "ports": port}

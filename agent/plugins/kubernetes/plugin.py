@@ -41,7 +41,6 @@ from agent.plugins import Reporter
 from agent.plugins.kubernetes import converge, modelsecret, names
 from agent.plugins.kubernetes.apply import (
     Rollout,
-    apply_all,
     diagnose,
     owned,
     prune,
@@ -340,26 +339,8 @@ class KubernetesPlugin:
 
     def _apply(self, name: str, objects: builtins.list[dict[str, Any]],
                live: dict[str, Any] | None, good: Good | None) -> None:
-        """Apply `objects`; the deployment's Secret first (its pods read it), owned by the
-        Deployment, keeping the URIs the running pods and a rollback still need."""
-        secret = next((o for o in objects if o["kind"] == "Secret"), None)
-        rest = [o for o in objects if o is not secret]
-        if secret is None:
-            apply_all(self.client, rest)
-            return
-        live_secret = self.client.get("v1", "Secret", modelsecret.secret_name(name))
         kept = [good[0].model.uri] if good is not None and good[0].model.uri else []
-        secret = modelsecret.with_kept_uris(secret, live_secret, live, kept)
-        modelsecret.apply_with_owner(self.client, secret, live)
-        try:
-            applied = apply_all(self.client, rest)
-        except AgentError:
-            if live is None:  # nothing owns the Secret yet: do not leave the URI behind
-                self.client.delete("v1", "Secret", secret["metadata"]["name"])
-            raise
-        if live is None:  # a first start: the Deployment exists only now
-            owner = next(o for o in applied if o.get("kind") == "Deployment")
-            modelsecret.apply_with_owner(self.client, secret, owner)
+        modelsecret.apply_with_secret(self.client, name, objects, live, kept)
 
     def _with_default_credentials(self, spec: DeploymentSpec) -> DeploymentSpec:
         default = self.settings.artifacts.default_credentials_secret

@@ -378,6 +378,8 @@ def test_a_pod_refused_by_pod_security_fails_the_build_at_once_and_says_what_to_
 
 
 def test_other_failed_creates_are_left_to_the_job_controller_to_retry() -> None:
+    """A scripted Job (FakeKube: a quota refusal cannot be produced on demand by the stand-in);
+    only Pod Security refusals end the build early."""
     kube = job_kube({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]},
                     {"containerStatuses": []})
     kube.events = [{"reason": "FailedCreate", "message": 'pods "x" is forbidden: exceeded '
@@ -390,6 +392,8 @@ SIGNED = ("https://user:pa55word-xyz@store.example.com/m.tgz?X-Amz-Signature=dea
 
 
 def test_failure_log_tail_carries_no_user_info_or_signed_query() -> None:
+    """A scripted failed Job and its log (FakeKube: the redaction is the unit under test; the
+    stand-in run is tests/integration/images/test_images_kaniko_job.py)."""
     kube = job_kube(
         {"failed": 1, "conditions": [{"type": "Failed", "status": "True",
                                       "reason": "BackoffLimitExceeded"}]},

@@ -170,7 +170,9 @@ def test_previous_is_only_the_last_good_model() -> None:
 
 
 def test_diagnosis_log_tail_carries_no_user_info_or_signed_query() -> None:
-    """A server that logs the URL it failed on: its tail goes into the action's result."""
+    """A server that logs the URL it failed on: its tail goes into the action's result,
+    redacted. FakeKube scripts the crashing pod and its log (the redaction is the unit
+    under test; the stand-in cannot be made to log a chosen line on demand)."""
     from agent.plugins.kubernetes.apply import diagnose
     from tests.fixtures.fakekube import FakeKube
 

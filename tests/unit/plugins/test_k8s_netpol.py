@@ -107,3 +107,16 @@ def test_no_store_rule_where_no_init_container_fetches() -> None:
     off = KubernetesSettings.model_validate({"model_delivery": "storage-initializer",
                                              "agent_image": "reg/agent:1"})
     assert "NetworkPolicy" not in by_kind(render(spec("s3://b/m"), off, "i", "e"))
+
+
+def test_a_host_pattern_without_ports_does_not_open_the_orders_port_to_every_address() -> None:
+    """`hosts: ["*.amazonaws.com"]` with no peers and no ports allows any address: the port
+    must not be the order's choice (https://x.amazonaws.com:5432/ would open 5432 to all)."""
+    s = settings(egress_to=[{"hosts": ["*.amazonaws.com"]}])
+    assert "names port 5432 of x.amazonaws.com" in refused("https://x.amazonaws.com:5432/m", s)
+    assert egress("https://x.amazonaws.com/m", s)[1] == {
+        "ports": [{"protocol": "TCP", "port": 443}]}
+    listed = settings(egress_to=[{"hosts": ["*.amazonaws.com"],
+                                  "ports": [{"protocol": "TCP", "port": 5432}]}])
+    assert egress("https://x.amazonaws.com:5432/m", listed)[1] == {
+        "ports": [{"protocol": "TCP", "port": 5432}]}

@@ -7,17 +7,11 @@ inside free text such as event messages, so a signed URL never reaches a page.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from agent.logs import redact_uri
+from agent.logs import redact_uris_in as redact_text
 
 HIDDEN = "********"
-URI = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
-
-
-def redact_text(text: str) -> str:
-    return URI.sub(lambda match: redact_uri(match.group(0)), text)
 
 
 def redact_value(value: Any) -> Any:

@@ -1,9 +1,11 @@
 """Dashboard sessions: a signed, HttpOnly, SameSite=Strict cookie and a CSRF token per session.
 
-The cookie is signed with a key derived from the admin token (itsdangerous), so
-rotating the admin token logs every browser out and the server keeps no session
-table. The cookie holds the role ('admin' or 'read') and the session's CSRF
-token, which every form sends back in a hidden field.
+The cookie is signed with a key derived from the admin and read-only tokens
+(itsdangerous), so rotating either logs every browser out and the server keeps
+no session table (so a logout deletes the cookie in the browser but cannot
+revoke a copy of it before it expires: rotate a token for that). The cookie
+holds the role ('admin' or 'read') and the session's CSRF token, which every
+form sends back in a hidden field.
 """
 
 from __future__ import annotations
@@ -21,8 +23,12 @@ MAX_AGE = 8 * 3600  # seconds a login lasts
 
 
 def _serializer(request: Request) -> URLSafeTimedSerializer:
-    admin: str = request.app.state.config.admin_token
-    key = hmac.new(admin.encode(), b"management-agent dashboard session", hashlib.sha256)
+    config = request.app.state.config
+    admin: str = config.admin_token
+    read: str = getattr(config, "read_token", None) or ""
+    # both tokens key the signature: rotating either one logs every browser out
+    key = hmac.new(admin.encode(), b"management-agent dashboard session:" + read.encode(),
+                   hashlib.sha256)
     return URLSafeTimedSerializer(key.hexdigest(), salt="ui-session")
 
 
