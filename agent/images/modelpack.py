@@ -16,7 +16,8 @@ What is pushed (one content address, no base image, nothing built):
   `application/vnd.oci.image.layer.v1.tar` layers, the ModelPack
   `artifactType` and annotations kept), which containerd and CRI-O both mount
   as a Kubernetes image volume (containerd unpacks only image layers; CRI-O
-  mounts artifacts too). That one is what `image-volume` mode mounts.
+  mounts artifacts too). That one is what `image-volume` mode mounts, by
+  its digest (`agent.plugins.kubernetes.model_volume`): the tag can be moved.
 
 The blobs are uploaded once and referenced by both manifests. `mv-<hash>` is
 pushed last, so its tag being there means everything is: a repeated push is
@@ -102,7 +103,7 @@ class ModelArtifact:
     """The pushed model: the ModelPack artifact and the model-only image of the same blobs."""
 
     artifact: str  # registry/repo:mp-<hash>, the ModelPack artifact
-    volume: str  # registry/repo:mv-<hash>, what an image volume mounts
+    volume: str  # registry/repo:mv-<hash>; an image volume mounts it by `digest`
     digest: str  # manifest digest of the model-only image
     reused: bool  # True when it was there already: nothing uploaded
     bytes_uploaded: int = 0
