@@ -128,8 +128,9 @@ def _model_volume(spec: DeploymentSpec, server_image: str, settings: Settings,
     if not pushed.reused:
         report(f"model artifact pushed: {pushed.volume} (ModelPack: {pushed.artifact})",
                image=pushed.volume, digest=pushed.digest, bytes_uploaded=pushed.bytes_uploaded)
+    # the tag for humans and rollback, the digest for the pod (model_volume.pinned)
     return ModelDelivery(DeliveryMode.IMAGE_VOLUME, server_image, pushed.digest, pushed.reused,
-                         volume=pushed.volume)
+                         volume=f"{pushed.volume}@{pushed.digest}")
 
 
 def _ready_image(image: str, settings: Settings) -> BuiltImage:

@@ -14,6 +14,9 @@
 version (discovery) is at least `image_volume_min_version` and the direct
 builder pushes (the agent itself uploads the artifact), otherwise image, and
 storage-initializer when `images.builder` is `none` (nothing can build or push).
+The nodes' container runtimes (containerd 2.1+, CRI-O 1.31+ mount image
+volumes) are not checked: the agent's namespaced Role cannot read Nodes, so
+ops with older nodes set `model_delivery: image`.
 
 Adding a mode is local: a `DeliveryMode` member, its `Mode` entry in `MODES`,
 the value in `KubernetesSettings.model_delivery`, its branch in
@@ -72,7 +75,8 @@ class ModelDelivery:
     image: str  # the server container's image
     digest: str | None = None  # manifest digest of a built image, when known
     reused: bool = False  # True when a built image's content-addressed tag already existed
-    volume: str | None = None  # image-volume mode: the model-only image mounted at the model path
+    #: image-volume mode: the model-only image mounted at the model path, `repo:mv-<hash>@<digest>`
+    volume: str | None = None
 
     @property
     def model_image(self) -> str:
@@ -122,7 +126,7 @@ def delivery_mode(model: ModelRef, configured: str, builder: str = "direct",
 
 def mode_of_last_good(image: str, current: DeliveryMode) -> DeliveryMode:
     """The mode a recorded last-good model image was delivered in (for a rollback)."""
-    tag = image.rsplit("/", 1)[-1].partition(":")[2]
+    tag = image.split("@", 1)[0].rsplit("/", 1)[-1].partition(":")[2]
     if tag.startswith(VOLUME_TAG_PREFIX):
         return DeliveryMode.IMAGE_VOLUME
     return DeliveryMode.IMAGE if current is DeliveryMode.IMAGE_VOLUME else current

@@ -2,11 +2,11 @@
 
 What is pushed (one content address, no base image, nothing built):
 
-- the layers: one uncompressed tar per weight file (ModelPack recommends
+- the layers: one uncompressed tar per file (ModelPack recommends
   uncompressed weights: they hardly compress, and the blob digest is then the
-  diff-id), one tar each for the model's configuration, documentation and
-  code files; every path is relative to the model's root and each layer
-  carries `org.cncf.model.filepath`;
+  diff-id), at most MAX_FILE_LAYERS of them (`plan_layers` groups the rest);
+  every path is relative to the model's root and each one-file layer carries
+  `org.cncf.model.filepath`;
 - `mp-<hash>`: the ModelPack artifact (`artifactType`
   `application/vnd.cncf.model.manifest.v1+json`, config
   `application/vnd.cncf.model.config.v1+json` with the model's format and
@@ -16,7 +16,8 @@ What is pushed (one content address, no base image, nothing built):
   `application/vnd.oci.image.layer.v1.tar` layers, the ModelPack
   `artifactType` and annotations kept), which containerd and CRI-O both mount
   as a Kubernetes image volume (containerd unpacks only image layers; CRI-O
-  mounts artifacts too). That one is what `image-volume` mode mounts.
+  mounts artifacts too). That one is what `image-volume` mode mounts, by
+  its digest (`agent.plugins.kubernetes.model_volume`): the tag can be moved.
 
 The blobs are uploaded once and referenced by both manifests. `mv-<hash>` is
 pushed last, so its tag being there means everything is: a repeated push is
@@ -33,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.images.auth import provider_for
+from agent.images.auth import registry_provider
 from agent.images.layer import LayerProgress, LayerSink, ModelSourceLike, write_model_tar
 from agent.images.naming import ImageRef
 from agent.images.oci import OCI_MANIFEST
@@ -102,7 +103,7 @@ class ModelArtifact:
     """The pushed model: the ModelPack artifact and the model-only image of the same blobs."""
 
     artifact: str  # registry/repo:mp-<hash>, the ModelPack artifact
-    volume: str  # registry/repo:mv-<hash>, what an image volume mounts
+    volume: str  # registry/repo:mv-<hash>; an image volume mounts it by `digest`
     digest: str  # manifest digest of the model-only image
     reused: bool  # True when it was there already: nothing uploaded
     bytes_uploaded: int = 0
@@ -126,8 +127,7 @@ def content_hash(model_digest: str, settings: ImageSettings) -> str:
 def push_model_artifact(settings: ImageSettings, target: ImageRef, source: ModelSourceLike,
                         labels: dict[str, str], report: Callable[..., None]) -> ModelArtifact:
     """Push `source` (an open ModelSource) to `target`'s repository, or reuse what is there."""
-    registry = Registry(target.registry, settings,
-                        provider_for(settings.credentials, target.registry))
+    registry = Registry(target.registry, settings, registry_provider(settings, target.registry))
     registry.ping()
     tag = content_hash(source.digest, settings)
     repo, base = target.repository, f"{target.registry}/{target.repository}"
@@ -152,17 +152,29 @@ def push_model_artifact(settings: ImageSettings, target: ImageRef, source: Model
     return ModelArtifact(f"{base}:mp-{tag}", f"{base}:mv-{tag}", digest, False, uploaded)
 
 
-def _groups(files: list[Any]) -> list[tuple[str, list[Any]]]:
-    """A layer per file (as ModelPack tools do); past MAX_FILE_LAYERS files, one per kind
-    for all but the weights (an overlay mount of hundreds of layers fails)."""
-    groups: list[tuple[str, list[Any]]] = []
+def plan_layers(files: list[Any]) -> list[tuple[str, list[Any]]]:
+    """(kind, files) of each layer: at most MAX_FILE_LAYERS layers, whatever the file count.
+
+    A layer per file, as ModelPack tools do, while the files fit. Past that (an
+    overlay mount of hundreds of layers fails: overlayfs stacks at most ~128 lower
+    directories, and containerd and CRI-O refuse long before), one layer per kind for
+    all but the weights, a layer each for the largest weights (they are what a new
+    model version shares with the old one), and one final layer for the other weights.
+    `files` are sorted by path, so the layers (and their digests) are deterministic.
+    """
+    if len(files) <= MAX_FILE_LAYERS:
+        return [(file_kind(f.path), [f]) for f in files]
+    weights = [f for f in files if file_kind(f.path) == "weight"]
     others: dict[str, list[Any]] = {}
     for f in files:
-        kind = file_kind(f.path)
-        if kind == "weight" or len(files) <= MAX_FILE_LAYERS:
-            groups.append((kind, [f]))
-        else:
-            others.setdefault(kind, []).append(f)
+        if file_kind(f.path) != "weight":
+            others.setdefault(file_kind(f.path), []).append(f)
+    room = MAX_FILE_LAYERS - len(others) - 1  # one layer left for the remaining weights
+    own = {f.path for f in sorted(weights, key=lambda f: (-f.size, f.path))[:room]}
+    groups: list[tuple[str, list[Any]]] = [("weight", [f]) for f in weights if f.path in own]
+    rest = [f for f in weights if f.path not in own]
+    if rest:
+        groups.append(("weight", rest))
     return groups + sorted(others.items())
 
 
@@ -171,7 +183,7 @@ def _push_layers(registry: Registry, repo: str, files: list[Any], settings: Imag
     total = sum(f.size for f in files)
     done = 0
     layers = []
-    for kind, group in _groups(files):
+    for kind, group in plan_layers(files):
         upload = registry.start_upload(repo)
         offset = done
         progress = LayerProgress(report, total, settings.progress_bytes, upload)

@@ -12,6 +12,7 @@ by default), the API server refuses the volume the way a real one does.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -117,8 +118,9 @@ def test_image_volume_serves_like_a_built_image_and_replaces_without_a_build(
         server = next(c for c in pod["containers"] if c["name"] == "server")
         assert server["image"] == cluster["HARNESS_MLSERVER_IMAGE"]  # the profile's, unchanged
         volume = next(v for v in pod["volumes"] if "image" in v)
-        assert volume["image"]["reference"].startswith(
-            f"{cluster['HARNESS_REGISTRY']}/e2e-models:mv-")
+        # pinned by digest: a moved mv- tag cannot swap the mounted model
+        assert re.fullmatch(re.escape(f"{cluster['HARNESS_REGISTRY']}/e2e-models@") +
+                            "sha256:[0-9a-f]{64}", volume["image"]["reference"])
         mount = next(m for m in server["volumeMounts"] if m["name"] == volume["name"])
         assert mount["readOnly"] is True
 
@@ -158,7 +160,9 @@ def test_image_volume_serves_like_a_built_image_and_replaces_without_a_build(
             timeout=300)
         assert result["data"]["oldModelInUse"] is True, result
         assert "rolled back: model iv-v2 is still serving" in result["data"]["message"], result
-        assert result["data"]["image"] == v2_volume, result
+        # reported with its mv- tag for humans, the same digest as the volume
+        reported = result["data"]["image"]
+        assert ":mv-" in reported and reported.endswith(v2_volume.split("@")[1]), result
         pod = kube.get("apps/v1", "Deployment", name)["spec"]["template"]["spec"]
         assert pod["volumes"][0]["image"]["reference"] == v2_volume
         assert pod["containers"][0]["image"] == cluster["HARNESS_MLSERVER_IMAGE"]

@@ -18,6 +18,7 @@ from agent.images.layer import DirectorySource
 from agent.images.modelpack import push_model_artifact
 from agent.images.naming import parse_reference
 from agent.images.settings import ImageSettings, RegistryCredentials
+from agent.plugins.kubernetes.model_volume import pinned
 from tests.fixtures.harness import harness_down
 from tools.kube.controllers.testing import StandinCluster, dump_debug, wait_for
 
@@ -53,7 +54,11 @@ def _push_model(env: dict[str, str], tmp: Path) -> str:
                                         hosts=[env["HARNESS_REGISTRY_TLS"]]))
     target = parse_reference(f"{env['HARNESS_REGISTRY_TLS']}/volumes/m-{uuid.uuid4().hex[:6]}")
     with DirectorySource(model) as source:
-        return push_model_artifact(settings, target, source, {}, lambda *a, **k: None).volume
+        pushed = push_model_artifact(settings, target, source, {}, lambda *a, **k: None)
+    # what the agent renders: the manifest by digest (`repo@sha256:...`), not the mv- tag
+    reference = pinned(f"{pushed.volume}@{pushed.digest}")
+    assert reference.endswith(f"@{pushed.digest}") and ":mv-" not in reference
+    return reference
 
 
 def _pod(name: str, image: str, volume: str, secret: bool,
@@ -85,12 +90,20 @@ def test_image_volume_is_pulled_with_the_pods_secret_and_mounted_read_only(
                    # checked) unless the policy says Always
                    _pod("without", env["HARNESS_BASE_IMAGE"], volume, secret=False,
                         policy="Always")], ns)
+    cached = _pod("cached", env["HARNESS_BASE_IMAGE"], volume, secret=False)
     try:
         wait_for(lambda: (cluster.pod(ns, "with") or {}).get("status", {}).get("phase")
                  == "Succeeded", 120, what="pod with the secret Succeeded")
         logs = cluster.kubectl("logs", "-n", ns, "with").stdout
         assert "weights " in logs and "threshold: 0.5" in logs
         assert "write refused: Read-only file system" in logs
+
+        # the node-cache exposure docs/security.md describes: with IfNotPresent, a pod
+        # without pull secrets naming the same reference mounts the node's copy
+        cluster.apply([cached], ns)
+        wait_for(lambda: (cluster.pod(ns, "cached") or {}).get("status", {}).get("phase")
+                 == "Succeeded", 120, what="pod without secret on a cached image Succeeded")
+        assert "weights " in cluster.kubectl("logs", "-n", ns, "cached").stdout
 
         def refused() -> bool:
             return any(e["reason"] == "Failed" and volume in e["message"]

@@ -229,7 +229,9 @@ class KubernetesSettings(_Section):
         "container that fetches the model; image-volume: base image + the model pushed as an "
         "OCI artifact and mounted as an image volume; auto: image-volume on clusters of at "
         "least image_volume_min_version with images.builder=direct, else image, and "
-        "storage-initializer when images.builder=none.",
+        "storage-initializer when images.builder=none. auto reads only the API server's "
+        "version, not the nodes' runtimes: set image where nodes run containerd < 2.1 or "
+        "CRI-O < 1.31.",
     )
     image_volume_min_version: str = Field(
         default="1.35", pattern=r"^v?[0-9]+\.[0-9]+$",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from images_support import Registries
+from images_support import Registries, skopeo_tls_args
 
 from agent.artifacts import open_model
 from agent.artifacts.settings import ArtifactSettings
@@ -23,7 +23,7 @@ from agent.images.layer import DirectorySource
 from agent.images.modelpack import ModelArtifact, push_model_artifact
 from agent.images.naming import parse_reference
 from agent.images.registry import Registry, sha256_digest
-from agent.images.settings import ImageSettings
+from agent.images.settings import ImageSettings, RegistryCredentials
 
 pytestmark = pytest.mark.integration
 
@@ -132,3 +132,26 @@ def test_fetcher_reads_a_modelpack_artifact_with_either_prefix(
                           "application/vnd.oci.image.manifest.v1+json")
     with open_model(f"oci://{registries.plain}/{repo}:cnai", settings) as source:
         assert {f.path: f.open().read() for f in source.files()} == {"model.onnx": weights}
+
+
+def test_basic_login_without_hosts_is_sent_to_the_generated_repositorys_own_host(
+        registries: Registries, model_dir: Path, tmp_path: Path) -> None:
+    """The login is bound to `generated_image_repository`'s host, as in image mode: no
+    `hosts` needed to push the model artifact there (image-volume pushes used to get 401)."""
+    repo = f"models/mp-{uuid.uuid4().hex[:8]}"
+    settings = ImageSettings(
+        generated_image_repository=f"{registries.tls}/models/generated",
+        ca_bundle=registries.ca_cert,
+        credentials=RegistryCredentials(provider="basic", username=registries.tls_user,
+                                        password=registries.tls_password))
+    assert settings.credentials.hosts == []
+    with DirectorySource(model_dir) as source:
+        pushed = push_model_artifact(settings, parse_reference(f"{registries.tls}/{repo}"),
+                                     source, LABELS, lambda *a, **k: None)
+    out = subprocess.run(
+        ["skopeo", "inspect", *skopeo_tls_args(registries, registries.tls, "",
+                                                        tmp_path / "certs"),
+         f"--creds={registries.tls_user}:{registries.tls_password}",
+         f"docker://{registries.tls}/{repo}:{pushed.volume.rsplit(':', 1)[-1]}"],
+        check=True, capture_output=True, text=True).stdout
+    assert json.loads(out)["Digest"] == pushed.digest

@@ -8,6 +8,8 @@ tests/e2e/test_e2e_image_volume.py.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import kubernetes_validate
 import pytest
 from pydantic import ValidationError
@@ -20,13 +22,23 @@ from agent.images.delivery import (
     mode_of_last_good,
     parse_version,
 )
-from agent.images.modelpack import file_kind, file_path_annotation, is_modelpack, model_format
+from agent.images.layer import DirectorySource, LayerSink, write_model_tar
+from agent.images.modelpack import (
+    MAX_FILE_LAYERS,
+    file_kind,
+    file_path_annotation,
+    is_modelpack,
+    model_format,
+    plan_layers,
+)
 from agent.model import DeploymentSpec, ModelRef
 from agent.plugins.kubernetes.manifests import render
 from agent.plugins.kubernetes.settings import KubernetesSettings
 
 MODEL = ModelRef(id="m1", uri="s3://bucket/model/")
-VOLUME = "reg.example/models:mv-0123456789abcdef0123"
+DIGEST = "sha256:" + "ab" * 32
+#: what `resolve_image` records in image-volume mode: the tag for humans, the digest pinned
+VOLUME = f"reg.example/models:mv-0123456789abcdef0123@{DIGEST}"
 
 
 @pytest.mark.parametrize(("version", "builder", "expected"), [
@@ -60,6 +72,12 @@ def test_cluster_versions_of_managed_clusters_parse(text: str, parsed: tuple[int
 
 def test_rollback_renders_the_last_good_model_in_the_mode_it_was_delivered_in() -> None:
     assert mode_of_last_good(VOLUME, DeliveryMode.IMAGE) is DeliveryMode.IMAGE_VOLUME
+    # recorded before volumes were pinned to their digest
+    assert mode_of_last_good("reg.example/models:mv-0123456789abcdef0123", DeliveryMode.IMAGE) \
+        is DeliveryMode.IMAGE_VOLUME
+    # a digest-pinned server image is not mistaken for a model volume
+    assert mode_of_last_good(f"reg:5000/srv@{DIGEST}", DeliveryMode.STORAGE_INITIALIZER) \
+        is DeliveryMode.STORAGE_INITIALIZER
     assert mode_of_last_good("reg:5000/models:m-0123", DeliveryMode.IMAGE_VOLUME) \
         is DeliveryMode.IMAGE
     assert mode_of_last_good("reg:5000/srv:1", DeliveryMode.STORAGE_INITIALIZER) \
@@ -75,8 +93,9 @@ def test_pod_runs_the_unchanged_profile_image_with_the_model_mounted_read_only()
         kubernetes_validate.validate(obj, "1.35.0", strict=True)
     pod = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]
     assert "initContainers" not in pod or not pod["initContainers"]
-    assert pod["volumes"] == [{"name": "model", "image": {"reference": VOLUME,
-                                                          "pullPolicy": "IfNotPresent"}}]
+    # by digest: whoever may push a tag to the repository cannot swap the mounted model
+    assert pod["volumes"] == [{"name": "model", "image": {
+        "reference": f"reg.example/models@{DIGEST}", "pullPolicy": "IfNotPresent"}}]
     server = pod["containers"][0]
     assert server["image"] == "docker.io/seldonio/mlserver:1.7.1"
     assert {"name": "model", "mountPath": "/mnt/models", "readOnly": True} in \
@@ -113,3 +132,49 @@ def test_model_format_and_both_media_type_prefixes() -> None:
     assert not is_modelpack("application/vnd.oci.image.layer.v1.tar")
     assert file_path_annotation({"org.cnai.model.filepath": "w.bin"}) == "w.bin"
     assert file_path_annotation({"other": "x"}) is None
+
+
+def _layer_digests(model: Path) -> list[tuple[str, int, str]]:
+    """(kind, file count, tar digest) of each layer `push_model_artifact` would push."""
+    out = []
+    with DirectorySource(model) as source:
+        files = sorted(source.files(), key=lambda f: f.path)
+        for kind, group in plan_layers(files):
+            sink = LayerSink(None, "none", None)
+            write_model_tar(group, "", sink)
+            out.append((kind, len(group), sink.close()[0]))
+    return out
+
+
+def test_a_model_of_500_files_is_pushed_in_at_most_64_layers_with_stable_digests(
+        tmp_path: Path) -> None:
+    """Hundreds of layers fail to mount (overlayfs stacks ~128 at most; containerd and
+    CRI-O refuse earlier): the files past the cap share layers, deterministically."""
+    model = tmp_path / "model"
+    (model / "shards").mkdir(parents=True)
+    for i in range(490):
+        (model / "shards" / f"part-{i:03}.bin").write_bytes(b"w" * (i + 1))
+    for name in ("MLmodel", "conda.yaml", "README.md", "LICENSE", "predict.py", "a.json",
+                 "b.json", "run.sh", "notes.md", "x.cfg"):
+        (model / name).write_text(name)
+    layers = _layer_digests(model)
+    assert len(layers) <= MAX_FILE_LAYERS == 64
+    assert sum(count for _, count, _ in layers) == 500
+    with DirectorySource(model) as source:
+        files = sorted(source.files(), key=lambda f: f.path)
+    planned = [f.path for _, group in plan_layers(files) for f in group]
+    assert sorted(planned) == sorted(f.path for f in files)  # every file exactly once
+    # the largest weights keep a layer of their own (shared by the next version)
+    own = {group[0].path for kind, group in plan_layers(files) if len(group) == 1}
+    assert "shards/part-489.bin" in own and "shards/part-000.bin" not in own
+    assert {kind for kind, _, _ in layers} == {"weight", "weight.config", "doc", "code"}
+    assert _layer_digests(model) == layers
+
+
+def test_a_small_model_gets_a_layer_per_file() -> None:
+    class F:
+        def __init__(self, path: str) -> None:
+            self.path, self.size = path, 1
+    files = [F(f"w{i:02}.bin") for i in range(MAX_FILE_LAYERS)]
+    assert [(k, [f.path for f in g]) for k, g in plan_layers(files)] == \
+        [("weight", [f.path]) for f in files]
