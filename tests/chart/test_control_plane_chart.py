@@ -161,8 +161,11 @@ def test_install_passes_helm_test_and_replicas_share_state(
     admin_token = secrets.token_hex(16)
     assert _kubectl(env, "-n", namespace, "create", "secret", "generic", "cp-admin",
                     f"--from-literal=token={admin_token}").returncode == 0
+    read_token = secrets.token_hex(16)
+    assert _kubectl(env, "-n", namespace, "create", "secret", "generic", "cp-read",
+                    f"--from-literal=token={read_token}").returncode == 0
     sets = [f"image.repository={image}", "image.pullPolicy=Always",
-            "adminToken.secretName=cp-admin"]
+            "adminToken.secretName=cp-admin", "readToken.secretName=cp-read"]
     database = ""
     scheme, replicas = "http", 1
     verify: bool | str = True
@@ -211,6 +214,13 @@ def test_install_passes_helm_test_and_replicas_share_state(
             client.close()
         assert requests.get(f"{scheme}://{addresses[-1]}/api/v1/healthz",
                             timeout=10, verify=verify).status_code == 200
+        # readToken: the dashboard lets its holder in (read-only pages, no forms)
+        login = requests.post(f"{scheme}://{addresses[0]}/ui/login", data={"token": read_token},
+                              timeout=10, verify=verify, allow_redirects=False)
+        assert login.status_code == 303 and "mgmt_cp_ui" in login.cookies, login.text
+        page = requests.get(f"{scheme}://{addresses[0]}/ui", cookies=login.cookies,
+                            timeout=10, verify=verify)
+        assert page.status_code == 200 and "models" in page.text
     finally:
         subprocess.run([find_helm(), "uninstall", "cp", "-n", namespace], capture_output=True,
                        timeout=120, env=env)
