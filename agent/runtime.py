@@ -11,9 +11,9 @@ Poll, heartbeat and lease renewal are `agent.retry.service_loop`s: jittered,
 backing off on failure, logging an outage once. Signal handlers only set a
 flag. On SIGTERM the agent stops claiming, lets in-flight actions finish
 within the grace period and releases the leases of the rest, so another
-replica can pick them up at once; a second SIGTERM/SIGINT skips the wait.
-Results are delivered, and malformed, exhausted or timed-out actions failed,
-by `agent.reporting.ResultReporter`.
+replica can pick them up at once; a second SIGTERM/SIGINT skips the wait. A
+heartbeat in progress finishes first. Results are delivered (and malformed,
+exhausted or timed-out actions failed) by `agent.reporting.ResultReporter`.
 """
 
 from __future__ import annotations
@@ -155,9 +155,14 @@ class Runtime:
         thread.start()
         self._threads.append(thread)
 
+    def _join_threads(self, timeout: float) -> None:
+        """A heartbeat or lease renewal in progress finishes (bounded) before clients close."""
+        deadline = time.monotonic() + timeout
+        for thread in (t for t in self._threads if t is not threading.current_thread()):
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
     def _leadership_lost(self) -> None:
-        log.error("leader lease lost: stopping so that the new leader takes over in-flight work "
-                  "when its action leases expire")
+        log.error("leader lease lost: stopping (the new leader takes over in-flight work)")
         self.exit_code = EXIT_LEADERSHIP_LOST
         self.request_stop()
 
@@ -165,10 +170,9 @@ class Runtime:
 
     def _poll_loop(self) -> None:
         cp = self.settings.control_plane
-        error = service_loop(
-            self._poll_turn, cp.poll_interval_seconds, stop=self._stop,
-            max_consecutive_failures=cp.max_consecutive_failures, outage=self._poll_outage,
-            wake=self._wake)
+        error = service_loop(self._poll_turn, cp.poll_interval_seconds, stop=self._stop,
+                             max_consecutive_failures=cp.max_consecutive_failures,
+                             outage=self._poll_outage, wake=self._wake)
         if error is not None:
             log.error("control plane unreachable for %d consecutive polls (last error: %s); "
                       "exiting so that Kubernetes restarts the agent",
@@ -378,8 +382,7 @@ class Runtime:
                 unfinished = []
             for action in unfinished:
                 with action_context(action.id, action.deployment_id):
-                    log.warning("grace period over: releasing the lease so the action is "
-                                "delivered again")
+                    log.warning("grace period over: lease released, delivered again")
                     try:
                         self.control_plane.release(action.id)
                     except AgentError as exc:
@@ -387,6 +390,7 @@ class Runtime:
         self._leases_done.set()
         for _ in range(self.settings.runtime.workers):
             self._work.put(None)
+        self._join_threads(timeout=0.0 if self._force.is_set() else min(grace, 10.0))
         self.leadership.stop()
         for closer in (self.plugin.close, self.control_plane.close):
             try:
