@@ -18,7 +18,7 @@ import requests
 from agent.controlplane.http import NativeControlPlane
 from agent.errors import LeaseConflictError
 from agent.model import ActionResult, DeploymentState, Event, Status
-from tests.fixtures.controlplane import ControlPlaneServer, command
+from tests.fixtures.controlplane import ControlPlaneServer, command, race_claims
 
 pytestmark = pytest.mark.integration
 
@@ -66,31 +66,7 @@ def test_exactly_one_of_many_racing_agents_wins_each_claim(
     env_id, token = cp.create_environment()
     action_ids = [cp.deploy(env_id, f"d{i}")["id"] for i in range(12)]
     agents = [_agent(cp, env_id, token, f"agent-{n}") for n in range(6)]
-    winners: dict[str, list[str]] = {action_id: [] for action_id in action_ids}
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def race(agent: NativeControlPlane, barrier: threading.Barrier, action_id: str) -> None:
-        barrier.wait()
-        try:
-            action = agent.claim(action_id, lease_seconds=300)
-        except LeaseConflictError:
-            return
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-            return
-        with lock:
-            winners[action.id].append(agent.agent_id)
-
-    for action_id in action_ids:
-        barrier = threading.Barrier(len(agents))
-        threads = [threading.Thread(target=race, args=(agent, barrier, action_id))
-                   for agent in agents]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
-    assert errors == []
+    winners = race_claims(agents, action_ids, timeout=30)
     assert all(len(names) == 1 for names in winners.values()), winners
     for action_id in action_ids:
         assert cp.admin.get_action(env_id, action_id)["attempt"] == 1

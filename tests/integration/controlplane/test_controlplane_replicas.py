@@ -18,9 +18,8 @@ from agent.controlplane.http import NativeControlPlane
 from agent.controlplane.server.engine import database_url as to_url
 from agent.controlplane.server.engine import open_engine
 from agent.controlplane.server.store import Conflict, Store
-from agent.errors import LeaseConflictError
 from agent.model import ActionResult, DeploymentState, Status
-from tests.fixtures.controlplane import ControlPlaneServer, postgres_server
+from tests.fixtures.controlplane import ControlPlaneServer, postgres_server, race_claims
 
 pytestmark = pytest.mark.integration
 
@@ -51,32 +50,8 @@ def test_two_replicas_hand_each_action_to_exactly_one_of_many_racing_agents(
     action_ids = [replicas[n % 2].deploy(env_id, f"d{n}")["id"] for n in range(10)]
     agents = [NativeControlPlane(replicas[n % 2].agent_settings(env_id, token),
                                  agent_id=f"agent-{n}") for n in range(6)]
-    winners: dict[str, list[str]] = {action_id: [] for action_id in action_ids}
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def race(agent: NativeControlPlane, barrier: threading.Barrier, action_id: str) -> None:
-        barrier.wait()
-        try:
-            agent.claim(action_id, lease_seconds=300)
-        except LeaseConflictError:
-            return
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-            return
-        with lock:
-            winners[action_id].append(agent.agent_id)
-
     try:
-        for action_id in action_ids:
-            barrier = threading.Barrier(len(agents))
-            threads = [threading.Thread(target=race, args=(agent, barrier, action_id))
-                       for agent in agents]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(timeout=60)
-        assert errors == []
+        winners = race_claims(agents, action_ids)
         assert all(len(names) == 1 for names in winners.values()), winners
         for action_id in action_ids:
             seen = [replica.admin.get_action(env_id, action_id) for replica in replicas]
