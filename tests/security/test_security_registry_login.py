@@ -77,16 +77,21 @@ def test_base_image_on_another_registry_gets_no_login(
     assert attacker.seen and attacker.authorizations() == []
 
 
-def test_token_realm_over_plain_http_is_refused(endpoint: Callable[[], Endpoint]) -> None:
-    registry, realm = endpoint(), endpoint()
-    challenge = {"WWW-Authenticate": f'Bearer realm="{realm.url}/token",service="r"'}
-    registry.routes["/v2/"] = (401, challenge, b"")
-    registry.routes["/v2/m/manifests/1"] = (401, challenge, b"")
+def _logged_in_client(registry: Endpoint, challenge: str) -> tuple[Registry, ImageSettings]:
+    """A client (and its settings) with a basic login bound to `registry`, which answers
+    every call with the Bearer `challenge`."""
+    for path in ("/v2/", "/v2/m/manifests/1"):
+        registry.routes[path] = (401, {"WWW-Authenticate": challenge}, b"")
     images = ImageSettings.model_validate({
         "generated_image_repository": f"{registry.host}/models",
         "insecure_registries": [registry.host], "retries": 0,
         "credentials": {"username": "ops", "password": PASSWORD}})
-    client = Registry(registry.host, images, registry_provider(images, registry.host))
+    return Registry(registry.host, images, registry_provider(images, registry.host)), images
+
+
+def test_token_realm_over_plain_http_is_refused(endpoint: Callable[[], Endpoint]) -> None:
+    registry, realm = endpoint(), endpoint()
+    client, _ = _logged_in_client(registry, f'Bearer realm="{realm.url}/token",service="r"')
     with pytest.raises(RegistryError, match=r"token service over plain http \(http://127") as err:
         client.ping()
     assert f"list {realm.host} in images.insecure_registries" in str(err.value)
@@ -98,14 +103,8 @@ def test_token_realm_on_another_host_gets_no_login(endpoint: Callable[[], Endpoi
     any connection; listing it in images.credentials.hosts lets the login go there."""
     registry = endpoint()
     port = registry.host.rsplit(":", 1)[1]
-    challenge = {"WWW-Authenticate": f'Bearer realm="https://localhost:{port}/token"'}
-    registry.routes["/v2/"] = (401, challenge, b"")
-    registry.routes["/v2/m/manifests/1"] = (401, challenge, b"")
-    images = ImageSettings.model_validate({
-        "generated_image_repository": f"{registry.host}/models",
-        "insecure_registries": [registry.host], "retries": 0,
-        "credentials": {"username": "ops", "password": PASSWORD}})
-    client = Registry(registry.host, images, registry_provider(images, registry.host))
+    client, images = _logged_in_client(registry,
+                                       f'Bearer realm="https://localhost:{port}/token"')
     with pytest.raises(RegistryError, match="names a token service on another host") as err:
         client.ping()
     assert "add it to images.credentials.hosts" in str(err.value)
