@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fixtures.harness import harness_vars, require
+from tests.fixtures.kube import running_cluster
 from tools.kube.controllers.testing import StandinCluster
 
 
@@ -23,15 +24,7 @@ def env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def cluster(env: dict[str, str]) -> Iterator[StandinCluster]:
-    c = StandinCluster(env={"HARNESS_CA_CERT": env.get("HARNESS_CA_CERT", "")})
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
-    left = c.podman_ps()
-    c.cleanup()
-    assert left == [], "containers left behind after stop"
+    yield from running_cluster(env)
 
 
 @pytest.fixture()

@@ -20,6 +20,7 @@ from agent.images.naming import parse_reference
 from agent.images.settings import ImageSettings, RegistryCredentials
 from agent.plugins.kubernetes.model_volume import pinned
 from tests.fixtures.harness import harness_down
+from tests.fixtures.kube import running_cluster
 from tools.kube.controllers.testing import StandinCluster, dump_debug, wait_for
 
 pytestmark = pytest.mark.slow
@@ -27,16 +28,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cluster(env: dict[str, str]) -> Iterator[StandinCluster]:
-    c = StandinCluster(env={"HARNESS_CA_CERT": env.get("HARNESS_CA_CERT", ""),
-                            "KUBE_STANDIN_VERSION": "1.35.0"})
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
-    left = c.podman_ps()
-    c.cleanup()
-    assert left == [], "containers left behind after stop"
+    yield from running_cluster(env, KUBE_STANDIN_VERSION="1.35.0")
 
 
 def _push_model(env: dict[str, str], tmp: Path) -> str:
