@@ -32,7 +32,6 @@ import json
 import secrets
 import subprocess
 import tarfile
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from tests.fixtures import model_server
 from tests.fixtures.controlplane import ControlPlaneServer
 from tests.fixtures.harness import harness_vars, require
 from tests.fixtures.kube import harness_namespace
+from tests.fixtures.mlflow_models import register_model
 from tests.security.canary_support import (
     GitServer,
     TokenServer,
@@ -89,28 +89,6 @@ def _targz(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def _mlflow(base: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    answer = requests.post(f"{base}/api/2.0/mlflow/{path}", json=body, timeout=30)
-    answer.raise_for_status()
-    return dict(answer.json())
-
-
-def _register_mlflow_model(base: str, files: dict[str, bytes]) -> str:
-    """A registered model (version 1) whose files went through MLflow's artifact proxy."""
-    suffix = uuid.uuid4().hex[:8]
-    exp = _mlflow(base, "experiments/create", {"name": f"canary-{suffix}"})["experiment_id"]
-    info = _mlflow(base, "logged-models", {"experiment_id": exp, "name": "m"})["model"]["info"]
-    root = info["artifact_uri"].removeprefix("mlflow-artifacts:").strip("/")
-    for name, data in files.items():
-        requests.put(f"{base}/api/2.0/mlflow-artifacts/artifacts/{root}/{name}", data=data,
-                     timeout=30).raise_for_status()
-    name = f"canary-{suffix}"
-    _mlflow(base, "registered-models/create", {"name": name})
-    _mlflow(base, "model-versions/create", {"name": name, "source": f"models:/{info['model_id']}",
-                                            "model_id": info["model_id"]})
-    return f"models:/{name}/1"
-
-
 def _stores(env: dict[str, str], prefix: str, gcs_token_uri: str) -> tuple[dict[str, str], str]:
     """Upload the four model versions; returns their URIs and the GCS key JSON."""
     import boto3
@@ -129,7 +107,9 @@ def _stores(env: dict[str, str], prefix: str, gcs_token_uri: str) -> tuple[dict[
         requests.post(f"{gcs}/upload/storage/v1/b/{env['HARNESS_GCS_BUCKET']}/o",
                       params={"uploadType": "media", "name": f"{prefix}/v2/{name}"}, data=data,
                       timeout=30).raise_for_status()
-    models_uri = _register_mlflow_model(env["HARNESS_MLFLOW_URI"], _model_files("v3-mlflow", 3.0))
+    registered, _ = register_model(env["HARNESS_MLFLOW_URI"],
+                                   _model_files("v3-mlflow", 3.0), "canary")
+    models_uri = f"models:/{registered}/1"
     s3.put_object(Bucket=bucket, Key=f"{prefix}/v4/model.tar.gz",
                   Body=_targz(_model_files("v4-signed", 4.0)))
     signed = s3.generate_presigned_url(

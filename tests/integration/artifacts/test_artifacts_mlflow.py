@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from agent.artifacts import ArtifactSettings, fetch_model, open_model
 from agent.errors import ArtifactError
+from tests.fixtures.mlflow_models import mlflow_api, register_model
 
 pytestmark = pytest.mark.integration
 
@@ -19,27 +19,11 @@ FILES = {"MLmodel": b"flavors:\n  python_function: {}\n", "model.pkl": b"\x80pic
          "code/util.py": b"x = 1\n"}
 
 
-def _api(base: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    resp = requests.post(f"{base}/api/2.0/mlflow/{path}", json=body, timeout=30)
-    resp.raise_for_status()
-    return dict(resp.json())
-
-
 def _register(base: str, files: dict[str, bytes]) -> tuple[str, str]:
-    """Create a logged model with files (uploaded through the proxy) and register it."""
-    suffix = uuid.uuid4().hex[:8]
-    exp = _api(base, "experiments/create", {"name": f"art-{suffix}"})["experiment_id"]
-    info = _api(base, "logged-models", {"experiment_id": exp, "name": "m"})["model"]["info"]
-    root = info["artifact_uri"].removeprefix("mlflow-artifacts:").strip("/")
-    for name, data in files.items():
-        requests.put(f"{base}/api/2.0/mlflow-artifacts/artifacts/{root}/{name}", data=data,
-                     timeout=30).raise_for_status()
-    name = f"art-model-{suffix}"
-    _api(base, "registered-models/create", {"name": name})
-    _api(base, "model-versions/create", {"name": name, "source": f"models:/{info['model_id']}",
-                                         "model_id": info["model_id"]})
-    _api(base, "registered-models/alias", {"name": name, "alias": "champion", "version": "1"})
-    return name, info["model_id"]
+    """A registered model holding `files`, version 1 aliased `champion`."""
+    name, model_id = register_model(base, files, "art")
+    mlflow_api(base, "registered-models/alias", {"name": name, "alias": "champion", "version": "1"})
+    return name, model_id
 
 
 def test_alias_version_and_logged_model(mlflow_server: str, tmp_path: Path) -> None:
@@ -85,8 +69,8 @@ def test_version_stored_in_s3_is_read_directly(mlflow_server: str,
     for name, data in FILES.items():
         store["client"].put_object(Bucket=bucket, Key=f"{prefix}/{name}", Body=data)
     name = f"art-direct-{uuid.uuid4().hex[:8]}"
-    _api(mlflow_server, "registered-models/create", {"name": name})
-    _api(mlflow_server, "model-versions/create",
+    mlflow_api(mlflow_server, "registered-models/create", {"name": name})
+    mlflow_api(mlflow_server, "model-versions/create",
          {"name": name, "source": f"s3://{bucket}/{prefix}"})
     creds = {"AWS_ACCESS_KEY_ID": store["key"], "AWS_SECRET_ACCESS_KEY": store["secret"],
              "AWS_ENDPOINT_URL": store["endpoint"]}
