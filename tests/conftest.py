@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.controlplane",
     "tests.fixtures.kube",
     "tests.fixtures.browser",
+    "tests.fixtures.agent_process",
 ]

@@ -16,10 +16,10 @@ import pytest
 
 from agent.plugins.kubernetes.client import KubeClient
 from agent.plugins.kubernetes.settings import KubernetesSettings
+from tests.fixtures.agent_process import AgentProcess
 from tests.fixtures.controlplane import ControlPlaneServer, _failed
 from tests.fixtures.harness import harness_vars, require
 from tests.fixtures.kube import harness_namespace
-from tests.integration.core.test_agent_process import AgentProcess
 
 pytestmark = [pytest.mark.integration]
 

@@ -14,16 +14,15 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.fixtures.controlplane import ControlPlaneServer, _failed
+from tests.fixtures.agent_process import AgentProcess, wait_for
+from tests.fixtures.controlplane import ControlPlaneServer
 from tests.integration.core.faulty_proxy import FaultyProxy
-from tests.integration.core.test_agent_process import AgentProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,17 +30,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def env(control_plane: ControlPlaneServer) -> tuple[str, str]:
     return control_plane.create_environment("sec")
-
-
-@pytest.fixture
-def started(request: pytest.FixtureRequest) -> Iterator[list[AgentProcess]]:
-    agents: list[AgentProcess] = []
-    yield agents
-    for agent in agents:
-        agent.stop()
-    if _failed(request):
-        for agent in agents:
-            print(f"\n----- agent log ({agent.log_path}) -----\n{agent.log()[-6000:]}")
 
 
 def _agent(agents: list[AgentProcess], workdir: Path, url: str, env: tuple[str, str],
@@ -72,7 +60,7 @@ def _metric(agent: AgentProcess, name: str) -> float | None:
 
 def test_a_malformed_pending_entry_is_reported_failing_and_the_valid_one_runs(
         control_plane: ControlPlaneServer, env: tuple[str, str],
-        started: list[AgentProcess], tmp_path: Path) -> None:
+        agents: list[AgentProcess], tmp_path: Path) -> None:
     """Before: one entry like {"id": 7} made the whole list unusable; the valid action next
     to it never ran and the agent exited with code 3 after its consecutive poll failures."""
     env_id = env[0]
@@ -91,7 +79,7 @@ def test_a_malformed_pending_entry_is_reported_failing_and_the_valid_one_runs(
 
     with FaultyProxy(control_plane.url) as proxy:
         proxy.rewrite = corrupt
-        agent = _agent(started, tmp_path / "agent", proxy.url, env,
+        agent = _agent(agents, tmp_path / "agent", proxy.url, env,
                        control_plane__max_consecutive_failures=2)
         assert agent.run_once() == 0
 
@@ -109,14 +97,14 @@ def test_a_malformed_pending_entry_is_reported_failing_and_the_valid_one_runs(
 @pytest.mark.slow
 def test_an_action_that_kills_the_agent_fails_after_max_delivery_attempts(
         control_plane: ControlPlaneServer, env: tuple[str, str],
-        started: list[AgentProcess], tmp_path: Path) -> None:
+        agents: list[AgentProcess], tmp_path: Path) -> None:
     """Before: an action whose run killed the agent (OOM, disk full) was redelivered after
     every restart, forever, and its deployment's later actions never ran."""
     env_id = env[0]
     workdir, runs = tmp_path / "agent", tmp_path / "runs"
     extra: dict[str, Any] = {"plugin__filesystem__git": {"enabled": True},
                              "runtime__max_delivery_attempts": 2}
-    first = _agent(started, workdir, control_plane.url, env, **extra)
+    first = _agent(agents, workdir, control_plane.url, env, **extra)
     # The hook kills the agent that runs it (git's parent), as an OOM kill would, after
     # checking it is this test's agent by its config path.
     _git_output_with_hook(first, f"""#!/bin/sh
@@ -128,13 +116,13 @@ exit 1
     action = control_plane.deploy(env_id, "killer", "m1")["id"]
 
     for attempt in (1, 2):  # Kubernetes restarts the agent after each kill
-        agent = first if attempt == 1 else _agent(started, workdir, control_plane.url, env,
+        agent = first if attempt == 1 else _agent(agents, workdir, control_plane.url, env,
                                                   **extra)
         agent.start()
         assert agent.process is not None
         assert agent.process.wait(timeout=60) == -signal.SIGKILL
         assert runs.read_text().count("run") == attempt
-    last = _agent(started, workdir, control_plane.url, env, **extra).start()
+    last = _agent(agents, workdir, control_plane.url, env, **extra).start()
     done = control_plane.admin.wait_action(env_id, action, timeout=60)  # the lease expires
 
     assert done["attempt"] == 3 and done["result"]["status"] == "failing"
@@ -150,12 +138,12 @@ exit 1
 
 def test_a_worker_stuck_past_the_action_timeout_fails_healthz_and_shows_in_metrics(
         control_plane: ControlPlaneServer, env: tuple[str, str],
-        started: list[AgentProcess], tmp_path: Path) -> None:
+        agents: list[AgentProcess], tmp_path: Path) -> None:
     """Before: a plugin call that never returned held its worker forever while /healthz
     stayed 200 (the poll loop still ran), so Kubernetes never restarted the agent."""
     env_id = env[0]
     marker, release = tmp_path / "in-hook", tmp_path / "release"
-    agent = _agent(started, tmp_path / "agent", control_plane.url, env,
+    agent = _agent(agents, tmp_path / "agent", control_plane.url, env,
                    plugin__filesystem__git={"enabled": True}, runtime__workers=1,
                    runtime__action_timeout_seconds=2)
     _git_output_with_hook(agent, f"#!/bin/sh\ntouch {marker}\n"
@@ -182,14 +170,14 @@ def test_a_worker_stuck_past_the_action_timeout_fails_healthz_and_shows_in_metri
 @pytest.mark.control_plane(test_endpoints=True, max_body_bytes=4 * 1024 * 1024)
 def test_a_huge_malformed_action_is_reported_with_a_bounded_message(
         control_plane: ControlPlaneServer, env: tuple[str, str],
-        started: list[AgentProcess], tmp_path: Path) -> None:
+        agents: list[AgentProcess], tmp_path: Path) -> None:
     """Before: every error of a payload with thousands of unknown fields went into the
     result message and the log line (megabytes from one crafted action)."""
     env_id = env[0]
     crafted = {"type": "deployment_stop", "deployment_id": "x1",
                **{f"field_{i}_{'x' * 200}": i for i in range(5000)}}
     action = control_plane.admin.enqueue_raw(env_id, crafted)["id"]
-    agent = _agent(started, tmp_path / "agent", control_plane.url, env)
+    agent = _agent(agents, tmp_path / "agent", control_plane.url, env)
     assert agent.run_once() == 0
     message = control_plane.admin.get_action(env_id, action)["result"]["data"]["message"]
     assert message.startswith(f"invalid action: action {action}: field_0_xxx")

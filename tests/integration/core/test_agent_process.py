@@ -11,7 +11,6 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,113 +18,16 @@ import pytest
 import requests
 import yaml
 
-from tests.fixtures.controlplane import ControlPlaneServer, _failed, command, free_port
+from tests.fixtures.agent_process import AgentProcess, new_agent, wait_for
+from tests.fixtures.controlplane import ControlPlaneServer, free_port
 from tests.integration.core.faulty_proxy import FaultyProxy
 
 pytestmark = pytest.mark.integration
 
 
-class AgentProcess:
-    """`management-agent run` with a config file in a work directory."""
-
-    def __init__(self, workdir: Path, url: str, env_id: str, token: str, **extra: Any) -> None:
-        self.workdir = workdir
-        self.output = workdir / "deployments"
-        self.health_port = free_port()
-        (workdir / "token").write_text(token)
-        config: dict[str, Any] = {
-            "control_plane": {"url": url, "environment_id": env_id,
-                              "token_file": str(workdir / "token"),
-                              "poll_interval_seconds": 0.3, "heartbeat_interval_seconds": 1,
-                              "timeout_seconds": 3, "lease_seconds": 10},
-            "runtime": {"shutdown_grace_seconds": 5},
-            "health": {"host": "127.0.0.1", "port": self.health_port},
-            "plugin": {"name": "filesystem",
-                       "filesystem": {"output_dir": str(self.output)},
-                       "kubernetes": {"namespace": "models",
-                                      "outfacing_url_root": "http://models.local/",
-                                      "model_delivery": "storage-initializer",
-                                      "agent_image": "registry.local/agent:1"}},
-            "images": {"builder": "none"},
-        }
-        for dotted, value in extra.items():
-            node = config
-            *parents, leaf = dotted.split("__")
-            for key in parents:
-                node = node.setdefault(key, {})
-            node[leaf] = value
-        self.config = workdir / "agent.yaml"
-        self.config.write_text(yaml.safe_dump(config))
-        self.log_path = workdir / "agent.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, *args: str) -> AgentProcess:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([*command(), "run", "--config", str(self.config),
-                                             *args], stdout=log, stderr=subprocess.STDOUT)
-        return self
-
-    def run_once(self, timeout: float = 60) -> int:
-        self.start("--once")
-        assert self.process is not None
-        return self.process.wait(timeout=timeout)
-
-    def signal(self, signum: int) -> int:
-        assert self.process is not None
-        self.process.send_signal(signum)
-        return self.process.wait(timeout=30)
-
-    def health(self, path: str) -> int:
-        """Status code of a health endpoint; 0 while the server is not listening yet."""
-        try:
-            url = f"http://127.0.0.1:{self.health_port}{path}"
-            return requests.get(url, timeout=2).status_code
-        except requests.ConnectionError:
-            return 0
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
 @pytest.fixture
 def environment(control_plane: ControlPlaneServer) -> tuple[str, str]:
     return control_plane.create_environment("it")
-
-
-@pytest.fixture
-def agents(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[list[AgentProcess]]:
-    started: list[AgentProcess] = []
-    yield started
-    for agent in started:
-        agent.stop()
-    if _failed(request):
-        for agent in started:
-            if agent.log():
-                print(f"\n----- agent log ({agent.log_path}) -----\n{agent.log()[-6000:]}")
-
-
-def new_agent(agents: list[AgentProcess], tmp_path: Path, url: str, env: tuple[str, str],
-              name: str = "agent", **extra: Any) -> AgentProcess:
-    workdir = tmp_path / name
-    workdir.mkdir(exist_ok=True)
-    agent = AgentProcess(workdir, url, env[0], env[1], **extra)
-    agents.append(agent)
-    return agent
-
-
-def wait_for(predicate: Any, timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_deploy_replace_stop_round_trip(control_plane: ControlPlaneServer,

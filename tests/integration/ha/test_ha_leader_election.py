@@ -16,15 +16,14 @@ import signal
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fixtures.controlplane import ControlPlaneServer, _failed
+from tests.fixtures.agent_process import AgentProcess, wait_for
+from tests.fixtures.controlplane import ControlPlaneServer
 from tests.fixtures.kube import KubeAPI
-from tests.integration.core.test_agent_process import AgentProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +41,9 @@ class Replica:
     """One agent replica: a work directory with a git output and a hook, restartable."""
 
     def __init__(self, name: str, tmp_path: Path, cp: ControlPlaneServer, env: tuple[str, str],
-                 kube: KubeAPI, started: list[AgentProcess]) -> None:
+                 kube: KubeAPI, agents: list[AgentProcess]) -> None:
         self.name, self.tmp_path, self.cp, self.env, self.kube = name, tmp_path, cp, env, kube
-        self.started = started
+        self.agents = agents
         self.workdir = tmp_path / name
         self.workdir.mkdir()
         self.output = self.workdir / "deployments"
@@ -68,7 +67,7 @@ class Replica:
                 plugin__filesystem__git={"enabled": True},
                 runtime__leader_election=election(self.name),
                 plugin__kubernetes__kubeconfig=str(self.kube.kubeconfig))
-            self.started.append(agent)
+            self.agents.append(agent)
             self.agent = agent.start()
         finally:
             os.environ.pop("HA_AGENT_TAG", None)
@@ -89,17 +88,6 @@ class Replica:
         out = subprocess.run(["git", "-C", str(self.output), "log", "--format=%s"],
                              capture_output=True, text=True, check=False).stdout
         return out.splitlines()
-
-
-@pytest.fixture
-def started(request: pytest.FixtureRequest) -> Iterator[list[AgentProcess]]:
-    agents: list[AgentProcess] = []
-    yield agents
-    for agent in agents:
-        agent.stop()
-    if _failed(request):
-        for agent in agents:
-            print(f"\n----- agent log ({agent.log_path}) -----\n{agent.log()[-5000:]}")
 
 
 def lease_holder(kube: KubeAPI) -> tuple[str | None, int]:
@@ -134,10 +122,10 @@ def completions(cp: ControlPlaneServer, env_id: str, deployment: str) -> int:
 
 def test_only_the_leader_claims_and_a_killed_leader_is_replaced(
         control_plane: ControlPlaneServer, kube_api: KubeAPI, tmp_path: Path,
-        started: list[AgentProcess]) -> None:
+        agents: list[AgentProcess]) -> None:
     env = control_plane.create_environment("ha")
-    a = Replica("agent-a", tmp_path, control_plane, env, kube_api, started)
-    b = Replica("agent-b", tmp_path, control_plane, env, kube_api, started)
+    a = Replica("agent-a", tmp_path, control_plane, env, kube_api, agents)
+    b = Replica("agent-b", tmp_path, control_plane, env, kube_api, agents)
     marker, release = tmp_path / "a-in-hook", tmp_path / "a-release"
     hook = a.hook("pre-commit", f"touch {marker}\n"
                   f"while [ ! -e {release} ]; do sleep 0.1; done\nexit 1\n")
@@ -171,10 +159,10 @@ def test_only_the_leader_claims_and_a_killed_leader_is_replaced(
 
 def test_forced_leader_changes_never_run_one_action_twice_at_once(
         control_plane: ControlPlaneServer, kube_api: KubeAPI, tmp_path: Path,
-        started: list[AgentProcess]) -> None:
+        agents: list[AgentProcess]) -> None:
     env = control_plane.create_environment("ha")
     journal = tmp_path / "executions.log"
-    replicas = [Replica(name, tmp_path, control_plane, env, kube_api, started)
+    replicas = [Replica(name, tmp_path, control_plane, env, kube_api, agents)
                 for name in ("agent-a", "agent-b")]
     for replica in replicas:
         # the commit of every execution takes 1.5 s and is logged with the process' tag

@@ -16,7 +16,7 @@ from typing import IO
 
 import pytest
 
-from tests.fixtures.agent_process import FilesystemAgent
+from tests.fixtures.agent_process import AgentProcess
 from tests.fixtures.controlplane import ControlPlaneServer, command
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 def env(control_plane: ControlPlaneServer, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """An environment served by a running filesystem agent; the CLI's environment variables."""
     env_id, token = control_plane.create_environment("ops")
-    agent = FilesystemAgent(control_plane, tmp_path).start(env_id, token)
+    agent = AgentProcess(tmp_path, control_plane.url, env_id, token).start()
     variables = {**os.environ, "MGMT_AGENT_CP_URL": control_plane.url,
                  "MGMT_AGENT_CP_ADMIN_TOKEN": control_plane.admin_token,
                  "MGMT_AGENT_CP_ENVIRONMENT": env_id}
@@ -54,7 +54,7 @@ def test_wait_streams_events_then_the_result_and_exit_status(
     assert rendered < result  # the event streamed before the final summary
     assert "INFO" in lines[rendered]
     assert "passing/ready" in lines[result]
-    assert any(line.startswith("prediction_url") and "https://models.example.com/" in line
+    assert any(line.startswith("prediction_url") and "http://models.local/" in line
                for line in lines)
     assert "\x1b" not in deploy.stdout and "\r" not in deploy.stdout  # a pipe: plain lines
 
@@ -111,10 +111,10 @@ def test_events_follow_prints_new_events_and_results_until_interrupted(
                                 stdout=subprocess.PIPE, text=True, env=variables)
     assert follower.stdout is not None
     lines, seen = _reader(follower.stdout), []
-    agent = FilesystemAgent(control_plane, tmp_path)
+    agent = AgentProcess(tmp_path, control_plane.url, env_id, token)
     try:
         _until(lines, seen, "-- following")  # the history is printed: now the agent may start
-        agent.start(env_id, token)
+        agent.start()
         assert "passing/ready" in _until(lines, seen, "deployment_start d1:")
         control_plane.admin.stop(env_id, "d1")
         assert "passing/stopped" in _until(lines, seen, "deployment_stop d1:")

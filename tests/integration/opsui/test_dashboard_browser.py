@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.fixtures.agent_process import FilesystemAgent
+from tests.fixtures.agent_process import AgentProcess
 from tests.fixtures.browser import screenshot
 from tests.fixtures.controlplane import ControlPlaneServer
 
@@ -28,7 +28,7 @@ CANARIES = (CANARY_ENV, CANARY_USER, CANARY_SIG)
 @pytest.fixture
 def site(control_plane: ControlPlaneServer, tmp_path: Path) -> Iterator[tuple[str, str]]:
     env_id, token = control_plane.create_environment("prod")
-    agent = FilesystemAgent(control_plane, tmp_path).start(env_id, token)
+    agent = AgentProcess(tmp_path, control_plane.url, env_id, token).start()
     try:
         yield control_plane.url, env_id
     finally:
@@ -130,7 +130,7 @@ def test_log_in_deploy_watch_ready_replace_stop(
     assert text(browser, "current-model") == "iris-v1"
     assert text(browser, "last-good-model") == "iris-v1"
     assert text(browser, "old-model-in-use") == "no"
-    assert "https://models.example.com/" in text(browser, "prediction-url")
+    assert "http://models.local/" in text(browser, "prediction-url")
     screenshot(browser, "deployment")
 
     fill(browser, "/deployments/iris/replace", model_id="iris-v2", model_uri="s3://models/iris/v2/")
