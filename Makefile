@@ -31,8 +31,11 @@ demo-gitops: venv
 test: venv lint
 	tools/run-tests
 
+# The bench scripts have no .py suffix, so ruff would skip them in `bench`.
+BENCH_SCRIPTS := $(filter-out %.py %.md %__pycache__,$(wildcard bench/*))
+
 lint: venv
-	$(BIN)/ruff check agent tests tools bench
+	$(BIN)/ruff check agent tests tools bench $(BENCH_SCRIPTS)
 	$(BIN)/mypy
 	tools/gen-chart --check
 

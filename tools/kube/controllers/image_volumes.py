@@ -11,6 +11,8 @@ with the pod (`podman image unmount`; podman counts mounts per image).
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from .runtime import Podman
@@ -28,8 +30,14 @@ def _policy(source: dict[str, Any]) -> str:
 
 
 def mount_image_volumes(podman: Podman, pod: dict[str, Any], authfile: str | None,
-                        cancel: threading.Event) -> dict[str, str]:
-    """Volume name -> host directory of every image volume of `pod` (pulled and mounted)."""
+                        cancel: threading.Event,
+                        event: Callable[[str, str], None] = lambda reason, msg: None,
+                        ) -> dict[str, str]:
+    """Volume name -> host directory of every image volume of `pod` (pulled and mounted).
+
+    A pull is announced with the kubelet's `Pulling` / `Pulled` events (the pod
+    is their object), as for a container image.
+    """
     out: dict[str, str] = {}
     for vol in (pod.get("spec") or {}).get("volumes") or []:
         source = vol.get("image")
@@ -43,9 +51,13 @@ def mount_image_volumes(podman: Podman, pod: dict[str, Any], authfile: str | Non
                 raise ImageVolumeError(f'Container image "{ref}" is not present with pull '
                                        "policy of Never")
             if policy == "Always" or not present:
+                event("Pulling", f'Pulling image "{ref}"')
+                started = time.monotonic()
                 ok, msg = podman.pull(ref, authfile, cancel=cancel)
                 if not ok:
                     raise ImageVolumeError(f'failed to pull and unpack image "{ref}": {msg}')
+                event("Pulled", f'Successfully pulled image "{ref}" in '
+                                f"{time.monotonic() - started:.3f}s")
             res = podman.run("image", "mount", ref, timeout=60)
         if res.returncode != 0 or not res.stdout.strip():
             raise ImageVolumeError(f'mounting image "{ref}" failed: {res.stderr.strip()}')

@@ -4,8 +4,16 @@
 executor's flags, reads ``/kaniko/.docker/config.json`` (through the pod's
 mounts: ``KANIKO_SHIM_MOUNTS`` maps container paths to host paths), checks
 push permissions like Kaniko does, builds with ``buildah bud --isolation
-chroot`` (storage under ``KANIKO_SHIM_STATE_DIR/buildah``) and pushes to every
-``--destination``. Log lines and exit codes imitate Kaniko.
+chroot`` and pushes to every ``--destination``. Log lines and exit codes
+imitate Kaniko.
+
+Every build starts from empty storage (a directory under
+``KANIKO_SHIM_STATE_DIR``, removed afterwards), so the base image is pulled
+and unpacked at every build, as a Kaniko pod does: its container holds no
+image store, and a COPY needs the unpacked root file system
+(``RequiresUnpackedFS``; the agent runs Kaniko with ``--cache=false``). A
+store shared across builds would make the shim quicker than the Kaniko it
+stands for, and comparisons against it (bench/time_to_prediction) unfair.
 """
 
 from __future__ import annotations
@@ -280,11 +288,27 @@ def check_push(ref: str, auths: dict[str, Any], verify: bool | str, plain: bool)
 
 
 # -- build ---------------------------------------------------------------------------------
-def _buildah(state: str, *args: str) -> list[str]:
+def _runroot(store: str) -> str:
     # containers/storage refuses runroots longer than 50 characters: a short one under /tmp
-    digest = hashlib.sha256(os.path.abspath(state).encode()).hexdigest()[:12]
-    return ["buildah", "--root", os.path.join(state, "buildah", "root"),
-            "--runroot", f"/tmp/kaniko-shim-{digest}", *args]
+    return f"/tmp/kaniko-shim-{hashlib.sha256(os.path.abspath(store).encode()).hexdigest()[:12]}"
+
+
+def _buildah(store: str, *args: str) -> list[str]:
+    """buildah on the build's own storage (`store`: this build's scratch directory)."""
+    return ["buildah", "--root", os.path.join(store, "buildah", "root"),
+            "--runroot", _runroot(store), *args]
+
+
+def _remove_store(store: str) -> None:
+    """Drop the build's image store: unmount what buildah left mounted, then delete."""
+    subprocess.run(_buildah(store, "rm", "--all"), capture_output=True, check=False)
+    subprocess.run(_buildah(store, "rmi", "--all", "--force"), capture_output=True, check=False)
+    prefix = os.path.abspath(store) + "/"
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:  # overlay's private bind mount
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+    shutil.rmtree(_runroot(store), ignore_errors=True)
 
 
 def _stream(cmd: list[str]) -> int:
@@ -350,11 +374,12 @@ def run(argv: list[str]) -> int:
         info(f"harness kaniko shim: ignoring {', '.join(sorted(set(opts.ignored)))}", "DEBU")
     tmp = tempfile.mkdtemp(prefix="kaniko-shim-", dir=os.path.join(state))
     try:
-        return _run(opts, state, pmap, tmp)
+        return _run(opts, tmp, pmap, tmp)
     except KanikoError as exc:
         print(f"{exc}", file=sys.stderr, flush=True)
         return 1
     finally:
+        _remove_store(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -371,7 +396,7 @@ def _docker_config(pmap: PathMap) -> list[dict[str, Any]]:
     return [cfg]
 
 
-def _run(opts: Options, state: str, pmap: PathMap, tmp: str) -> int:
+def _run(opts: Options, store: str, pmap: PathMap, tmp: str) -> int:
     if not opts.destinations and not opts.no_push:
         raise KanikoError("you must provide --destination, or use --no-push")
     configs = _docker_config(pmap)
@@ -389,7 +414,7 @@ def _run(opts: Options, state: str, pmap: PathMap, tmp: str) -> int:
     ctx = resolve_context(opts, pmap, tmp)
     dockerfile = resolve_dockerfile(opts, pmap, ctx)
     tag = f"localhost/kaniko-shim/build-{os.getpid()}-{int(time.time())}"
-    bud = _buildah(state, "bud", "--isolation", "chroot", "--layers=false", *ULIMITS,
+    bud = _buildah(store, "bud", "--isolation", "chroot", "--layers=false", *ULIMITS,
                    "-f", dockerfile, "-t", tag, "--format", "docker")
     if authfile:
         bud += ["--authfile", authfile]
@@ -418,7 +443,7 @@ def _run(opts: Options, state: str, pmap: PathMap, tmp: str) -> int:
         if opts.tar_path:
             out = pmap.host(opts.tar_path)
             dest_name = opts.destinations[0] if opts.destinations else "image:latest"
-            subprocess.run(_buildah(state, "push", tag, f"docker-archive:{out}:{dest_name}"),
+            subprocess.run(_buildah(store, "push", tag, f"docker-archive:{out}:{dest_name}"),
                            check=True, capture_output=True)
         if opts.no_push:
             info("Skipping push to container registry due to --no-push flag")
@@ -426,7 +451,7 @@ def _run(opts: Options, state: str, pmap: PathMap, tmp: str) -> int:
             host = registry_host(dest)
             verify, cert_dir, _plain = _tls_for(host, opts, pmap, tmp, pull=False)
             digest_file = os.path.join(tmp, "digest")
-            push = _buildah(state, "push", "--digestfile", digest_file, "--retry", "2",
+            push = _buildah(store, "push", "--digestfile", digest_file, "--retry", "2",
                             f"--tls-verify={'true' if verify else 'false'}")
             if cert_dir and verify:
                 push += ["--cert-dir", cert_dir]
@@ -451,7 +476,7 @@ def _run(opts: Options, state: str, pmap: PathMap, tmp: str) -> int:
                       encoding="utf-8") as fh:
                 fh.write(f"{opts.destinations[0].rsplit(':', 1)[0]}@{digest}\n")
     finally:
-        subprocess.run(_buildah(state, "rmi", "-f", tag), capture_output=True, check=False)
+        subprocess.run(_buildah(store, "rmi", "-f", tag), capture_output=True, check=False)
     return 0
 
 

@@ -333,7 +333,7 @@ class PodWorker(threading.Thread):
                 configs = podspec.docker_configs(self.client, self.pod)
                 self.authfile = write_authfile(os.path.join(self.pod_dir, "auth.json"), configs)
                 self.image_mounts = mount_image_volumes(self.node.podman, self.pod,
-                                                        self.authfile, self.gone)
+                                                        self.authfile, self.gone, self.event)
                 self.volumes.update(self.image_mounts)
                 self.mount_error = ""
                 return True
