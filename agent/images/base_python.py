@@ -21,7 +21,7 @@ from packaging.utils import canonicalize_name
 
 from agent.errors import BuildError
 from agent.images.oci import Manifest
-from agent.images.registry import Registry
+from agent.images.registry import MAX_CONFIG_BYTES, Registry, verified
 from agent.images.settings import DependencySettings
 
 ARCHES = {"amd64": "x86_64", "arm64": "aarch64", "ppc64le": "ppc64le", "s390x": "s390x"}
@@ -30,7 +30,6 @@ _SITE_DIRS = ("site-packages", "dist-packages")
 _CACHE: dict[str, BasePython] = {}
 _CACHE_SIZE = 8
 MAX_DPKG_BYTES = 4 * 1024 * 1024  # Debian's status file is ~1 MiB with a large package set
-MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -74,9 +73,14 @@ class _ChunkReader(io.RawIOBase):
         return size
 
 
-def _open_layer(registry: Registry, repository: str, descriptor: dict[str, Any]) -> Any:
-    stream = io.BufferedReader(_ChunkReader(
-        registry.stream_blob(repository, descriptor["digest"])), 1024 * 1024)
+def _open_layer(registry: Registry, repository: str, descriptor: dict[str, Any]
+                ) -> tuple[tarfile.TarFile, io.BufferedReader[_ChunkReader]]:
+    """(the layer as a streamed tar, its raw stream): read the stream to its end afterwards,
+    so that the blob's digest is checked."""
+    digest = descriptor["digest"]
+    stream = io.BufferedReader(_ChunkReader(verified(
+        registry.stream_blob(repository, digest), digest, f"{registry.host}/{repository}")),
+        1024 * 1024)
     if descriptor.get("mediaType", "").endswith("zstd"):
         try:
             import zstandard
@@ -84,8 +88,8 @@ def _open_layer(registry: Registry, repository: str, descriptor: dict[str, Any])
             raise BuildError("the base image has zstd layers: install management-agent[zstd] to "
                              "read it for dependency layers") from None
         return tarfile.open(fileobj=zstandard.ZstdDecompressor().stream_reader(stream),
-                            mode="r|")
-    return tarfile.open(fileobj=stream, mode="r|*")
+                            mode="r|"), stream
+    return tarfile.open(fileobj=stream, mode="r|*"), stream
 
 
 def _dist(directory: str) -> tuple[str, str] | None:
@@ -149,15 +153,19 @@ def survey(registry: Registry, repository: str, manifest: Manifest,
         return cached
     descriptor = manifest.data["config"]
     if int(descriptor.get("size", 0)) > MAX_CONFIG_BYTES:
-        raise BuildError("the base image's config is larger than 4 MiB")
+        raise BuildError(f"the base image's config is larger than "
+                         f"{MAX_CONFIG_BYTES // (1024 * 1024)} MiB")
     config = json.loads(registry.get_blob(repository, descriptor["digest"]))
     env = dict(item.split("=", 1) for item in (config.get("config") or {}).get("Env") or []
                if "=" in item)
     pythonpath = env.get("PYTHONPATH", "")
     listing = _Listing(pythonpath.split(":"))
     for descriptor in manifest.data.get("layers", []):
-        with _open_layer(registry, repository, descriptor) as tar:
+        tar, stream = _open_layer(registry, repository, descriptor)
+        with tar:
             listing.add(tar)
+        while stream.read(1024 * 1024):  # the rest (padding): the digest covers every byte
+            pass
     declared = re.match(r"^(3\.\d+)", env.get("PYTHON_VERSION", ""))
     version = (declared.group(1) if declared else None) or settings.python_version
     if version is None and len(listing.pythons) == 1:

@@ -59,6 +59,34 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+#: what a registry may send for a manifest or an image config: the distribution registry
+#: refuses to store a manifest over 4 MiB, and a config is a few KiB; anything larger is
+#: refused while it streams, so a hostile registry cannot fill the agent's memory
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
+def _read_capped(response: requests.Response, limit: int, what: str) -> bytes:
+    body = bytearray()
+    with response:
+        for chunk in response.iter_content(64 * 1024):
+            body += chunk
+            if len(body) > limit:
+                raise RegistryError(f"{what}: larger than {limit // (1024 * 1024)} MiB, refused")
+    return bytes(body)
+
+
+def verified(chunks: Iterable[bytes], digest: str, source: str) -> Iterator[bytes]:
+    """`chunks`, passed through; raises at the end when their sha256 is not `digest`
+    (consume them all: a reader that stops early checks nothing)."""
+    hasher = hashlib.sha256()
+    for chunk in chunks:
+        hasher.update(chunk)
+        yield chunk
+    if "sha256:" + hasher.hexdigest() != digest:
+        raise RegistryError(f"blob {digest} from {source} is corrupt")
+
+
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -265,14 +293,19 @@ class Registry:
         response = self.request(
             "GET", f"/v2/{repository}/manifests/{reference}", [self.pull_scope(repository)],
             ok=(200, 404), what=f"get manifest {repository}:{reference}",
-            headers={"Accept": ACCEPT},
+            headers={"Accept": ACCEPT}, stream=True,
         )
         if response.status_code == 404:
+            response.close()
             return None
-        raw = response.content
+        raw = _read_capped(response, MAX_MANIFEST_BYTES,
+                           f"manifest {self.host}/{repository}:{reference}")
+        digest = sha256_digest(raw)
+        if reference.startswith("sha256:") and digest != reference:
+            raise RegistryError(f"manifest {self.host}/{repository}@{reference} does not match "
+                                f"its digest (got {digest})")
         media_type = (response.headers.get("Content-Type", "").split(";")[0]
                       or json.loads(raw).get("mediaType", ""))
-        digest = sha256_digest(raw)
         return Manifest(raw, media_type, digest)
 
     def resolve_image(self, repository: str, reference: str,
@@ -330,13 +363,16 @@ class Registry:
         return response.status_code == 200
 
     def get_blob(self, repository: str, digest: str) -> bytes:
+        """A small blob (an image config), verified, at most MAX_CONFIG_BYTES."""
         response = self.request(
             "GET", f"/v2/{repository}/blobs/{digest}", [self.pull_scope(repository)],
-            what=f"get blob {digest[:19]} from {repository}",
+            what=f"get blob {digest[:19]} from {repository}", stream=True,
         )
-        if sha256_digest(response.content) != digest:
+        data = _read_capped(response, MAX_CONFIG_BYTES,
+                            f"blob {digest[:19]} from {self.host}/{repository}")
+        if sha256_digest(data) != digest:
             raise RegistryError(f"blob {digest} from {self.host}/{repository} is corrupt")
-        return response.content
+        return data
 
     def stream_blob(self, repository: str, digest: str,
                     chunk_size: int = 1024 * 1024) -> Iterator[bytes]:

@@ -212,3 +212,57 @@ def test_a_cluster_before_1_35_refuses_an_image_volume_and_auto_builds_an_image(
         assert answers(CASE, result["data"]["predictionUrl"]) == local_predictions(model)
     finally:
         agent.stop()
+
+
+def test_an_image_volume_the_node_cannot_pull_fails_the_action_early_and_says_why(
+        control_plane: Any, cluster: dict[str, str], s3: S3, tmp_path: Path,
+        cluster_version: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent pushes the artifact to the harness's basic-auth TLS registry with its own
+    login, but the pods get no imagePullSecret (ops forgot `image_pull_secrets`): the
+    kubelet's pull is refused before any container exists, so the containers only say
+    ContainerCreating. The action fails after `fail_fast_seconds` (30 here), not at the
+    rollout deadline (300), naming the volume and the kubelet's reason, without the
+    password."""
+    import yaml
+
+    for key in ("HARNESS_REGISTRY_TLS", "HARNESS_REGISTRY_TLS_USER",
+                "HARNESS_REGISTRY_TLS_PASSWORD", "HARNESS_CA_CERT"):
+        assert cluster.get(key), f"{key} missing from the harness env"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", s3.region)
+    cluster_version("1.35.0")
+    model = tmp_path / "model"
+    (save_joblib(CASE.train("v1"), model) / "NOTES.md").write_text(uuid.uuid4().hex)
+    uri = upload(s3, model)
+
+    env_id, token = control_plane.create_environment()
+    config = serving_config(tmp_path / "agent.yaml", cluster, s3, control_plane.url, env_id,
+                            token)
+    data = yaml.safe_load(config.read_text())
+    data["plugin"]["kubernetes"]["model_delivery"] = "image-volume"
+    password = cluster["HARNESS_REGISTRY_TLS_PASSWORD"]
+    data["images"] = {
+        "builder": "direct",
+        "generated_image_repository": f"{cluster['HARNESS_REGISTRY_TLS']}/e2e-private",
+        "credentials": {"provider": "basic", "username": cluster["HARNESS_REGISTRY_TLS_USER"],
+                        "password": password}}
+    data["tls"] = {"ca_bundle": cluster["HARNESS_CA_CERT"]}
+    config.write_text(yaml.safe_dump(data))
+    agent = Agent(config, tmp_path / "agent.log")
+    try:
+        started = time.monotonic()
+        result = finish(control_plane, env_id, control_plane.deploy(
+            env_id, "private", "p-v1", uri=uri, server_profile="mlserver"), agent)
+        elapsed = time.monotonic() - started
+        assert result["status"] == "failing", result
+        error = str(result.get("error") or result)
+        assert "image volume model cannot be pulled (ErrImagePull: Failed to pull image" \
+            in error, error
+        assert f"{cluster['HARNESS_REGISTRY_TLS']}/e2e-private@sha256:" in error, error
+        assert password not in error and password not in agent.log()
+        # behaviour, not speed: the fail-fast path (30 s) and not the 300 s rollout deadline
+        assert elapsed < 200, (elapsed, error)
+        assert "not available after" not in error, error
+    finally:
+        agent.stop()

@@ -25,12 +25,14 @@ from agent.plugins.kubernetes.status import (
     FATAL_AT_ONCE,
     PULL_FAILURES,
     deadline_exceeded,
+    image_volume_problems,
     observed,
     pod_problems,
     pod_ready,
     progress_line,
     rollout_complete,
     template_selector,
+    waiting_for_image_volumes,
 )
 
 log = logging.getLogger(__name__)
@@ -161,6 +163,10 @@ def diagnose(client: KubeClient, deployment: dict[str, Any], *, log_lines: int =
     for pod in pods[:3]:
         pod_name = pod["metadata"]["name"]
         problems = pod_problems(pod)
+        volume_problems = _volume_problems(client, pod)
+        for reason, volume, message in volume_problems:
+            reasons.append(f"pod {pod_name}: image volume {volume} cannot be pulled "
+                           f"({reason}: {message})")
         for reason, container, message in problems:
             if reason in PULL_FAILURES:
                 reasons.append(
@@ -177,7 +183,7 @@ def diagnose(client: KubeClient, deployment: dict[str, Any], *, log_lines: int =
                 if logs:
                     text += f"; last log lines:\n{logs}"
                 reasons.append(text)
-        if not problems:
+        if not problems and not volume_problems:
             phase = (pod.get("status") or {}).get("phase")
             if phase == "Pending":
                 reasons.append(f"pod {pod_name} is Pending")
@@ -187,8 +193,8 @@ def diagnose(client: KubeClient, deployment: dict[str, Any], *, log_lines: int =
                 containers = (pod.get("spec") or {}).get("containers") or [{}]
                 logs = _tail(client, pod, containers[0].get("name", ""), log_lines)
                 reasons.append(text + (f"; last log lines:\n{logs}" if logs else ""))
-        if problems:
-            continue  # the container states said it; events would repeat it
+        if problems or volume_problems:
+            continue  # the container states (or the pull events) said it
         warnings = [e for e in _events(client, pod) if e.get("type") == "Warning"]
         for event in warnings[-3:]:
             reasons.append(f"pod {pod_name}: event {event.get('reason')}: {event.get('message')}")
@@ -204,6 +210,13 @@ def _tail(client: KubeClient, pod: dict[str, Any], container: str, lines: int) -
     except Exception as exc:  # logs are a courtesy; never hide the real failure
         log.debug("cannot read logs of %s: %s", pod["metadata"]["name"], exc)
         return ""
+
+
+def _volume_problems(client: KubeClient, pod: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Image volumes of a waiting pod that the kubelet failed to pull (from its events)."""
+    if not waiting_for_image_volumes(pod):
+        return []
+    return image_volume_problems(pod, _events(client, pod))
 
 
 def _events(client: KubeClient, pod: dict[str, Any]) -> list[dict[str, Any]]:
@@ -285,7 +298,7 @@ def _stuck(client: KubeClient, deployment: dict[str, Any], settings: KubernetesS
         seen.update(f"{pod['metadata']['name']}/{cs.get('name', '?')}"
                     for cs in (pod.get("status") or {}).get("containerStatuses") or []
                     if cs.get("restartCount", 0) > 0 and not cs.get("ready"))
-        for reason, container, _ in pod_problems(pod):
+        for reason, container, _ in [*pod_problems(pod), *_volume_problems(client, pod)]:
             if reason == "FailedScheduling":
                 continue  # the cluster autoscaler may add a node; wait for the deadline
             key = f"{pod['metadata']['name']}/{container}"

@@ -94,6 +94,50 @@ def template_selector(deployment: dict[str, Any]) -> str:
     return ",".join(f"{k}={labels[k]}" for k in keys if k in labels)
 
 
+def image_volumes(pod: dict[str, Any]) -> dict[str, str]:
+    """Image-volume reference -> volume name, for the pod's `volumes[].image`."""
+    return {str(v["image"].get("reference")): str(v.get("name"))
+            for v in (pod.get("spec") or {}).get("volumes") or []
+            if isinstance(v.get("image"), dict) and v["image"].get("reference")}
+
+
+def image_volume_problems(pod: dict[str, Any],
+                          events: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(reason, volume, message) of each image volume the kubelet failed to pull.
+
+    A kubelet pulls image volumes before it creates any container, so a failed
+    pull leaves every container `ContainerCreating` and is told only by the
+    image manager's events on the pod (`events` oldest first): `Failed` "Failed
+    to pull image "<ref>": ..." and `ErrImageNeverPull`, until a `Pulled` one.
+    """
+    references = image_volumes(pod)
+    found: dict[str, tuple[str, str, str]] = {}  # the newest event per volume
+    for event in events:
+        message = str(event.get("message") or "")
+        reason = event.get("reason")
+        for reference, volume in references.items():
+            if f'"{reference}"' not in message:
+                continue
+            if reason == "Pulled":  # a later pull succeeded
+                found.pop(volume, None)
+            elif reason == "Failed" and message.startswith("Failed to pull image"):
+                found[volume] = ("ErrImagePull", volume, message)
+            elif reason == "ErrImageNeverPull":
+                found[volume] = ("ErrImageNeverPull", volume, message)
+    return list(found.values())
+
+
+def waiting_for_image_volumes(pod: dict[str, Any]) -> bool:
+    """A Pending pod with image volumes whose containers were never created."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Pending" or not image_volumes(pod):
+        return False
+    return all(((cs.get("state") or {}).get("waiting") or {}).get("reason") in
+               (None, "ContainerCreating", "PodInitializing")
+               for cs in [*(status.get("initContainerStatuses") or []),
+                          *(status.get("containerStatuses") or [])])
+
+
 def pod_problems(pod: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(reason, container, message) of each container of a pod that is stuck."""
     status = pod.get("status") or {}

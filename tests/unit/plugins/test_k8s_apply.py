@@ -12,11 +12,13 @@ from agent.plugins.kubernetes.manifests import render
 from agent.plugins.kubernetes.settings import KubernetesSettings
 from agent.plugins.kubernetes.status import (
     deadline_exceeded,
+    image_volume_problems,
     pod_problems,
     rollout_complete,
     serving,
     status_of,
     template_selector,
+    waiting_for_image_volumes,
 )
 
 
@@ -113,6 +115,57 @@ def test_pod_problems() -> None:
         ("FailedScheduling", "", "0/3 nodes: insufficient memory"),
     ]
     assert pod_problems({"status": {"phase": "Running"}}) == []
+
+
+def _volume_pod(*waiting: str) -> dict[str, Any]:
+    return {"metadata": {"name": "p"},
+            "spec": {"volumes": [{"name": "model", "image": {"reference": "r/m@sha256:aa"}},
+                                 {"name": "scratch", "emptyDir": {}}]},
+            "status": {"phase": "Pending", "containerStatuses": [
+                {"name": "server", "state": {"waiting": {"reason": reason}}}
+                for reason in waiting]}}
+
+
+def _event(reason: str, message: str) -> dict[str, Any]:
+    return {"reason": reason, "message": message, "type": "Warning"}
+
+
+def test_image_volume_pull_failures_are_read_from_the_kubelets_events() -> None:
+    """A kubelet pulls image volumes before creating containers: the containers say only
+    ContainerCreating, the image manager's events say why (and a later Pulled clears it)."""
+    pod = _volume_pod("ContainerCreating")
+    assert waiting_for_image_volumes(pod)
+    assert not waiting_for_image_volumes(_volume_pod("ImagePullBackOff"))
+    assert not waiting_for_image_volumes({**pod, "spec": {"volumes": []}})
+    assert not waiting_for_image_volumes({**pod, "status": {"phase": "Running"}})
+
+    denied = _event("Failed", 'Failed to pull image "r/m@sha256:aa": unauthorized')
+    assert image_volume_problems(pod, [
+        _event("Pulling", 'Pulling image "r/m@sha256:aa"'), denied,
+        _event("Failed", 'Failed to pull image "other/image:1": not found'),  # not a volume
+    ]) == [("ErrImagePull", "model", 'Failed to pull image "r/m@sha256:aa": unauthorized')]
+    pulled = _event("Pulled", 'Successfully pulled image "r/m@sha256:aa" in 1.2s')
+    assert image_volume_problems(pod, [denied, pulled]) == []
+    never = _event("ErrImageNeverPull",
+                   'Container image "r/m@sha256:aa" is not present with pull policy of Never')
+    assert image_volume_problems(pod, [never]) == [("ErrImageNeverPull", "model",
+                                                    never["message"])]
+
+
+def test_diagnosis_names_the_image_volume_that_cannot_be_pulled() -> None:
+    """FakeKube scripts the pod and its kubelet events (the stand-in's own events are
+    checked end to end in tests/e2e/test_e2e_image_volume.py)."""
+    from agent.plugins.kubernetes.apply import diagnose
+    from tests.fixtures.fakekube import FakeKube
+
+    pod = _volume_pod("ContainerCreating")
+    pod["metadata"]["namespace"] = "default"
+    event = {**_event("Failed", 'Failed to pull image "r/m@sha256:aa": unauthorized'),
+             "involvedObject": {"kind": "Pod", "name": "p"}}
+    client: Any = FakeKube(pods=[pod], events=[event])
+    text = diagnose(client, deployment())
+    assert text == ('pod p: image volume model cannot be pulled (ErrImagePull: Failed to '
+                    'pull image "r/m@sha256:aa": unauthorized)')
 
 
 def test_managed_kinds_follow_ingress_mode() -> None:

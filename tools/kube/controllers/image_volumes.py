@@ -19,7 +19,17 @@ from .runtime import Podman
 
 
 class ImageVolumeError(Exception):
-    """An image volume could not be pulled or mounted (the pod stays ContainerCreating)."""
+    """An image volume could not be pulled or mounted (the pod stays ContainerCreating).
+
+    `reason` and `message` are the kubelet image manager's event for it: `Failed`
+    "Failed to pull image ..." or `ErrImageNeverPull`; the kubelet creates no
+    container, so only these events on the pod tell why.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 def _policy(source: dict[str, Any]) -> str:
@@ -48,19 +58,20 @@ def mount_image_volumes(podman: Podman, pod: dict[str, Any], authfile: str | Non
         with podman.image_lock(ref):
             present = podman.image_exists(ref)
             if policy == "Never" and not present:
-                raise ImageVolumeError(f'Container image "{ref}" is not present with pull '
-                                       "policy of Never")
+                raise ImageVolumeError("ErrImageNeverPull", f'Container image "{ref}" is not '
+                                       "present with pull policy of Never")
             if policy == "Always" or not present:
                 event("Pulling", f'Pulling image "{ref}"')
                 started = time.monotonic()
                 ok, msg = podman.pull(ref, authfile, cancel=cancel)
                 if not ok:
-                    raise ImageVolumeError(f'failed to pull and unpack image "{ref}": {msg}')
+                    raise ImageVolumeError("Failed", f'Failed to pull image "{ref}": {msg}')
                 event("Pulled", f'Successfully pulled image "{ref}" in '
                                 f"{time.monotonic() - started:.3f}s")
             res = podman.run("image", "mount", ref, timeout=60)
         if res.returncode != 0 or not res.stdout.strip():
-            raise ImageVolumeError(f'mounting image "{ref}" failed: {res.stderr.strip()}')
+            raise ImageVolumeError("Failed", f'Error: mounting image "{ref}" failed: '
+                               f"{res.stderr.strip()}")
         out[vol["name"]] = res.stdout.strip().splitlines()[-1]
     return out
 

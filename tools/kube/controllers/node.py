@@ -338,9 +338,8 @@ class PodWorker(threading.Thread):
                 self.mount_error = ""
                 return True
             except ImageVolumeError as exc:
-                if str(exc) != self.mount_error:
-                    self.event("Failed", f"Error: {exc}", "Warning")
-                self.mount_error = str(exc)
+                self.event(exc.reason, exc.message, "Warning")  # aggregated when repeated
+                self.mount_error = exc.message
                 self.push_status()
                 self.gone.wait(10)  # the kubelet backs off image pulls
             except podspec.MountError as exc:
