@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,6 +90,13 @@ def test_kaniko_build_and_push_plain_http(cluster: StandinCluster, ns: str,
     assert term["message"] == info["Digest"]
     base = skopeo_inspect(env["HARNESS_BASE_IMAGE"], "--tls-verify=false")
     assert len(info["Layers"]) > len(base["Layers"])
+    # like a Kaniko pod, a build keeps no image store: the next one pulls its base again
+    state = Path(cluster.state_dir)
+    leftovers = [p.name for p in state.iterdir() if p.name.startswith(("kaniko-shim-",
+                                                                          "buildah"))]
+    assert leftovers == [], leftovers
+    assert not [line for line in Path("/proc/self/mounts").read_text().splitlines()
+                if f" {state}/kaniko-shim-" in line]
     # the built image runs on the node
     cluster.apply([{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "run"},
                     "spec": {"restartPolicy": "Never",
