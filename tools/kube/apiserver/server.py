@@ -8,6 +8,7 @@ import os
 import select
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 import time
@@ -59,6 +60,14 @@ class KubeServer(ThreadingHTTPServer):
         self.auth = Authenticator(dict(restricted or {}))
         self.stop_event = threading.Event()
         self._bootstrap()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (a stopped watch, a killed kubectl) is routine: no traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionResetError | BrokenPipeError | ssl.SSLEOFError):
+            log.debug("client %s hung up: %s", client_address, error)
+            return
+        super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:
