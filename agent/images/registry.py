@@ -41,16 +41,42 @@ from agent.tls import verify_for
 log = logging.getLogger(__name__)
 
 class _Transient(Exception):
-    """A response worth retrying (429/5xx); carries the response for Retry-After."""
+    """A response worth retrying (429/5xx); carries the response for Retry-After and the
+    start of its body (read, and the connection released, at once)."""
 
     def __init__(self, response: requests.Response) -> None:
         super().__init__(f"HTTP {response.status_code}")
         self.response = response
+        self.body = _small_body(response)
         self.retry_after = retry_after_of(response.headers)
 
 
+#: how much of an error answer is read for its message: a hostile registry's endless
+#: 4xx/5xx body is cut here, like a 200 body at its cap
+MAX_ERROR_BYTES = 64 * 1024
+
+
+def _small_body(response: requests.Response) -> bytes:
+    """At most MAX_ERROR_BYTES of `response`'s body; the connection is released after."""
+    body = b""
+    try:
+        for chunk in response.iter_content(8192):
+            body += chunk
+            if len(body) >= MAX_ERROR_BYTES:
+                break
+    except (requests.RequestException, RuntimeError):  # cut short, or read already
+        pass
+    finally:
+        response.close()
+    return body[:MAX_ERROR_BYTES]
+
+
+#: a body whose transfer broke off (reset, timeout, truncated chunking): worth a retry
+_CUT_SHORT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+
+
 def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, _Transient | requests.ConnectionError | requests.Timeout) and not (
+    return isinstance(exc, (_Transient, *_CUT_SHORT)) and not (
         isinstance(exc, requests.exceptions.SSLError)
     )
 
@@ -74,6 +100,16 @@ def _read_capped(response: requests.Response, limit: int, what: str) -> bytes:
             if len(body) > limit:
                 raise RegistryError(f"{what}: larger than {limit // (1024 * 1024)} MiB, refused")
     return bytes(body)
+
+
+def _check_digest(data: bytes, digest: str, what: str) -> None:
+    """`data` must hash to `digest` (sha256 or sha512, the algorithms OCI registers)."""
+    algorithm, _, expected = digest.partition(":")
+    if algorithm not in ("sha256", "sha512"):
+        raise RegistryError(f"{what}: digest algorithm {algorithm!r} is not supported "
+                            "(sha256, sha512)")
+    if hashlib.new(algorithm, data).hexdigest() != expected:
+        raise RegistryError(f"{what} does not match its digest")
 
 
 def verified(chunks: Iterable[bytes], digest: str, source: str) -> Iterator[bytes]:
@@ -163,7 +199,7 @@ class Registry:
                         response = self._authorized(method, url, scopes, headers or {},
                                                     **kwargs)
         except _Transient as exc:
-            raise self._error(exc.response, what) from None
+            raise self._error(exc.response, what, exc.body) from None
         except requests.RequestException as exc:
             raise RegistryError(
                 f"{what}: cannot reach registry {self.host} ({type(exc).__name__}); check "
@@ -186,6 +222,7 @@ class Registry:
             auth = self._auth_header(scopes, challenge=response.headers.get("WWW-Authenticate"))
             if not auth:
                 return response
+            response.close()  # a challenge answered: its connection goes back to the pool
             response = self._send(method, url, {**headers, **auth}, **kwargs)
             if response.status_code != 401:
                 return response
@@ -240,15 +277,17 @@ class Registry:
     def _verify_for(self, url: str) -> bool | str:
         return self.verify if url.startswith("https://") else True
 
-    def _error(self, response: requests.Response, what: str) -> RegistryError:
+    def _error(self, response: requests.Response, what: str,
+               body: bytes | None = None) -> RegistryError:
         code = response.status_code
         detail = ""
         try:
-            errors = response.json().get("errors") or []
+            raw = _small_body(response) if body is None else body
+            errors = dict(json.loads(raw or b"{}")).get("errors") or []
             detail = "; ".join(
                 f"{e.get('code', '')}: {e.get('message', '')}" for e in errors[:3]
             )
-        except ValueError:
+        except (ValueError, TypeError, AttributeError):  # not the distribution's error JSON
             pass
         suffix = f" [{detail}]" if detail else ""
         if code == 401 and self.provider.name == "anonymous":
@@ -288,22 +327,42 @@ class Registry:
     def push_scope(repository: str) -> str:
         return f"repository:{repository}:pull,push"
 
+    def _get_capped(self, path: str, scopes: list[str], limit: int, what: str,
+                    ok: tuple[int, ...] = (200,), headers: dict[str, str] | None = None,
+                    ) -> tuple[requests.Response, bytes | None]:
+        """GET `path` and read its body, at most `limit` bytes (None: not a 200). A transfer
+        cut short is retried like a failed request, then reported as unreachable."""
+        for attempt in self._retrying():
+            with attempt:
+                response = self.request("GET", path, scopes, ok=ok, what=what,
+                                        headers=headers, stream=True)
+                if response.status_code != 200:
+                    response.close()
+                    return response, None
+                return response, _read_capped(response, limit, what)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _get_body(self, path: str, scopes: list[str], limit: int, what: str,
+                  ok: tuple[int, ...] = (200,), headers: dict[str, str] | None = None,
+                  ) -> tuple[requests.Response, bytes | None]:
+        try:
+            return self._get_capped(path, scopes, limit, what, ok, headers)
+        except _CUT_SHORT as exc:
+            raise RegistryError(
+                f"{what}: registry {self.host} broke off the transfer ({type(exc).__name__}) "
+                "after retries; check the registry and the network in between") from None
+
     def get_manifest(self, repository: str, reference: str) -> Manifest | None:
         """The manifest or index at `reference` (tag or digest); None when it doesn't exist."""
-        response = self.request(
-            "GET", f"/v2/{repository}/manifests/{reference}", [self.pull_scope(repository)],
-            ok=(200, 404), what=f"get manifest {repository}:{reference}",
-            headers={"Accept": ACCEPT}, stream=True,
-        )
-        if response.status_code == 404:
-            response.close()
+        response, raw = self._get_body(
+            f"/v2/{repository}/manifests/{reference}", [self.pull_scope(repository)],
+            MAX_MANIFEST_BYTES, f"manifest {self.host}/{repository}:{reference}",
+            ok=(200, 404), headers={"Accept": ACCEPT})
+        if raw is None:
             return None
-        raw = _read_capped(response, MAX_MANIFEST_BYTES,
-                           f"manifest {self.host}/{repository}:{reference}")
         digest = sha256_digest(raw)
-        if reference.startswith("sha256:") and digest != reference:
-            raise RegistryError(f"manifest {self.host}/{repository}@{reference} does not match "
-                                f"its digest (got {digest})")
+        if ":" in reference:  # a digest (a tag has no colon): the content must match it
+            _check_digest(raw, reference, f"manifest {self.host}/{repository}@{reference}")
         media_type = (response.headers.get("Content-Type", "").split(";")[0]
                       or json.loads(raw).get("mediaType", ""))
         return Manifest(raw, media_type, digest)
@@ -364,12 +423,10 @@ class Registry:
 
     def get_blob(self, repository: str, digest: str) -> bytes:
         """A small blob (an image config), verified, at most MAX_CONFIG_BYTES."""
-        response = self.request(
-            "GET", f"/v2/{repository}/blobs/{digest}", [self.pull_scope(repository)],
-            what=f"get blob {digest[:19]} from {repository}", stream=True,
-        )
-        data = _read_capped(response, MAX_CONFIG_BYTES,
-                            f"blob {digest[:19]} from {self.host}/{repository}")
+        _, data = self._get_body(
+            f"/v2/{repository}/blobs/{digest}", [self.pull_scope(repository)],
+            MAX_CONFIG_BYTES, f"blob {digest[:19]} from {self.host}/{repository}")
+        assert data is not None  # ok=(200,): anything else raised
         if sha256_digest(data) != digest:
             raise RegistryError(f"blob {digest} from {self.host}/{repository} is corrupt")
         return data

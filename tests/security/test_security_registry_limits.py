@@ -96,3 +96,13 @@ def test_a_base_layer_that_is_not_the_one_its_manifest_names_fails_the_survey(
     right = "sha256:" + hashlib.sha256(layer.getvalue()).hexdigest()
     found = survey(registry, "base", manifest(right), DependencySettings())
     assert found.version == "3.11" and found.distributions.get("numpy") == "2.0.0", found
+
+
+def test_an_endless_error_body_is_cut_and_named_by_its_status(
+        endpoint: Callable[..., Endpoint]) -> None:
+    """A 4xx/5xx answer is read for its message only up to 64 KiB (then the connection is
+    let go), so an error page cannot fill memory either."""
+    ep, registry = _registry(endpoint)
+    ep.routes["/v2/evil/manifests/latest"] = (403, {}, 64 * MAX_MANIFEST_BYTES)
+    with pytest.raises(RegistryError, match="denied access"):
+        registry.get_manifest("evil", "latest")

