@@ -20,8 +20,9 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from agent.errors import BuildError
+from agent.images.bodies import MAX_CONFIG_BYTES, verified
 from agent.images.oci import Manifest
-from agent.images.registry import MAX_CONFIG_BYTES, Registry, verified
+from agent.images.registry import Registry
 from agent.images.settings import DependencySettings
 
 ARCHES = {"amd64": "x86_64", "arm64": "aarch64", "ppc64le": "ppc64le", "s390x": "s390x"}

@@ -31,7 +31,15 @@ from tenacity import Retrying
 
 from agent.errors import RegistryError
 from agent.images.auth import AnonymousProvider, CredentialProvider
+from agent.images.bodies import (
+    MAX_CONFIG_BYTES,
+    MAX_MANIFEST_BYTES,
+    check_digest,
+    read_capped,
+    small_body,
+)
 from agent.images.oci import ACCEPT, Manifest
+from agent.images.refusals import refusal
 from agent.images.settings import ImageSettings
 from agent.images.trust import fetch_token
 from agent.images.upload import BlobUpload
@@ -47,28 +55,8 @@ class _Transient(Exception):
     def __init__(self, response: requests.Response) -> None:
         super().__init__(f"HTTP {response.status_code}")
         self.response = response
-        self.body = _small_body(response)
+        self.body = small_body(response)
         self.retry_after = retry_after_of(response.headers)
-
-
-#: how much of an error answer is read for its message: a hostile registry's endless
-#: 4xx/5xx body is cut here, like a 200 body at its cap
-MAX_ERROR_BYTES = 64 * 1024
-
-
-def _small_body(response: requests.Response) -> bytes:
-    """At most MAX_ERROR_BYTES of `response`'s body; the connection is released after."""
-    body = b""
-    try:
-        for chunk in response.iter_content(8192):
-            body += chunk
-            if len(body) >= MAX_ERROR_BYTES:
-                break
-    except (requests.RequestException, RuntimeError):  # cut short, or read already
-        pass
-    finally:
-        response.close()
-    return body[:MAX_ERROR_BYTES]
 
 
 #: a body whose transfer broke off (reset, timeout, truncated chunking): worth a retry
@@ -83,44 +71,6 @@ def _is_transient(exc: BaseException) -> bool:
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-#: what a registry may send for a manifest or an image config: the distribution registry
-#: refuses to store a manifest over 4 MiB, and a config is a few KiB; anything larger is
-#: refused while it streams, so a hostile registry cannot fill the agent's memory
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-MAX_CONFIG_BYTES = 16 * 1024 * 1024
-
-
-def _read_capped(response: requests.Response, limit: int, what: str) -> bytes:
-    body = bytearray()
-    with response:
-        for chunk in response.iter_content(64 * 1024):
-            body += chunk
-            if len(body) > limit:
-                raise RegistryError(f"{what}: larger than {limit // (1024 * 1024)} MiB, refused")
-    return bytes(body)
-
-
-def _check_digest(data: bytes, digest: str, what: str) -> None:
-    """`data` must hash to `digest` (sha256 or sha512, the algorithms OCI registers)."""
-    algorithm, _, expected = digest.partition(":")
-    if algorithm not in ("sha256", "sha512"):
-        raise RegistryError(f"{what}: digest algorithm {algorithm!r} is not supported "
-                            "(sha256, sha512)")
-    if hashlib.new(algorithm, data).hexdigest() != expected:
-        raise RegistryError(f"{what} does not match its digest")
-
-
-def verified(chunks: Iterable[bytes], digest: str, source: str) -> Iterator[bytes]:
-    """`chunks`, passed through; raises at the end when their sha256 is not `digest`
-    (consume them all: a reader that stops early checks nothing)."""
-    hasher = hashlib.sha256()
-    for chunk in chunks:
-        hasher.update(chunk)
-        yield chunk
-    if "sha256:" + hasher.hexdigest() != digest:
-        raise RegistryError(f"blob {digest} from {source} is corrupt")
 
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
@@ -279,35 +229,9 @@ class Registry:
 
     def _error(self, response: requests.Response, what: str,
                body: bytes | None = None) -> RegistryError:
-        code = response.status_code
-        detail = ""
-        try:
-            raw = _small_body(response) if body is None else body
-            errors = dict(json.loads(raw or b"{}")).get("errors") or []
-            detail = "; ".join(
-                f"{e.get('code', '')}: {e.get('message', '')}" for e in errors[:3]
-            )
-        except (ValueError, TypeError, AttributeError):  # not the distribution's error JSON
-            pass
-        suffix = f" [{detail}]" if detail else ""
-        if code == 401 and self.provider.name == "anonymous":
-            return RegistryError(
-                f"{what}: registry {self.host} asks for a login (401) and none is configured "
-                "for it: a login goes only to the hosts it is bound to "
-                f"(images.credentials.hosts, images.base_credentials.hosts){suffix}")
-        if code == 401:
-            return RegistryError(
-                f"{what}: registry {self.host} refused the login (401): check the credentials "
-                f"for {self.host}{suffix}"
-            )
-        if code == 403:
-            return RegistryError(
-                f"{what}: registry {self.host} denied access (403): the credentials for "
-                f"{self.host} lack the needed pull/push permission{suffix}"
-            )
-        error = RegistryError(f"{what}: registry {self.host} answered {code}{suffix}")
-        error.transient = is_transient_status(code)
-        return error
+        raw = small_body(response) if body is None else body
+        return refusal(self.host, response.status_code, raw, what,
+                       login_configured=self.provider.name != "anonymous")
 
     # -- API --------------------------------------------------------------
 
@@ -327,30 +251,25 @@ class Registry:
     def push_scope(repository: str) -> str:
         return f"repository:{repository}:pull,push"
 
-    def _get_capped(self, path: str, scopes: list[str], limit: int, what: str,
-                    ok: tuple[int, ...] = (200,), headers: dict[str, str] | None = None,
-                    ) -> tuple[requests.Response, bytes | None]:
-        """GET `path` and read its body, at most `limit` bytes (None: not a 200). A transfer
-        cut short is retried like a failed request, then reported as unreachable."""
-        for attempt in self._retrying():
-            with attempt:
-                response = self.request("GET", path, scopes, ok=ok, what=what,
-                                        headers=headers, stream=True)
-                if response.status_code != 200:
-                    response.close()
-                    return response, None
-                return response, _read_capped(response, limit, what)
-        raise AssertionError("unreachable: the last attempt returns or raises")
-
     def _get_body(self, path: str, scopes: list[str], limit: int, what: str,
                   ok: tuple[int, ...] = (200,), headers: dict[str, str] | None = None,
                   ) -> tuple[requests.Response, bytes | None]:
+        """GET `path` and read its body, at most `limit` bytes (None: not a 200). A transfer
+        cut short is retried like a failed request, then reported as a RegistryError."""
         try:
-            return self._get_capped(path, scopes, limit, what, ok, headers)
-        except _CUT_SHORT as exc:
+            for attempt in self._retrying():
+                with attempt:
+                    response = self.request("GET", path, scopes, ok=ok, what=what,
+                                            headers=headers, stream=True)
+                    if response.status_code != 200:
+                        response.close()
+                        return response, None
+                    return response, read_capped(response, limit, what)
+        except requests.RequestException as exc:  # cut short (after retries), or undecodable
             raise RegistryError(
-                f"{what}: registry {self.host} broke off the transfer ({type(exc).__name__}) "
-                "after retries; check the registry and the network in between") from None
+                f"{what}: registry {self.host} broke off the transfer ({type(exc).__name__}); "
+                "check the registry and the network in between") from None
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def get_manifest(self, repository: str, reference: str) -> Manifest | None:
         """The manifest or index at `reference` (tag or digest); None when it doesn't exist."""
@@ -362,7 +281,7 @@ class Registry:
             return None
         digest = sha256_digest(raw)
         if ":" in reference:  # a digest (a tag has no colon): the content must match it
-            _check_digest(raw, reference, f"manifest {self.host}/{repository}@{reference}")
+            check_digest(raw, reference, f"manifest {self.host}/{repository}@{reference}")
         media_type = (response.headers.get("Content-Type", "").split(";")[0]
                       or json.loads(raw).get("mediaType", ""))
         return Manifest(raw, media_type, digest)

@@ -19,7 +19,8 @@ from collections.abc import Callable
 import pytest
 
 from agent.errors import RegistryError
-from agent.images.registry import MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, Registry
+from agent.images.bodies import MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES
+from agent.images.registry import Registry
 from agent.images.settings import ImageSettings
 from tests.security.conftest import Endpoint
 
