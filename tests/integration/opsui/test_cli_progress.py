@@ -107,8 +107,12 @@ def test_events_follow_prints_new_events_and_results_until_interrupted(
     variables = {**os.environ, "MGMT_AGENT_CP_URL": control_plane.url,
                  "MGMT_AGENT_CP_ADMIN_TOKEN": control_plane.admin_token,
                  "MGMT_AGENT_CP_ENVIRONMENT": env_id}
+    # Ctrl-C as a terminal delivers it: a run started in the background of a script
+    # (`cmd &` without job control) inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt
     follower = subprocess.Popen([*command(), "control-plane", "events", "d1", "--follow"],
-                                stdout=subprocess.PIPE, text=True, env=variables)
+                                stdout=subprocess.PIPE, text=True, env=variables,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert follower.stdout is not None
     lines, seen = _reader(follower.stdout), []
     agent = AgentProcess(tmp_path, control_plane.url, env_id, token)
