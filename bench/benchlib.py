@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.fixtures.agent_process import set_dotted  # noqa: E402
 from tests.fixtures.controlplane import ControlPlaneServer, free_port  # noqa: E402
 from tests.integration.ha.counting_proxy import CountingProxy  # noqa: E402
 
@@ -227,12 +228,7 @@ class AgentProcess:
                 "outfacing_url_root": "http://models.example.com/",
                 "default_server_profile": "custom", "poll_interval_seconds": 0.2}},
         }
-        for dotted, value in overrides.items():
-            node = config
-            *parents, leaf = dotted.split("__")
-            for key in parents:
-                node = node.setdefault(key, {})
-            node[leaf] = value
+        set_dotted(config, overrides)
         self.config = workdir / "agent.yaml"
         self.config.write_text(yaml.safe_dump(config))
         self.log_path = workdir / "agent.log"
