@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from tools.kube.controllers.client import label_selector_matches
 from tools.kube.controllers.deployments import resolve_percent, template_hash
 from tools.kube.controllers.endpoints import endpoints_for
 from tools.kube.controllers.ingress import IngressController, Location, Server, prefix_regex
-from tools.kube.controllers.kaniko import PathMap, base_images, parse_args
+from tools.kube.controllers.kaniko import PathMap, base_images, check_push, parse_args
 from tools.kube.controllers.node import is_kaniko, parse_cpu, parse_mem
 from tools.kube.controllers.podspec import expand
 from tools.kube.controllers.runtime import registry_host, write_authfile
@@ -33,6 +35,45 @@ def test_kaniko_flags() -> None:
     assert o.certificates == {"r3": "/certs/ca.crt"}
     assert o.build_args == ["A=1"]
     assert set(o.ignored) == {"cache", "cache-dir", "snapshot-mode", "verbosity"}
+
+
+def test_kaniko_push_check_does_not_wait_for_the_upload_cancel() -> None:
+    """go-containerregistry cancels the probe upload in a goroutine and ignores the answer.
+
+    A fake registry, because a real one cannot be told to stall a DELETE: in CI, the
+    harness registry once took over 30 s to answer it (an fsync on a busy disk), and the
+    shim's build failed where Kaniko's would not have.
+    """
+    release = threading.Event()
+    seen: list[str] = []
+
+    class StallingRegistry(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append("POST " + self.path)
+            self.send_response(202)
+            self.send_header("Location", "/v2/m/blobs/uploads/u1?_state=s")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_DELETE(self) -> None:
+            seen.append("DELETE " + self.path)
+            release.wait(60)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StallingRegistry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        check_push(f"{host}/m:1", {}, verify=False, plain=True)  # returns: the stall is not waited
+        assert seen[0] == "POST /v2/m/blobs/uploads/"
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
 
 
 def test_kaniko_path_map_and_from_lines(tmp_path: Path) -> None:

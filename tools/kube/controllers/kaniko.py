@@ -18,6 +18,7 @@ stands for, and comparisons against it (bench/time_to_prediction) unfair.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -233,7 +235,11 @@ def _tls_for(host: str, opts: Options, pmap: PathMap, tmp: str, pull: bool
 
 
 def check_push(ref: str, auths: dict[str, Any], verify: bool | str, plain: bool) -> None:
-    """Kaniko's push-permission check: start a blob upload, then cancel it."""
+    """Kaniko's push-permission check: start a blob upload, then cancel it.
+
+    Like go-containerregistry's CheckPushPermission, the cancel is fire-and-forget: a
+    registry slow to answer the DELETE (an fsync on a busy disk) must not fail the build.
+    """
     host = registry_host(ref)
     repo = ref.split("/", 1)[1].split("@")[0].rsplit(":", 1)[0] if "/" in ref else ref
     scheme = "http" if plain else "https"
@@ -278,7 +284,8 @@ def check_push(ref: str, auths: dict[str, Any], verify: bool | str, plain: bool)
         if location:
             if location.startswith("/"):
                 location = f"{scheme}://{host}{location}"
-            sess.delete(location, headers=headers, timeout=30)
+            threading.Thread(target=_cancel_upload, args=(sess, location, headers),
+                             daemon=True).start()
     except requests.exceptions.SSLError as exc:
         raise KanikoError(f'{PUSH_ERROR}: checking push permission for "{ref}": '
                           f"Get \"{scheme}://{host}/v2/\": tls: failed to verify certificate: "
@@ -286,6 +293,12 @@ def check_push(ref: str, auths: dict[str, Any], verify: bool | str, plain: bool)
     except requests.exceptions.ConnectionError as exc:
         raise KanikoError(f'{PUSH_ERROR}: checking push permission for "{ref}": '
                           f"Get \"{scheme}://{host}/v2/\": {exc}") from exc
+
+
+def _cancel_upload(sess: requests.Session, location: str, headers: dict[str, str]) -> None:
+    # the registry purges abandoned uploads; Kaniko ignores this failure too
+    with contextlib.suppress(requests.exceptions.RequestException):
+        sess.delete(location, headers=headers, timeout=30)
 
 
 # -- build ---------------------------------------------------------------------------------
