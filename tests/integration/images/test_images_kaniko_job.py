@@ -19,7 +19,7 @@ import json
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -129,11 +129,12 @@ def _settings(registries: Registries, fetcher: str, namespace: str, base: str,
 
 
 def test_kaniko_job_builds_pushes_and_is_reused(
-        registries: Registries, kube: Any, fetcher_image: str, base_images: dict[str, str],
+        registries: Registries, kube: Any, kube_namespaces: Callable[[str], str],
+        fetcher_image: str, base_images: dict[str, str],
         model_server: tuple[str, Path]) -> None:
     url, served = model_server
     (served / "model.json").write_text(json.dumps({"coef": [1, 2, 3], "run": RUN}))
-    namespace = kube.namespace("kaniko")
+    namespace = kube_namespaces("kaniko")
     client = _kube_client(kube, namespace)
     settings = _settings(registries, fetcher_image, namespace, base_images["plain-oci"])
     # a signed URL: its signature must show in no Job spec (it is in the build's Secret)
@@ -167,7 +168,8 @@ def test_kaniko_job_builds_pushes_and_is_reused(
 
 
 def test_kaniko_where_pod_security_restricted_is_enforced_fails_at_once_saying_why(
-        registries: Registries, kube: Any, fetcher_image: str, base_images: dict[str, str],
+        registries: Registries, kube: Any, kube_namespaces: Callable[[str], str],
+        fetcher_image: str, base_images: dict[str, str],
         model_server: tuple[str, Path]) -> None:
     """The stand-in's admission refuses the root executor; its Job controller records
     FailedCreate as the real one does (and retries until the deadline, 600 s here)."""
@@ -175,7 +177,7 @@ def test_kaniko_where_pod_security_restricted_is_enforced_fails_at_once_saying_w
 
     url, served = model_server
     (served / "model.json").write_text(json.dumps({"run": RUN}))
-    namespace = kube.namespace("kaniko-psa")
+    namespace = kube_namespaces("kaniko-psa")
     client = _kube_client(kube, namespace)
     client.patch("v1", "Namespace", namespace, {"metadata": {"labels": {
         "pod-security.kubernetes.io/enforce": "restricted"}}})
@@ -195,14 +197,15 @@ def test_kaniko_where_pod_security_restricted_is_enforced_fails_at_once_saying_w
 
 
 def test_kaniko_failure_reports_reason_and_log(
-        registries: Registries, kube: Any, fetcher_image: str, base_images: dict[str, str],
+        registries: Registries, kube: Any, kube_namespaces: Callable[[str], str],
+        fetcher_image: str, base_images: dict[str, str],
         model_server: tuple[str, Path]) -> None:
     """The model URL answers 404: the fetch step fails and its log reaches the BuildError.
 
     Once the model is there, the retry deletes the failed Job and builds (it does not
     wait for the failed Job's TTL)."""
     url, served = model_server
-    namespace = kube.namespace("kaniko")
+    namespace = kube_namespaces("kaniko")
     client = _kube_client(kube, namespace)
     settings = _settings(registries, fetcher_image, namespace, base_images["plain-oci"],
                          backoff_limit=0)
@@ -247,11 +250,12 @@ def _secret_and_ca(client: Any, namespace: str, registries: Registries, password
 
 @pytest.mark.parametrize("good", [True, False], ids=["credentials", "wrong-credentials"])
 def test_kaniko_pushes_to_tls_registry_with_dockerconfigjson_secret_and_ca(
-        registries: Registries, kube: Any, fetcher_image: str, base_images: dict[str, str],
+        registries: Registries, kube: Any, kube_namespaces: Callable[[str], str],
+        fetcher_image: str, base_images: dict[str, str],
         model_server: tuple[str, Path], good: bool) -> None:
     url, served = model_server
     (served / "model.json").write_text(json.dumps({"tls": True, "run": RUN, "good": good}))
-    namespace = kube.namespace("kaniko")
+    namespace = kube_namespaces("kaniko")
     client = _kube_client(kube, namespace)
     _secret_and_ca(client, namespace, registries,
                    registries.tls_password if good else "wrong-password-xyz")
@@ -286,13 +290,14 @@ def test_kaniko_pushes_to_tls_registry_with_dockerconfigjson_secret_and_ca(
 
 
 def test_kaniko_trusts_the_one_tls_ca_setting(
-        registries: Registries, kube: Any, fetcher_image: str, base_images: dict[str, str],
+        registries: Registries, kube: Any, kube_namespaces: Callable[[str], str],
+        fetcher_image: str, base_images: dict[str, str],
         model_server: tuple[str, Path]) -> None:
     """No images.ca_bundle, no registry_certificates: tls.ca_bundle (the agent) and
     tls.ca_config_map (the Job) alone let Kaniko push to the private-CA registry."""
     url, served = model_server
     (served / "model.json").write_text(json.dumps({"tls-ca": True, "run": RUN}))
-    namespace = kube.namespace("kaniko")
+    namespace = kube_namespaces("kaniko")
     client = _kube_client(kube, namespace)
     _secret_and_ca(client, namespace, registries, registries.tls_password)
     settings = Settings.model_validate({

@@ -5,15 +5,14 @@ secret."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.fixtures.agent_process import AgentProcess
+from tests.fixtures.agent_process import AgentProcess, wait_for
 from tests.fixtures.browser import screenshot
 from tests.fixtures.controlplane import ControlPlaneServer
 
@@ -36,36 +35,49 @@ def site(control_plane: ControlPlaneServer, tmp_path: Path) -> Iterator[tuple[st
         print(f"----- agent log -----\n{agent.log()[-4000:]}")
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+def _detached(exc: Exception) -> bool:
+    """Chromedriver's words for an element whose page is being replaced: a stale reference,
+    or, when the element is asked mid-navigation, an "inspector error" saying so."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    return isinstance(exc, StaleElementReferenceException) or (
+        isinstance(exc, WebDriverException)
+        and "does not belong to the document" in str(exc.msg))
 
 
 def text(driver: Any, element_id: str) -> str:
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, WebDriverException
     from selenium.webdriver.common.by import By
 
     try:
         return str(driver.find_element(By.ID, element_id).text)
-    except (NoSuchElementException, StaleElementReferenceException):
+    except NoSuchElementException:
         return ""
+    except WebDriverException as exc:
+        if _detached(exc):
+            return ""
+        raise
 
 
 def navigates(driver: Any, element: Any, *keys: str) -> None:
     """Click `element` (or type `keys` into it) and wait until the next page replaced it."""
-    from selenium.webdriver.support import expected_conditions
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
+
+    def replaced(_: Any) -> bool:
+        try:
+            element.is_enabled()
+        except WebDriverException as exc:
+            if _detached(exc):
+                return True
+            raise
+        return False
 
     if keys:
         element.send_keys(*keys)
     else:
         element.click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(element))
+    WebDriverWait(driver, 30).until(replaced)
 
 
 def fill(driver: Any, form_action: str, **fields: str) -> None:
@@ -106,7 +118,7 @@ def test_log_in_deploy_watch_ready_replace_stop(
     def heartbeat_shown() -> bool:
         browser.refresh()
         return "filesystem" in browser.page_source
-    wait_for(heartbeat_shown, "the agent's heartbeat on the environments page")
+    wait_for(heartbeat_shown, what="the agent's heartbeat on the environments page", timeout=60)
     row = browser.find_element(By.XPATH, f"//tr[td/a[text()='{env_id}']]").text
     assert "filesystem" in row and "s ago" in row and "passing" in row
     screenshot(browser, "environments")
@@ -124,7 +136,7 @@ def test_log_in_deploy_watch_ready_replace_stop(
     # no reload from here on: the page updates itself
     # (a heartbeat may show the state before the action's result arrives: watch the timeline)
     wait_for(lambda: "completed passing/ready" in text(browser, "timeline")
-             and text(browser, "running") == "no", "the timeline reaching ready")
+             and text(browser, "running") == "no", what="the timeline reaching ready", timeout=60)
     assert "rendered" in text(browser, "timeline")
     assert text(browser, "state") == "ready"
     assert text(browser, "current-model") == "iris-v1"
@@ -135,23 +147,23 @@ def test_log_in_deploy_watch_ready_replace_stop(
 
     fill(browser, "/deployments/iris/replace", model_id="iris-v2", model_uri="s3://models/iris/v2/")
     wait_for(lambda: "deployment_replace_model" in text(browser, "timeline")
-             and text(browser, "running") == "no", "the replacement's result")
+             and text(browser, "running") == "no", what="the replacement's result", timeout=60)
     assert "model replaced: iris-v1 -> iris-v2" in text(browser, "timeline")
     assert text(browser, "current-model") == "iris-v2"
 
     navigates(browser, browser.find_element(By.CSS_SELECTOR,
                                             "form[action$='/deployments/iris/stop'] button"))
-    wait_for(lambda: text(browser, "state") == "stopped", "state stopped")
+    wait_for(lambda: text(browser, "state") == "stopped", what="state stopped", timeout=60)
     assert text(browser, "desired") == "stopped"
     # relaunch by keyboard: focus the button, press Enter
     navigates(browser, browser.find_element(
         By.CSS_SELECTOR, "form[action$='/deployments/iris/relaunch'] button"), Keys.ENTER)
     wait_for(lambda: text(browser, "desired") == "running" and text(browser, "state") == "ready"
-             and text(browser, "running") == "no", "relaunched and ready")
+             and text(browser, "running") == "no", what="relaunched and ready", timeout=60)
     assert "deployment_relaunch" in text(browser, "timeline")
     navigates(browser, browser.find_element(By.CSS_SELECTOR,
                                             "form[action$='/deployments/iris/stop'] button"))
-    wait_for(lambda: text(browser, "state") == "stopped", "stopped again")
+    wait_for(lambda: text(browser, "state") == "stopped", what="stopped again", timeout=60)
 
     browser.get(f"{url}/ui/environments/{env_id}?state=stopped")
     rows = browser.find_elements(By.CSS_SELECTOR, "tbody tr")
@@ -162,9 +174,10 @@ def test_log_in_deploy_watch_ready_replace_stop(
                  f"{url}/ui/environments/{env_id}/deployments/secret"):
         browser.get(page)
         wait_for(lambda: "Timeline" in browser.page_source or "Deployments" in browser.page_source
-                 or "Environments" in browser.page_source, "the page")
+                 or "Environments" in browser.page_source, what="the page", timeout=60)
         no_canary(browser)
-    wait_for(lambda: text(browser, "running") == "no", "the secret deployment's action done")
+    wait_for(lambda: text(browser, "running") == "no",
+             what="the secret deployment's action done", timeout=60)
     browser.refresh()
     no_canary(browser)
     assert "********" in text(browser, "spec")
@@ -203,7 +216,7 @@ def test_forms_need_the_session_csrf_token(
     browser.get(f"{url}/ui/environments/{env_id}/deployments/d1")
     assert "Timeline" in browser.page_source
     browser.delete_all_cookies()
-    wait_for(lambda: browser.current_url == f"{url}/ui/login", "the login page", timeout=15)
+    wait_for(lambda: browser.current_url == f"{url}/ui/login", what="the login page", timeout=15)
 
 
 def test_read_only_token_sees_pages_but_no_forms(browser: Any, tmp_path: Path) -> None:

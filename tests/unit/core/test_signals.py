@@ -124,6 +124,9 @@ def test_a_forced_stop_abandons_in_flight_work_instead_of_waiting(tmp_path: Path
         assert cp.released == [] and cp.completed == []  # abandoned: its lease expires
     finally:
         plugin.release.set()
+        # the abandoned worker logs its outcome: let it, before pytest closes the log capture
+        for worker in runtime._threads:
+            worker.join(10)
 
 
 def test_the_control_plane_server_forces_the_exit_on_a_second_sigterm(tmp_path: Path) -> None:
