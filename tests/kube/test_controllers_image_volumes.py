@@ -21,6 +21,7 @@ from agent.images.settings import ImageSettings, RegistryCredentials
 from agent.plugins.kubernetes.model_volume import pinned
 from tests.fixtures.harness import harness_down
 from tests.fixtures.kube import running_cluster
+from tools.kube.controllers.runtime import Podman
 from tools.kube.controllers.testing import StandinCluster, dump_debug, wait_for
 
 pytestmark = pytest.mark.slow
@@ -110,3 +111,58 @@ def test_image_volume_is_pulled_with_the_pods_secret_and_mounted_read_only(
     except BaseException:
         print(dump_debug(cluster, ns))
         raise
+
+
+@pytest.fixture
+def gc_cluster(env: dict[str, str]) -> Iterator[StandinCluster]:
+    """A node whose disk is always over the GC threshold: high 1 %, low 0 % (never reached),
+    images kept 5 s after first seen, a collection every 2 s."""
+    yield from running_cluster(env, KUBE_STANDIN_VERSION="1.35.0",
+                               KUBE_STANDIN_IMAGE_GC_HIGH_PERCENT="1",
+                               KUBE_STANDIN_IMAGE_GC_LOW_PERCENT="0",
+                               KUBE_STANDIN_IMAGE_GC_MIN_AGE_SECONDS="5",
+                               KUBE_STANDIN_IMAGE_GC_PERIOD_SECONDS="2")
+
+
+def test_the_node_collects_an_image_volume_no_pod_uses_and_keeps_what_a_running_pod_uses(
+        gc_cluster: StandinCluster, env: dict[str, str], tmp_path: Path) -> None:
+    """The kubelet's image GC: a cached model image goes once no pod mounts it, when the
+    disk is over the threshold; a running pod's container image and image volume stay;
+    not freeing enough is the Node's FreeDiskSpaceFailed warning."""
+    cluster, ns, base = gc_cluster, f"t-{uuid.uuid4().hex[:8]}", env["HARNESS_BASE_IMAGE"]
+    cluster.kubectl("create", "namespace", ns)
+    kept, collected = _push_model(env, tmp_path / "kept"), _push_model(env, tmp_path / "gone")
+    cluster.kubectl("create", "secret", "docker-registry", "regcred", "-n", ns,
+                    f"--docker-server={env['HARNESS_REGISTRY_TLS']}",
+                    f"--docker-username={env['HARNESS_REGISTRY_TLS_USER']}",
+                    f"--docker-password={env['HARNESS_REGISTRY_TLS_PASSWORD']}")
+    keeper = _pod("keeper", base, kept, secret=True)
+    keeper["spec"]["containers"][0]["command"] = [  # type: ignore[index]
+        "python3", "-c", "import time; open('/mnt/model/model.joblib'); time.sleep(600)"]
+    cluster.apply([keeper, _pod("reader", base, collected, secret=True)], ns)
+    podman = Podman(cluster.state_dir)
+    try:
+        wait_for(lambda: (cluster.pod(ns, "reader") or {}).get("status", {}).get("phase")
+                 == "Succeeded", 180, what="the reader pod Succeeded")
+        wait_for(lambda: (cluster.pod(ns, "keeper") or {}).get("status", {}).get("phase")
+                 == "Running", 120, what="the keeper pod Running")
+        assert "weights " in cluster.kubectl("logs", "-n", ns, "reader").stdout
+        assert podman.image_exists(collected)
+        cluster.kubectl("delete", "pod", "reader", "-n", ns)
+        wait_for(lambda: not podman.image_exists(collected), 60,
+                 what="the reader's volume image collected once no pod mounts it")
+        assert podman.image_exists(kept), "the running keeper's image volume was collected"
+        assert podman.image_exists(base), "the running keeper's container image was collected"
+
+        def disk_pressure_warning() -> bool:
+            return any(e["reason"] == "FreeDiskSpaceFailed" and e["type"] == "Warning"
+                       and e["involvedObject"]["kind"] == "Node"
+                       and "Failed to garbage collect required amount of images" in e["message"]
+                       for e in cluster.events("default"))
+
+        wait_for(disk_pressure_warning, 30, what="the Node's FreeDiskSpaceFailed warning")
+    except BaseException:
+        print(dump_debug(cluster, ns))
+        raise
+    finally:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)

@@ -29,21 +29,15 @@ from tools.harnesslib.netns import NetError, PodNetwork
 
 from . import kubelet_security, podspec
 from .client import ApiError, Informer, KubeClient, Obj, key_of, now_iso
+from .image_gc import GCPolicy, ImageGC
 from .image_volumes import ImageVolumeError, mount_image_volumes, unmount_image_volumes
 from .netpolicy import EgressEnforcer
-from .runtime import ContainerProcess, Podman, start_container, write_authfile
+from .runtime import ContainerProcess, Podman, env_float, start_container, write_authfile
 
 log = logging.getLogger(__name__)
 
 NODE_NAME = "harness-node"
 POD_INDEXES = range(2, 255)  # host numbers of pod addresses in the /24 (.1 is the harness)
-
-
-def env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
 
 
 BACKOFF_BASE = env_float("KUBE_STANDIN_BACKOFF_BASE", 1.0)
@@ -713,6 +707,7 @@ class Node:
         self.memory = parse_mem(os.environ.get("KUBE_STANDIN_NODE_MEMORY", "32Gi"))
         self.unschedulable_events: dict[str, float] = {}
         self.egress = EgressEnforcer(client, stop, self.wake)
+        self.image_gc = ImageGC(self.podman, GCPolicy.from_env(), self._node_event)
 
     def sandboxes(self) -> list[PodWorker]:
         """Workers whose pod has a network namespace (for NetworkPolicy peers and rules)."""
@@ -886,6 +881,7 @@ class Node:
         informer.start()
         self.pods.synced.wait(30)
         self.egress.start()
+        threading.Thread(target=self._collect_images, name="node-image-gc", daemon=True).start()
         while not self.stopping.is_set():
             self.wake.clear()
             try:
@@ -894,6 +890,21 @@ class Node:
                 log.exception("node sync failed")
             self.wake.wait(1.0)
         self.shutdown()
+
+    def _collect_images(self) -> None:
+        """The kubelet's image GC loop: at once, then every period."""
+        while True:
+            try:
+                self.image_gc.collect()
+            except Exception as exc:  # the kubelet's ImageGCFailed: logged, tried again
+                log.warning("image garbage collection failed: %s", exc)
+            if self.stopping.wait(self.image_gc.policy.period):
+                return
+
+    def _node_event(self, reason: str, message: str) -> None:
+        node = {"kind": "Node", "apiVersion": "v1",
+                "metadata": {"name": NODE_NAME, "uid": NODE_NAME}}
+        self.client.event(node, reason, message, "Warning")
 
     def shutdown(self) -> None:
         with self.lock:

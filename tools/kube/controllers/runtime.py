@@ -36,6 +36,14 @@ REPO_ROOT = str(Path(__file__).resolve().parents[3])
 ULIMITS = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
 
 
+def env_float(name: str, default: float) -> float:
+    """A number from the stand-in's environment (its tuning knobs); `default` if unset or bad."""
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
 @dataclass
 class RegistryConfig:
     """How the node reaches registries."""
