@@ -28,16 +28,19 @@ def _import(podman: Podman, tmp: Path, *names: str) -> None:
 
 
 def test_gc_spares_young_and_used_images_and_removes_an_old_one_with_all_its_tags(
-        tmp_path: Path) -> None:
+        env: dict[str, str], tmp_path: Path) -> None:
+    """`env`: podman comes with the harness (fails under CI=true without it)."""
     podman = Podman(str(tmp_path / "node"))
     try:
         _import(podman, tmp_path, "localhost/unused:1", "localhost/unused:2")
-        _import(podman, tmp_path, "localhost/stopped:1")
+        _import(podman, tmp_path, "localhost/stopped:1", "localhost/stopped:2")
+        _import(podman, tmp_path, "localhost/pending:1")
         now = [1000.0]
         events: list[tuple[str, str]] = []
         # always over the threshold and never back under it: every unused image is fair game
         gc = ImageGC(podman, GCPolicy(high=0, low=0, min_age=60),
                      lambda reason, message: events.append((reason, message)),
+                     pod_images=lambda: {"localhost/pending:1", "localhost/not-pulled:1"},
                      clock=lambda: now[0])
 
         assert gc.collect() == 0, "an image first seen now is younger than the minimum age"
@@ -52,7 +55,10 @@ def test_gc_spares_young_and_used_images_and_removes_an_old_one_with_all_its_tag
         gc.collect()
         assert not podman.image_exists("localhost/unused:1")
         assert not podman.image_exists("localhost/unused:2"), "a second tag kept the image"
+        # in use: not even untagged (podman drops all names but one before it refuses)
         assert podman.image_exists("localhost/stopped:1")
+        assert podman.image_exists("localhost/stopped:2")
+        assert podman.image_exists("localhost/pending:1"), "a pod's image was collected"
     finally:
         podman.run("rm", "--force", "--all")
         podman.run("rmi", "--all", "--force")

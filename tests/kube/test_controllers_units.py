@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -70,6 +71,10 @@ def test_kaniko_push_check_does_not_wait_for_the_upload_cancel() -> None:
         host = f"127.0.0.1:{server.server_address[1]}"
         check_push(f"{host}/m:1", {}, verify=False, plain=True)  # returns: the stall is not waited
         assert seen[0] == "POST /v2/m/blobs/uploads/"
+        deadline = time.monotonic() + 10
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen[1:] == ["DELETE /v2/m/blobs/uploads/u1?_state=s"], "the upload not cancelled"
     finally:
         release.set()
         server.shutdown()

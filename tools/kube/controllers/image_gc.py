@@ -4,10 +4,13 @@ Like the kubelet's image GC manager: every `period` (kubelet: 5 min), when the
 filesystem that holds the images is `high` % full or more
 (imageGCHighThresholdPercent, 85), images that no container uses and no pod mounts
 as an image volume are removed, least recently used first, until usage is back to
-`low` % (imageGCLowThresholdPercent, 80). An image first seen less than `min_age`
-ago (imageMinimumGCAge, 2 min) stays: the kubelet's guard for an image pulled for a
-container not created yet. When the unused images cannot free enough, the Node gets
-the kubelet's `FreeDiskSpaceFailed` warning.
+`low` % (imageGCLowThresholdPercent, 80). In use: the images of every container in
+the store and every mounted image, and those that the pods bound to the node name as
+container images or image volumes, finished pods included until they are deleted (a
+kubelet keeps a pod's exited containers, and so their images, that long). An image
+first seen less than `min_age` ago (imageMinimumGCAge, 2 min) stays. When the unused
+images cannot free enough, the Node gets the kubelet's `FreeDiskSpaceFailed` warning,
+in the words of the Kubernetes version the stand-in reports.
 
 Without it the node's storage only grew: a cached model image stayed forever, which
 a real node does not promise, and a 1 GB benchmark filled the disk.
@@ -55,10 +58,14 @@ class ImageGC:
 
     def __init__(self, podman: Podman, policy: GCPolicy,
                  node_event: Callable[[str, str], None],
+                 pod_images: Callable[[], set[str]] = set,
+                 server_minor: Callable[[], int] = lambda: 33,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.podman = podman
         self.policy = policy
         self.node_event = node_event
+        self.pod_images = pod_images
+        self.server_minor = server_minor
         self.clock = clock
         self.seen: dict[str, _Seen] = {}
 
@@ -75,16 +82,23 @@ class ImageGC:
         return list({i["Id"]: i for i in json.loads(res.stdout or "[]")}.values())
 
     def in_use(self) -> set[str]:
-        """Image ids of every container (running or not) and every mounted image volume."""
+        """Ids of the images containers, mounts and the node's pods use."""
         used: set[str] = set()
-        res = self.podman.run("ps", "--all", "--format", "{{.ImageID}}", timeout=60)
+        # --no-trunc: ps shortens image ids to 12 characters otherwise
+        res = self.podman.run("ps", "--all", "--no-trunc", "--format", "{{.ImageID}}",
+                              timeout=60)
         if res.returncode != 0:
             raise RuntimeError(f"podman ps: {res.stderr.strip()}")
         used.update(line.strip() for line in res.stdout.splitlines() if line.strip())
         res = self.podman.run("image", "mount", "--format", "json", timeout=60)
         if res.returncode != 0:
             raise RuntimeError(f"podman image mount: {res.stderr.strip()}")
-        used.update(str(m.get("id") or m.get("ID") or "") for m in json.loads(res.stdout or "[]"))
+        used.update(str(m.get("id") or "") for m in json.loads(res.stdout or "[]"))
+        for reference in self.pod_images():
+            res = self.podman.run("image", "inspect", "--format", "{{.Id}}", reference,
+                                  timeout=30)
+            if res.returncode == 0:  # else not pulled (yet): nothing to keep
+                used.add(res.stdout.strip())
         used.discard("")
         return used
 
@@ -121,9 +135,19 @@ class ImageGC:
                 self.seen.pop(image["Id"], None)
                 log.info("image GC removed %s (%s)", image["Id"][:12],
                          ", ".join(image.get("Names") or []) or "no name")
+            else:
+                log.warning("image GC could not remove %s: %s", image["Id"][:12],
+                            res.stderr.strip())
         if freed < to_free:
             self.node_event("FreeDiskSpaceFailed",
-                            "Failed to garbage collect required amount of images. Attempted "
-                            f"to free {to_free} bytes, but only found {freed} bytes eligible "
-                            "to free.")
+                            self._not_enough(usage, capacity, to_free, freed))
         return freed
+
+    def _not_enough(self, usage: int, capacity: int, to_free: int, freed: int) -> str:
+        if self.server_minor() >= 35:  # kubernetes#132578
+            return ("Insufficient free disk space on the node's image filesystem "
+                    f"({usage}% of {capacity / 2**30:.1f} GiB used). Failed to free sufficient "
+                    f"space by deleting unused images (freed {freed} bytes). Investigate disk "
+                    "usage, as it could be used by active images, logs, volumes, or other data.")
+        return ("Failed to garbage collect required amount of images. Attempted to free "
+                f"{to_free} bytes, but only found {freed} bytes eligible to free.")

@@ -707,7 +707,9 @@ class Node:
         self.memory = parse_mem(os.environ.get("KUBE_STANDIN_NODE_MEMORY", "32Gi"))
         self.unschedulable_events: dict[str, float] = {}
         self.egress = EgressEnforcer(client, stop, self.wake)
-        self.image_gc = ImageGC(self.podman, GCPolicy.from_env(), self._node_event)
+        self.image_gc = ImageGC(self.podman, GCPolicy.from_env(), self._node_event,
+                                pod_images=self._pod_images, server_minor=self._server_minor)
+        self.image_gc_thread: threading.Thread | None = None
 
     def sandboxes(self) -> list[PodWorker]:
         """Workers whose pod has a network namespace (for NetworkPolicy peers and rules)."""
@@ -881,7 +883,9 @@ class Node:
         informer.start()
         self.pods.synced.wait(30)
         self.egress.start()
-        threading.Thread(target=self._collect_images, name="node-image-gc", daemon=True).start()
+        self.image_gc_thread = threading.Thread(target=self._collect_images,
+                                                name="node-image-gc", daemon=True)
+        self.image_gc_thread.start()
         while not self.stopping.is_set():
             self.wake.clear()
             try:
@@ -901,6 +905,28 @@ class Node:
             if self.stopping.wait(self.image_gc.policy.period):
                 return
 
+    def _pod_images(self) -> set[str]:
+        """Container images and image volumes of the pods bound here, until deleted."""
+        refs: set[str] = set()
+        for pod in self.pods.items():
+            spec = pod.get("spec") or {}
+            if spec.get("nodeName") != NODE_NAME:
+                continue
+            for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+                refs.add(str(c.get("image") or ""))
+            for vol in spec.get("volumes") or []:
+                if isinstance(vol.get("image"), dict):
+                    refs.add(str(vol["image"].get("reference") or ""))
+        refs.discard("")
+        return refs
+
+    def _server_minor(self) -> int:
+        try:
+            minor = str((self.client.request("GET", "/version") or {}).get("minor", ""))
+            return int("".join(ch for ch in minor if ch.isdigit()))
+        except (ApiError, requests.RequestException, ValueError, AttributeError):
+            return 33
+
     def _node_event(self, reason: str, message: str) -> None:
         node = {"kind": "Node", "apiVersion": "v1",
                 "metadata": {"name": NODE_NAME, "uid": NODE_NAME}}
@@ -913,6 +939,8 @@ class Node:
             w.gone.set()
         for w in workers:
             w.join(timeout=60)
+        if self.image_gc_thread is not None:  # a podman rmi must end before runroot goes
+            self.image_gc_thread.join(timeout=130)
         self.cleanup_leftovers()
         if self.owns_net:
             self.net.remove()
