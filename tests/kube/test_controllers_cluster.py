@@ -346,6 +346,28 @@ def test_unschedulable_pod_and_deletion(cluster: StandinCluster, ns: str,
     assert time.monotonic() - t0 < 25, dump_debug(cluster, ns)
 
 
+def test_a_deleted_pod_leaves_the_endpoints_at_once_and_stops_after_its_prestop_sleep(
+        cluster: StandinCluster, ns: str, env: dict[str, str]) -> None:
+    """The kubelet's order on deletion: the endpoints drop the terminating pod while its
+    preStop hook runs, and SIGTERM comes after the hook: the window in which an ingress
+    still sends it requests is served (what the agent's `drain_seconds` relies on)."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "drain", "labels": {
+        "app": "drain"}}, "spec": {"terminationGracePeriodSeconds": 9, "containers": [{
+            "name": "c", "image": env["HARNESS_BASE_IMAGE"], "command": ["sleep", "300"],
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "lifecycle": {"preStop": {"sleep": {"seconds": 6}}}}]}}
+    cluster.apply([pod, service("drain")], ns)
+    wait_for(lambda: endpoints(cluster, ns, "drain")[0], 60, what="the pod in the endpoints")
+    uid = cluster.pod(ns, "drain")["metadata"]["uid"]  # type: ignore[index]
+    cluster.kubectl("delete", "pod", "-n", ns, "drain", "--wait=false")
+    wait_for(lambda: endpoints(cluster, ns, "drain") == ([], []), 5,
+             what="the terminating pod out of the endpoints")
+    assert any(uid[:8] in n for n in cluster.podman_ps()), "stopped before its preStop sleep"
+    assert "Killing" in {e["reason"] for e in cluster.events(ns)}
+    wait_for(lambda: not any(uid[:8] in n for n in cluster.podman_ps()), 30,
+             what="the container stopped after the sleep")
+
+
 def test_progress_deadline_exceeded(cluster: StandinCluster, ns: str,
                                     env: dict[str, str]) -> None:
     dep = server_deployment("stuck", f"{env['HARNESS_REGISTRY']}/no/such-image:1",

@@ -164,6 +164,9 @@ def _server_container(spec: DeploymentSpec, settings: KubernetesSettings,
             profile.health_path, p.readiness_failure_threshold, settings)
         server["livenessProbe"] = _probe(
             profile.health_path, p.liveness_failure_threshold, settings)
+    if settings.drain_seconds:
+        # endpoints removal and SIGTERM race: the ingress may route here for a moment more
+        server["lifecycle"] = {"preStop": {"sleep": {"seconds": settings.drain_seconds}}}
     return server
 
 

@@ -284,6 +284,12 @@ class KubernetesSettings(_Section):
     )
 
     rolling_update: RollingUpdate = Field(default_factory=RollingUpdate)
+    drain_seconds: int = Field(
+        default=5, ge=0, le=25,
+        description="Seconds a stopping prediction-server pod goes on serving before it gets "
+                    "SIGTERM (a preStop sleep; Kubernetes >= 1.30), so that the ingress drops "
+                    "it first and no request in flight fails during a replace (0: none).",
+    )
     progress_deadline_seconds: int = Field(
         default=840, ge=1,
         description="Deployment progressDeadlineSeconds, seconds.",

@@ -55,6 +55,7 @@ entries:
   - {values: predictionServer.clusterDomain, settings: plugin.kubernetes.cluster_domain, type: string, unset: keep}
   - {values: predictionServer.rollingUpdate.maxSurge, settings: plugin.kubernetes.rolling_update.max_surge, type: any, unset: keep}
   - {values: predictionServer.rollingUpdate.maxUnavailable, settings: plugin.kubernetes.rolling_update.max_unavailable, type: any, unset: keep}
+  - {values: predictionServer.drainSeconds, settings: plugin.kubernetes.drain_seconds, type: integer, unset: keep}
   - {values: predictionServer.progressDeadlineSeconds, settings: plugin.kubernetes.progress_deadline_seconds, type: integer, unset: keep}
   - {values: predictionServer.revisionHistoryLimit, settings: plugin.kubernetes.revision_history_limit, type: integer, unset: keep}
   - {values: predictionServer.probes.enabled, settings: plugin.kubernetes.probes.enabled, type: any, unset: keep}

@@ -74,6 +74,19 @@ def test_minimal_render_deployment_service_ingress() -> None:
     assert service["spec"]["ports"][0]["targetPort"] == "http"
 
 
+def test_a_stopping_server_goes_on_serving_until_the_ingress_has_dropped_it() -> None:
+    """Endpoints removal and SIGTERM race: without the preStop sleep, a request the ingress
+    sends in that moment is reset (a 502 a replace test once saw)."""
+    pod = render(spec(), settings(), "reg/img:1", "env-1")[0]["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    assert server["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert server["lifecycle"]["preStop"]["sleep"]["seconds"] < \
+        pod["terminationGracePeriodSeconds"]  # the API server refuses a longer sleep
+    off = render(spec(), settings(drain_seconds=0), "reg/img:1", "env-1")
+    validate(off)
+    assert "lifecycle" not in off[0]["spec"]["template"]["spec"]["containers"][0]
+
+
 def test_labels_and_annotations_carry_ids() -> None:
     long_model = "Model/With Spaces:" + "x" * 100
     objects = render(spec(model={"id": long_model, "image": "i"}), settings(), "i", "Env 1")

@@ -668,19 +668,37 @@ class PodWorker(threading.Thread):
             c.proc.stop(self.node.podman, int(min(MAX_GRACE, 2)))
 
     def _stop_all(self, grace: int) -> None:
-        procs = [c.proc for c in self.inits + self.mains if c.proc is not None]
-        if not procs:
+        running = [c for c in self.inits + self.mains if c.proc is not None]
+        if not running:
             return
         for c in self.mains:
             if c.proc is not None and not self.node.stopping.is_set():
                 self.event("Killing", f"Stopping container {c.name}")
-        threads = [threading.Thread(target=p.stop, args=(self.node.podman, grace)) for p in procs]
+        threads = [threading.Thread(target=self._stop_one, args=(c, grace)) for c in running]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         for c in self.inits + self.mains:
             c.proc = None
+
+    def _stop_one(self, c: Container, grace: int) -> None:
+        """The kubelet's order: the preStop hook, then SIGTERM, all within the grace period
+        (a node that shuts down skips the hooks)."""
+        proc = c.proc
+        if proc is None:
+            return
+        hook = (c.spec.get("lifecycle") or {}).get("preStop") or {}
+        started = time.monotonic()
+        if hook and not self.node.stopping.is_set():
+            if isinstance(hook.get("sleep"), dict):
+                self.node.stopping.wait(min(float(hook["sleep"].get("seconds") or 0), grace))
+            elif isinstance(hook.get("exec"), dict):
+                command = [str(a) for a in hook["exec"].get("command") or []]
+                if self.node.podman.exec(proc.name, command, timeout=grace) != 0:
+                    self.event("FailedPreStopHook", "PreStopHook failed", "Warning")
+            # httpGet / tcpSocket hooks: not run (docs/kube-standin.md)
+        proc.stop(self.node.podman, max(0, int(grace - (time.monotonic() - started))))
 
 
 class Node:
