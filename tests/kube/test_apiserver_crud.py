@@ -128,6 +128,26 @@ def test_validation_errors_are_422_with_causes(kube_api: KubeAPI) -> None:
     assert "replicaz" not in r.json()["spec"]
 
 
+def test_a_prestop_sleep_longer_than_the_grace_period_is_invalid(kube_api: KubeAPI) -> None:
+    """pkg/apis/core/validation validateSleepAction (zero allowed from 1.33, where the
+    AllowPodLifecycleSleepActionZeroValue gate is on)."""
+    url = f"{kube_api.url}/apis/apps/v1/namespaces/default/deployments"
+    for name, seconds, grace, status in (("fits", 5, 30, 201), ("zero", 0, 30, 201),
+                                         ("long", 31, 30, 422), ("short-grace", 6, 5, 422)):
+        body = deploy(name)
+        pod = body["spec"]["template"]["spec"]
+        pod["terminationGracePeriodSeconds"] = grace
+        pod["containers"][0]["lifecycle"] = {"preStop": {"sleep": {"seconds": seconds}}}
+        r = requests.post(url, json=body, timeout=5)
+        assert r.status_code == status, (name, r.text)
+        if status == 422:
+            assert r.json()["details"]["causes"] == [{
+                "reason": "FieldValueInvalid",
+                "field": "spec.template.spec.containers[0].lifecycle.preStop.sleep",
+                "message": f"Invalid value: {seconds}: must be non-negative and less than "
+                           f"terminationGracePeriodSeconds ({grace})"}]
+
+
 def test_defaults(kube_api: KubeAPI) -> None:
     apps = client.AppsV1Api(kube_api.client())
     v1 = client.CoreV1Api(kube_api.client())

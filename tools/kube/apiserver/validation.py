@@ -231,6 +231,7 @@ def _pod_causes(pod: dict[str, Any], base: str) -> list[dict[str, str]]:
             if group == "containers" and not c.get("image"):
                 causes.append(_cause(f"{base}.{group}[{i}].image", "Required value",
                                      "FieldValueRequired"))
+            causes += _sleep_causes(c, pod, f"{base}.{group}[{i}].lifecycle")
     if "containers" in pod and not pod.get("containers"):
         causes.append(_cause(f"{base}.containers", "Required value", "FieldValueRequired"))
     if not version.image_volumes_enabled():
@@ -241,6 +242,32 @@ def _pod_causes(pod: dict[str, Any], base: str) -> list[dict[str, str]]:
                 causes.append(_cause(f"{base}.volumes[{i}]",
                                      "Required value: must specify a volume type",
                                      "FieldValueRequired"))
+    return causes
+
+
+def _sleep_causes(container: dict[str, Any], pod: dict[str, Any],
+                  base: str) -> list[dict[str, str]]:
+    """validateSleepAction: a hook's sleep must fit in the termination grace period."""
+    causes: list[dict[str, str]] = []
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    lifecycle = container.get("lifecycle")
+    if not isinstance(lifecycle, dict) or not isinstance(grace, int):
+        return causes
+    zero_ok = version.minor() >= 33  # AllowPodLifecycleSleepActionZeroValue: beta, on
+    for hook in ("postStart", "preStop"):
+        sleep = (lifecycle.get(hook) or {}).get("sleep")
+        seconds = sleep.get("seconds") if isinstance(sleep, dict) else None
+        if not isinstance(seconds, int):
+            continue
+        if zero_ok and not 0 <= seconds <= grace:
+            msg = f"must be non-negative and less than terminationGracePeriodSeconds ({grace})"
+        elif not zero_ok and not 0 < seconds <= grace:
+            msg = (f"must be greater than 0 and less than terminationGracePeriodSeconds "
+                   f"({grace}). Enable AllowPodLifecycleSleepActionZeroValue feature gate for "
+                   "zero sleep.")
+        else:
+            continue
+        causes.append(_cause(f"{base}.{hook}.sleep", _invalid_value(seconds, msg)))
     return causes
 
 
