@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -690,15 +691,22 @@ class PodWorker(threading.Thread):
             return
         hook = (c.spec.get("lifecycle") or {}).get("preStop") or {}
         started = time.monotonic()
-        if hook and not self.node.stopping.is_set():
-            if isinstance(hook.get("sleep"), dict):
-                self.node.stopping.wait(min(float(hook["sleep"].get("seconds") or 0), grace))
-            elif isinstance(hook.get("exec"), dict):
-                command = [str(a) for a in hook["exec"].get("command") or []]
-                if self.node.podman.exec(proc.name, command, timeout=grace) != 0:
-                    self.event("FailedPreStopHook", "PreStopHook failed", "Warning")
-            # httpGet / tcpSocket hooks: not run (docs/kube-standin.md)
-        proc.stop(self.node.podman, max(0, int(grace - (time.monotonic() - started))))
+        try:
+            if hook and not self.node.stopping.is_set() and not proc.kaniko:
+                if isinstance(hook.get("sleep"), dict):
+                    seconds = float(hook["sleep"].get("seconds") or 0)
+                    self.node.stopping.wait(min(seconds, grace))
+                elif isinstance(hook.get("exec"), dict):
+                    command = [str(a) for a in hook["exec"].get("command") or []]
+                    if self.node.podman.exec(proc.name, command, timeout=grace) != 0:
+                        self.event("FailedPreStopHook", "PreStopHook failed", "Warning")
+                # httpGet / tcpSocket hooks: not run (docs/kube-standin.md)
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("preStop hook of %s failed: %s", proc.name, exc)
+        finally:
+            # the kubelet gives SIGTERM at least 2 s after a hook that used the grace period
+            left = max(2, math.ceil(grace - (time.monotonic() - started)))
+            proc.stop(self.node.podman, left)
 
 
 class Node:
